@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Every map of the skfp object. `bpftool prog loadall ... pinmaps DIR` pins
+ * each under its name; skfp's TS side finds them there. */
+#ifndef SKFP_LIB_MAPS_H
+#define SKFP_LIB_MAPS_H
+
+#include "common.h"
+
+/* Sized for 10 000 concurrent local connections (two sockets each) and more. */
+#ifndef SKFP_SOCKS_MAX
+#define SKFP_SOCKS_MAX 65536
+#endif
+#ifndef SKFP_BYPASS_MAX
+#define SKFP_BYPASS_MAX 256
+#endif
+
+/* The datapath configuration (struct skfp_config), one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct skfp_config);
+} skfp_config SEC(".maps");
+
+/* What `skfp down` must undo (struct skfp_record), one entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct skfp_record);
+} skfp_record SEC(".maps");
+
+/* Counters, indexed by enum skfp_counter, one slot per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SKFP_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} skfp_counters SEC(".maps");
+
+/* Established local TCP sockets, keyed by their own view of the tuple. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SKFP_SOCKS_MAX);
+	__type(key, struct skfp_sock_key);
+	__type(value, __u64);
+} skfp_socks SEC(".maps");
+
+/* Connections the lo-ingress program handed to the proxy, keyed by the
+ * client's view (netns_cookie 0): sock_ops accelerates both ends of these. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SKFP_SOCKS_MAX);
+	__type(key, struct skfp_sock_key);
+	__type(value, __u8);
+} skfp_intercepted SEC(".maps");
+
+static __always_inline struct skfp_config *skfp_get_config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&skfp_config, &zero);
+}
+
+static __always_inline void skfp_count(__u32 counter, __u64 n)
+{
+	__u64 *slot = bpf_map_lookup_elem(&skfp_counters, &counter);
+	if (slot)
+		*slot += n; /* per-CPU slot: no atomics needed */
+}
+
+#endif /* SKFP_LIB_MAPS_H */

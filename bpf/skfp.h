@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Structures shared between the BPF programs and skfp's TypeScript side
+ * (src/lib/config.ts encodes them byte for byte; test/unit/config.test.ts
+ * checks the layout, an integration test checks it against bpftool's BTF dump).
+ * Every field states its byte order. Keep explicit padding: no implicit holes. */
+#ifndef SKFP_H
+#define SKFP_H
+
+#include <linux/types.h>
+
+/* skfp_config.flags */
+#define SKFP_CFG_FASTPATH        (1u << 0) /* sk_msg redirects (clear = kill switch) */
+#define SKFP_CFG_INTERCEPT       (1u << 1) /* tc programs intercept */
+#define SKFP_CFG_BYPASS_PRIVATE  (1u << 2) /* RFC1918/ULA destinations go direct */
+#define SKFP_CFG_HAS_PROXY_V4    (1u << 3) /* proxy_addr4 is set */
+#define SKFP_CFG_HAS_PROXY_V6    (1u << 4) /* proxy_addr6 is set */
+
+/* skfp_config.proxy_down: what intercepted traffic gets with no proxy listener */
+#define SKFP_PROXY_DOWN_FAIL_FAST   0 /* reset / ICMP error at once */
+#define SKFP_PROXY_DOWN_FAIL_CLOSED 1 /* dropped */
+#define SKFP_PROXY_DOWN_PASS        2 /* goes out directly */
+
+/* The datapath configuration: one entry in the ARRAY map skfp_config.
+ * Written by `skfp up` with `bpftool map update ... value hex ...`. 48 bytes. */
+struct skfp_config {
+	__u32 flags;          /* host order: SKFP_CFG_* */
+	__u32 proxy_mark;     /* host order: SO_MARK of the proxy's own sockets; 0 = none */
+	__u32 fwmark;         /* host order: mark put on intercepted packets */
+	__u32 lo_ifindex;     /* host order: ifindex of lo in the target netns */
+	__u32 proxy_addr4;    /* network order */
+	__u32 proxy_addr6[4]; /* network order */
+	__u16 proxy_port;     /* host order */
+	__u8 proxy_down;      /* SKFP_PROXY_DOWN_* */
+	__u8 _pad0;
+	__u64 fastpath_queue; /* host order: bytes a peer may have queued before the guard demotes */
+};
+
+/* Indexes into the per-CPU ARRAY map skfp_counters (each a __u64). */
+enum skfp_counter {
+	SKFP_CNT_SOCK_ADDED = 0,     /* sockets inserted into the sockhash */
+	SKFP_CNT_SOCK_INSERT_FAILED, /* insert failed (map full, ...): socket stays on TCP */
+	SKFP_CNT_SOCK_SKIPPED_MARK,  /* proxy-marked sockets left alone */
+	SKFP_CNT_MSG_REDIRECTED,     /* sk_msg messages redirected to the peer */
+	SKFP_CNT_BYTES_REDIRECTED,   /* their bytes */
+	SKFP_CNT_MSG_FALLBACK,       /* messages sent over plain TCP (no peer / switched off) */
+	SKFP_CNT_BYTES_FALLBACK,     /* their bytes */
+	SKFP_CNT_GUARD_DEMOTED,      /* memory guard: peer queue over the bound, went to TCP */
+	SKFP_CNT_GUARD_PROMOTED,     /* memory guard: back to redirecting */
+	SKFP_CNT_TC_SEEN,            /* uplink egress: packets looked at */
+	SKFP_CNT_TC_BYPASSED,        /* uplink egress: bypassed (mark, CIDR, port) */
+	SKFP_CNT_TC_REDIRECTED,      /* uplink egress: redirected to lo */
+	SKFP_CNT_TC_ASSIGNED_EST,    /* lo ingress: assigned to an established socket */
+	SKFP_CNT_TC_ASSIGNED_LISTEN, /* lo ingress: assigned to the proxy's listener */
+	SKFP_CNT_TC_NO_LISTENER,     /* lo ingress: no proxy listener */
+	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
+};
+
+/* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.
+ * IPv4 (and v4-mapped IPv6) is stored as family 4 with the address in ip[0].
+ * 48 bytes. */
+struct skfp_sock_key {
+	__u32 local_ip[4];   /* network order */
+	__u32 remote_ip[4];  /* network order */
+	__u16 local_port;    /* host order */
+	__u16 remote_port;   /* host order */
+	__u32 family;        /* 4 or 6 */
+	__u64 netns_cookie;  /* bpf_get_netns_cookie() of the socket */
+};
+
+/* The undo record: one entry in the ARRAY map skfp_record. It holds, as JSON
+ * text, everything `skfp down` must undo (cgroup, netns, uplinks, rules,
+ * routes, sysctls with their old values). Written before each change it
+ * describes, so a crash never leaves a change that is not recorded. */
+#define SKFP_RECORD_MAX 4088
+struct skfp_record {
+	__u32 version;              /* host order: SKFP_RECORD_VERSION */
+	__u32 len;                  /* host order: bytes of json used */
+	char json[SKFP_RECORD_MAX]; /* UTF-8, not NUL-terminated */
+};
+#define SKFP_RECORD_VERSION 1
+
+#endif /* SKFP_H */
