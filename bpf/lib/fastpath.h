@@ -45,7 +45,7 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 		return 1;
 
 	cfg = skfp_get_config();
-	if (!cfg)
+	if (!cfg || !(cfg->flags & SKFP_CFG_FASTPATH)) /* off: no new sockets get the sockmap proto */
 		return 1;
 	sk = skops->sk;
 	if (!sk)

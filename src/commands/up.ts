@@ -1,0 +1,37 @@
+import {Flags} from '@oclif/core'
+import {SkfpCommand} from '../lib/base-command.js'
+import {renderPlan} from '../lib/render.js'
+import {upInstance, type UpResult} from '../lib/lifecycle.js'
+import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
+
+export default class Up extends SkfpCommand {
+  static summary = 'Load, pin and attach the datapath for an instance.'
+  static description = 'A plan of steps, each with its undo: any failure rolls back what was applied. On a running instance with the same settings it does nothing; with other settings it refuses unless --replace.'
+  static examples = [
+    '<%= config.bin %> up',
+    '<%= config.bin %> up --instance lab --netns lab --cgroup /sys/fs/cgroup/unified/lab --fastpath on',
+    '<%= config.bin %> up --dry-run',
+  ]
+  static flags = {
+    instance: Flags.string({default: 'default', description: 'Instance name: [a-z0-9-], at most 32 characters.'}),
+    cgroup: Flags.string({description: 'cgroup v2 directory whose sockets get the fastpath (default: the cgroup v2 root).'}),
+    netns: Flags.string({description: 'Named network namespace (/run/netns/NAME) for interface work.'}),
+    'proxy-mark': Flags.string({default: '0', description: "SO_MARK of the proxy's own upstream sockets: never accelerated nor intercepted (0 = none)."}),
+    fastpath: Flags.string({default: 'auto', description: 'on, off, or auto (on when the kernel self-test passes).'}),
+    'fastpath-queue': Flags.string({default: String(DEFAULT_FASTPATH_QUEUE), description: 'Bytes a slow reader may have queued on the fastpath before the sender is held back.'}),
+    replace: Flags.boolean({default: false, description: 'Apply new settings to a running instance (down, then up).'}),
+    'dry-run': Flags.boolean({default: false, description: 'Print every command it would run; change nothing.'}),
+    debug: Flags.boolean({default: false, description: 'Load the tracing build (skfp build --debug).'}),
+  }
+
+  async run(): Promise<UpResult> {
+    const {flags} = await this.parse(Up)
+    const settings = parseUpFlags({...flags, cgroup: flags.cgroup ?? ''})
+    const result = await upInstance(settings, {...this.planOptions(flags['dry-run']), replace: flags.replace, debugObject: flags.debug}, this.runner())
+    if (result.dryRun) this.say(renderPlan(result.plan))
+    else if (result.action === 'unchanged') this.say(`instance ${result.instance} is already up with these settings`)
+    else if (result.action === 'switched') this.say(`instance ${result.instance}: fastpath switched ${result.fastpath ? 'on' : 'off'}`)
+    else this.say(`instance ${result.instance} is up (fastpath ${result.fastpath ? 'on' : 'off'})`)
+    return result
+  }
+}

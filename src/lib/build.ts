@@ -1,0 +1,117 @@
+/**
+ * `skfp build`: compiles bpf/*.bpf.c into build/<target>[-debug]/ and probes/*.c into build/bin/,
+ * skipping outputs whose inputs (all sources and headers, and the argv) hash the same as last time.
+ */
+import {createHash} from 'node:crypto'
+import {existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync} from 'node:fs'
+import {basename, dirname, join} from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {environmentError} from './errors.js'
+import type {Cmd, Runner} from './exec.js'
+import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
+
+/** The package root (holds bpf/, probes/, templates/, build/). */
+export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+
+export interface BuildOptions {
+  target: BpfTarget
+  debug: boolean
+  root?: string
+}
+
+export interface BuildOutput {
+  source: string
+  output: string
+  rebuilt: boolean
+}
+
+export interface BuildResult {
+  objects: BuildOutput[]
+  programs: BuildOutput[]
+}
+
+export function objectDir(opts: BuildOptions): string {
+  return join(opts.root ?? PROJECT_ROOT, 'build', `${opts.target}${opts.debug ? '-debug' : ''}`)
+}
+
+/** The datapath object `up` loads. */
+export const datapathObject = (opts: BuildOptions) => join(objectDir(opts), 'skfp.bpf.o')
+export const programPath = (name: string, root = PROJECT_ROOT) => join(root, 'build', 'bin', name)
+
+function filesUnder(dir: string, match: (name: string) => boolean): string[] {
+  if (!existsSync(dir)) return []
+  return readdirSync(dir, {recursive: true, withFileTypes: true})
+    .filter((e) => e.isFile() && match(e.name))
+    .map((e) => join(e.parentPath ?? (e as unknown as {path: string}).path, e.name))
+    .sort()
+}
+
+function inputsHash(files: string[], cmd: Cmd): string {
+  const h = createHash('sha256')
+  h.update(JSON.stringify(cmd.args))
+  for (const f of files) h.update(f).update(readFileSync(f))
+  return h.digest('hex')
+}
+
+/** Header checks up front, so a missing package is named instead of a compiler error. */
+export function checkHeaders(): void {
+  const needs: [string, string][] = [
+    [`${multiarchInclude()}/asm/types.h`, 'linux-libc-dev'],
+    ['/usr/include/bpf/bpf_helpers.h', 'libbpf-dev'],
+    ['/usr/include/linux/bpf.h', 'linux-libc-dev'],
+  ]
+  for (const [file, pkg] of needs) if (!existsSync(file)) throw environmentError(`${file} is missing`, `install it: apt-get install ${pkg}`)
+}
+
+async function compileIfStale(runner: Runner, cmd: Cmd, inputs: string[], source: string, output: string): Promise<BuildOutput> {
+  const stamp = `${output}.sha256`
+  const hash = inputsHash(inputs, cmd)
+  if (existsSync(output) && existsSync(stamp) && readFileSync(stamp, 'utf8') === hash) return {source, output, rebuilt: false}
+  mkdirSync(dirname(output), {recursive: true})
+  rmSync(stamp, {force: true})
+  await runner.run(cmd, {timeoutMs: 180_000})
+  writeFileSync(stamp, hash)
+  return {source, output, rebuilt: true}
+}
+
+/** Plans only: every compile command, for freshness checks without running anything. */
+function bpfJobs(opts: BuildOptions) {
+  const root = opts.root ?? PROJECT_ROOT
+  const bpfDir = join(root, 'bpf')
+  const inputs = filesUnder(bpfDir, (n) => n.endsWith('.c') || n.endsWith('.h'))
+  return readdirSync(bpfDir)
+    .filter((n) => n.endsWith('.bpf.c'))
+    .sort()
+    .map((n) => {
+      const source = join(bpfDir, n)
+      const output = join(objectDir(opts), basename(n, '.c') + '.o')
+      return {source, output, inputs, cmd: compileBpf(source, output, opts.target, opts.debug)}
+    })
+}
+
+function programJobs(root: string) {
+  const dir = join(root, 'probes')
+  const headers = filesUnder(dir, (n) => n.endsWith('.h'))
+  return filesUnder(dir, (n) => n.endsWith('.c')).map((source) => {
+    const output = programPath(basename(source, '.c'), root)
+    return {source, output, inputs: [source, ...headers], cmd: compileProgram(source, output)}
+  })
+}
+
+/** Whether every output exists and is current. */
+export function isBuilt(opts: BuildOptions): boolean {
+  const root = opts.root ?? PROJECT_ROOT
+  return [...bpfJobs(opts), ...programJobs(root)].every(
+    (j) => existsSync(j.output) && existsSync(`${j.output}.sha256`) && readFileSync(`${j.output}.sha256`, 'utf8') === inputsHash(j.inputs, j.cmd),
+  )
+}
+
+export async function build(runner: Runner, opts: BuildOptions): Promise<BuildResult> {
+  checkHeaders()
+  const root = opts.root ?? PROJECT_ROOT
+  const objects: BuildOutput[] = []
+  for (const j of bpfJobs(opts)) objects.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
+  const programs: BuildOutput[] = []
+  for (const j of programJobs(root)) programs.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
+  return {objects, programs}
+}

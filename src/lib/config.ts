@@ -1,0 +1,154 @@
+/**
+ * Byte-exact encoders for the structs of bpf/skfp.h (little-endian host). The layout is checked
+ * by unit tests and against bpftool's BTF dump in an integration test.
+ */
+export const CFG_FASTPATH = 1 << 0
+export const CFG_INTERCEPT = 1 << 1
+export const CFG_BYPASS_PRIVATE = 1 << 2
+export const CFG_HAS_PROXY_V4 = 1 << 3
+export const CFG_HAS_PROXY_V6 = 1 << 4
+
+export const PROXY_DOWN_MODES = ['fail-fast', 'fail-closed', 'pass'] as const
+export type ProxyDownMode = (typeof PROXY_DOWN_MODES)[number]
+
+export const CONFIG_SIZE = 48
+export const RECORD_MAX = 4088
+export const RECORD_SIZE = 8 + RECORD_MAX
+export const RECORD_VERSION = 1
+
+/** struct skfp_config, as TypeScript sees it. */
+export interface DatapathConfig {
+  flags: number
+  proxyMark: number
+  fwmark: number
+  loIfindex: number
+  proxyAddr4?: string // dotted quad
+  proxyAddr6?: string // any IPv6 text form
+  proxyPort: number
+  proxyDown: ProxyDownMode
+  fastpathQueue: bigint
+}
+
+/** enum skfp_counter, in order. */
+export const COUNTER_NAMES = [
+  'socketsAdded',
+  'socketInsertFailures',
+  'socketsSkippedProxyMark',
+  'messagesRedirected',
+  'bytesRedirected',
+  'messagesFallback',
+  'bytesFallback',
+  'guardDemotions',
+  'guardPromotions',
+  'tcSeen',
+  'tcBypassed',
+  'tcRedirected',
+  'tcAssignedEstablished',
+  'tcAssignedListener',
+  'tcNoListener',
+] as const
+export type CounterName = (typeof COUNTER_NAMES)[number]
+export type Counters = Record<CounterName, number>
+
+export function encodeConfig(c: DatapathConfig): Uint8Array {
+  const buf = new Uint8Array(CONFIG_SIZE)
+  const v = new DataView(buf.buffer)
+  let flags = c.flags
+  if (c.proxyAddr4) flags |= CFG_HAS_PROXY_V4
+  if (c.proxyAddr6) flags |= CFG_HAS_PROXY_V6
+  v.setUint32(0, flags >>> 0, true)
+  v.setUint32(4, c.proxyMark >>> 0, true)
+  v.setUint32(8, c.fwmark >>> 0, true)
+  v.setUint32(12, c.loIfindex >>> 0, true)
+  if (c.proxyAddr4) buf.set(ipv4Bytes(c.proxyAddr4), 16)
+  if (c.proxyAddr6) buf.set(ipv6Bytes(c.proxyAddr6), 20)
+  v.setUint16(36, c.proxyPort, true)
+  v.setUint8(38, PROXY_DOWN_MODES.indexOf(c.proxyDown))
+  v.setBigUint64(40, c.fastpathQueue, true)
+  return buf
+}
+
+export function decodeConfig(buf: Uint8Array): DatapathConfig {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  const flags = v.getUint32(0, true)
+  return {
+    flags,
+    proxyMark: v.getUint32(4, true),
+    fwmark: v.getUint32(8, true),
+    loIfindex: v.getUint32(12, true),
+    proxyAddr4: flags & CFG_HAS_PROXY_V4 ? [...buf.subarray(16, 20)].join('.') : undefined,
+    proxyAddr6: flags & CFG_HAS_PROXY_V6 ? ipv6Text(buf.subarray(20, 36)) : undefined,
+    proxyPort: v.getUint16(36, true),
+    proxyDown: PROXY_DOWN_MODES[v.getUint8(38)] ?? 'fail-fast',
+    fastpathQueue: v.getBigUint64(40, true),
+  }
+}
+
+export function encodeRecord(record: unknown): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(record))
+  if (json.length > RECORD_MAX) throw new Error(`record too large: ${json.length} > ${RECORD_MAX} bytes`)
+  const buf = new Uint8Array(RECORD_SIZE)
+  const v = new DataView(buf.buffer)
+  v.setUint32(0, RECORD_VERSION, true)
+  v.setUint32(4, json.length, true)
+  buf.set(json, 8)
+  return buf
+}
+
+/** The record's JSON, or undefined for an empty (never written) or foreign entry. */
+export function decodeRecord<T>(buf: Uint8Array): T | undefined {
+  const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  const len = v.getUint32(4, true)
+  if (v.getUint32(0, true) !== RECORD_VERSION || len === 0 || len > RECORD_MAX) return undefined
+  return JSON.parse(new TextDecoder().decode(buf.subarray(8, 8 + len))) as T
+}
+
+export function decodeCounters(sums: bigint[]): Counters {
+  return Object.fromEntries(COUNTER_NAMES.map((name, i) => [name, Number(sums[i] ?? 0n)])) as Counters
+}
+
+export const KEY_ZERO = new Uint8Array(4)
+
+export function ipv4Bytes(addr: string): Uint8Array {
+  const parts = addr.split('.')
+  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) throw new Error(`not an IPv4 address: ${addr}`)
+  return Uint8Array.from(parts.map(Number))
+}
+
+export function ipv6Bytes(addr: string): Uint8Array {
+  let text = addr
+  const out = new Uint8Array(16)
+  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(text)
+  if (v4) {
+    const b = ipv4Bytes(v4[1])
+    text = text.slice(0, -v4[1].length) + `${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`
+  }
+  const halves = text.split('::')
+  if (halves.length > 2) throw new Error(`not an IPv6 address: ${addr}`)
+  const head = halves[0] ? halves[0].split(':') : []
+  const rest = halves.length === 2 && halves[1] ? halves[1].split(':') : []
+  const groups = halves.length === 2 ? [...head, ...Array(8 - head.length - rest.length).fill('0'), ...rest] : head
+  if (groups.length !== 8 || groups.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g))) throw new Error(`not an IPv6 address: ${addr}`)
+  groups.forEach((g, i) => {
+    const n = Number.parseInt(g, 16)
+    out[2 * i] = n >> 8
+    out[2 * i + 1] = n & 0xff
+  })
+  return out
+}
+
+export function ipv6Text(bytes: Uint8Array): string {
+  const groups: string[] = []
+  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i] << 8) | bytes[i + 1]).toString(16))
+  // compress the longest run of zero groups, as inet_ntop does
+  let best = [-1, 0]
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== '0') { i++; continue }
+    let j = i
+    while (j < 8 && groups[j] === '0') j++
+    if (j - i > best[1] && j - i > 1) best = [i, j - i]
+    i = j
+  }
+  if (best[0] < 0) return groups.join(':')
+  return `${groups.slice(0, best[0]).join(':')}::${groups.slice(best[0] + best[1]).join(':')}`
+}

@@ -1,0 +1,44 @@
+/**
+ * `skfp down`: observed pins → steps that remove everything the instance added. Pure. It stops the
+ * fastpath first through the config flag (ordering-safe), never deletes sockhash entries (that drops
+ * queued data), and undoes only what is still there, so it also finishes a half-done up or down.
+ */
+import {CFG_FASTPATH, encodeConfig, KEY_ZERO} from './config.js'
+import {changeActions} from './changes.js'
+import type {ObservedInstance} from './observe.js'
+import {PIN_ROOT} from './pins.js'
+import type {Step} from './plan.js'
+import type {Change} from './record.js'
+import * as bpftool from './tools/bpftool.js'
+import {stepId} from './up.js'
+
+/** Whether a recorded change is still in place, as far as the pins and observations tell. */
+function stillPresent(change: Change, o: ObservedInstance): boolean {
+  if (change.kind === 'sockops') return o.sockopsAttached
+  if (change.kind === 'msg-verdict') return !!o.progs.skMsg
+  return true
+}
+
+export function planDown(o: ObservedInstance, pinRoot = PIN_ROOT): Step[] {
+  if (!o.exists) return []
+  const {pins} = o
+  const steps: Step[] = []
+  if (o.config && o.config.flags & CFG_FASTPATH)
+    steps.push({
+      id: 'kill-switch',
+      title: 'Stop redirecting (the fastpath kill switch)',
+      apply: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...o.config, flags: o.config.flags & ~CFG_FASTPATH}))],
+      undo: [],
+    })
+  const changes = [...(o.record?.changes ?? [])].reverse()
+  for (const change of changes) {
+    if (!stillPresent(change, o)) continue
+    const a = changeActions(change, pins, o.record?.settings.netns)
+    // msg_verdict has no observable attachment: its detach may find it gone already
+    steps.push({id: `undo-${stepId(change)}`, title: undoTitle(a.title), apply: a.undo, undo: [], tolerant: change.kind === 'msg-verdict'})
+  }
+  steps.push({id: 'unpin', title: `Remove the pins under ${pins.dir}`, apply: [{fs: 'rm', path: pins.dir}, {fs: 'rmdir-if-empty', path: pinRoot}], undo: []})
+  return steps
+}
+
+const undoTitle = (title: string) => title.replace(/^Attach (.*?) to/, 'Detach $1 from').replace(/^Add/, 'Remove').replace(/^Set/, 'Restore')

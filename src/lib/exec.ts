@@ -1,0 +1,111 @@
+/**
+ * The one place that runs external programs: execa with an argv array, never a shell, tools
+ * resolved to absolute paths in system directories only (skfp runs as root: a binary in the
+ * current folder or a user-writable PATH entry must never be picked up).
+ */
+import {execa} from 'execa'
+import {accessSync, constants} from 'node:fs'
+import {SkfpError, environmentError, tail} from './errors.js'
+
+/** Every tool skfp runs, with the Debian package that provides it. */
+export const TOOLS = {
+  bpftool: 'bpftool',
+  tc: 'iproute2',
+  ip: 'iproute2',
+  clang: 'clang',
+  nsenter: 'util-linux',
+  mount: 'mount',
+  umount: 'mount',
+  sysctl: 'procps',
+  iperf3: 'iperf3',
+  v2ray: 'v2ray',
+} as const
+
+export type Tool = keyof typeof TOOLS
+
+export const TRUSTED_DIRS = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin']
+
+/** One external command: a tool and its arguments, optionally inside a named network namespace. */
+export interface Cmd {
+  tool: Tool
+  args: string[]
+  netns?: string
+}
+
+export interface RunResult {
+  stdout: string
+  stderr: string
+  exitCode: number
+}
+
+export interface RunOptions {
+  /** Return a failed result instead of throwing. */
+  allowFailure?: boolean
+  timeoutMs?: number
+  input?: string
+}
+
+/** What runs commands: the real one below, or a fake in unit tests. */
+export interface Runner {
+  run(cmd: Cmd, opts?: RunOptions): Promise<RunResult>
+}
+
+export function netnsPath(netns: string): string {
+  return `/run/netns/${netns}`
+}
+
+/** The argv actually executed for cmd: `nsenter --net=/run/netns/NAME -- tool ...` inside a netns
+ * (not `ip -n`/`tc -n`, which remount /sys and lose sight of the bpffs pins). */
+export function argvOf(cmd: Cmd, resolve: (tool: Tool) => string = (t) => t): string[] {
+  const inner = [resolve(cmd.tool), ...cmd.args]
+  return cmd.netns ? [resolve('nsenter'), `--net=${netnsPath(cmd.netns)}`, '--', ...inner] : inner
+}
+
+export function resolveTool(tool: Tool, dirs: string[] = TRUSTED_DIRS): string {
+  for (const dir of dirs) {
+    const candidate = `${dir}/${tool}`
+    try {
+      accessSync(candidate, constants.X_OK)
+      return candidate
+    } catch {
+      // not in this directory
+    }
+  }
+  throw environmentError(`${tool} not found in ${dirs.join(':')}`, `install it: apt-get install ${TOOLS[tool]}`)
+}
+
+export class ExecaRunner implements Runner {
+  private readonly paths = new Map<Tool, string>()
+  constructor(private readonly log: (line: string) => void = () => {}) {}
+
+  resolve = (tool: Tool): string => {
+    let found = this.paths.get(tool)
+    if (!found) {
+      found = resolveTool(tool)
+      this.paths.set(tool, found)
+    }
+    return found
+  }
+
+  async run(cmd: Cmd, opts: RunOptions = {}): Promise<RunResult> {
+    const [file, ...args] = argvOf(cmd, this.resolve)
+    this.log(`$ ${[file, ...args].join(' ')}`)
+    const result = await execa(file, args, {
+      shell: false,
+      reject: false,
+      stripFinalNewline: true,
+      timeout: opts.timeoutMs ?? 60_000,
+      input: opts.input,
+      env: {LC_ALL: 'C'},
+      extendEnv: true,
+    })
+    const out: RunResult = {stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? ''), exitCode: result.exitCode ?? -1}
+    if (out.exitCode !== 0 && !opts.allowFailure) {
+      throw new SkfpError('tool', `${cmd.tool} failed (exit ${out.exitCode}${result.timedOut ? ', timed out' : ''})`, `${tail(out.stderr, 1) || 'see --verbose'}`, {
+        argv: [file, ...args],
+        stderrTail: tail(out.stderr),
+      })
+    }
+    return out
+  }
+}

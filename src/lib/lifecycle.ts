@@ -1,0 +1,84 @@
+/** The services behind up and down: gather facts, decide, plan, run. Commands stay thin. */
+import {existsSync} from 'node:fs'
+import {build, datapathObject, isBuilt} from './build.js'
+import {ExecaRunner, resolveTool, type Runner} from './exec.js'
+import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
+import {instanceState, listInstances, observeInstance} from './observe.js'
+import {instancePins, PIN_ROOT} from './pins.js'
+import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
+import {planDown} from './down.js'
+import type {UpSettings} from './settings.js'
+import {decideUp, planUp} from './up.js'
+
+export interface UpResult {
+  instance: string
+  action: 'created' | 'replaced' | 'switched' | 'unchanged'
+  dryRun: boolean
+  fastpath: boolean
+  plan: PlanResult['preview']
+}
+
+export interface UpOptions extends RunPlanOptions {
+  replace?: boolean
+  debugObject?: boolean
+}
+
+/** Checks that do not change the host: privilege, tools, cgroup, netns. */
+export function preflight(settings: UpSettings, tools: Parameters<typeof resolveTool>[0][]): UpSettings {
+  requireRoot()
+  for (const t of tools) resolveTool(t)
+  const mounts = readMounts()
+  const cg2 = cgroup2Mount(mounts)
+  const cgroup = settings.cgroup ? validateCgroup(settings.cgroup) : cg2 ?? CGROUP2_FALLBACK
+  if (settings.netns) validateNetns(settings.netns)
+  return {...settings, cgroup}
+}
+
+export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runner: Runner = new ExecaRunner()): Promise<UpResult> {
+  const settings = preflight(wanted, ['bpftool', 'mount', ...(wanted.netns ? (['nsenter'] as const) : [])])
+  const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
+  const fastpath = settings.fastpath !== 'off' // 'auto' is refined by the kernel self-test
+  const observed = await observeInstance(runner, settings.instance)
+  const decision = decideUp(observed, settings, fastpath, !!opts.replace)
+  if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
+  if (decision.kind === 'switch-fastpath') {
+    const result = await runPlan(decision.steps, new Executor(runner), opts)
+    return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
+  }
+  if (!opts.dryRun && !isBuilt(target)) {
+    resolveTool('clang')
+    await build(runner, target)
+  }
+  const mounts = readMounts()
+  const exec = new Executor(runner)
+  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, opts)
+  const steps = planUp(settings, {
+    pins: instancePins(settings.instance),
+    object: datapathObject(target),
+    bootId: bootId(),
+    bpffsMounted: bpffsMounted(mounts),
+    mountCgroup2: cgroup2Mount(mounts) ? undefined : CGROUP2_FALLBACK,
+    pinRootExists: existsSync(PIN_ROOT),
+    fastpath,
+  })
+  const result = await runPlan(steps, exec, opts)
+  return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}
+}
+
+export interface DownResult {
+  instances: {instance: string; wasState: string; plan: PlanResult['preview']}[]
+  dryRun: boolean
+}
+
+export async function downInstances(which: {instance?: string; all?: boolean}, opts: RunPlanOptions = {}, runner: Runner = new ExecaRunner()): Promise<DownResult> {
+  requireRoot()
+  resolveTool('bpftool')
+  const names = which.all ? listInstances() : [which.instance ?? 'default']
+  const out: DownResult = {instances: [], dryRun: !!opts.dryRun}
+  for (const name of names) {
+    const observed = await observeInstance(runner, name)
+    const result = await runPlan(planDown(observed), new Executor(runner), opts)
+    out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
+  }
+  return out
+}

@@ -1,0 +1,62 @@
+/** Reads an instance's state from its pins (and only from there): the base of status, up and down. */
+import {existsSync, readdirSync} from 'node:fs'
+import {decodeConfig, decodeCounters, decodeRecord, KEY_ZERO, type Counters, type DatapathConfig} from './config.js'
+import type {Runner} from './exec.js'
+import {INSTANCE_NAME, instancePins, PIN_ROOT, type InstancePins} from './pins.js'
+import type {InstanceRecord} from './record.js'
+import * as bpftool from './tools/bpftool.js'
+
+export interface ObservedInstance {
+  instance: string
+  pins: InstancePins
+  /** The instance directory exists in bpffs. */
+  exists: boolean
+  record?: InstanceRecord
+  config?: DatapathConfig
+  progs: {sockops?: bpftool.ProgInfo; skMsg?: bpftool.ProgInfo}
+  /** sock_ops is attached to the recorded cgroup. */
+  sockopsAttached: boolean
+  counters?: Counters
+  /** Entries in the sockhash: accelerated sockets alive now. */
+  sockets?: number
+}
+
+export async function observeInstance(runner: Runner, instance: string, root = PIN_ROOT): Promise<ObservedInstance> {
+  const pins = instancePins(instance, root)
+  const base: ObservedInstance = {instance, pins, exists: existsSync(pins.dir), progs: {}, sockopsAttached: false}
+  if (!base.exists) return base
+  const recordBytes = existsSync(pins.map.record) ? await bpftool.mapLookup(runner, pins.map.record, KEY_ZERO) : undefined
+  const record = recordBytes ? decodeRecord<InstanceRecord>(recordBytes) : undefined
+  const configBytes = existsSync(pins.map.config) ? await bpftool.mapLookup(runner, pins.map.config, KEY_ZERO) : undefined
+  const sockops = existsSync(pins.prog.sockops) ? await bpftool.progShowPinned(runner, pins.prog.sockops) : undefined
+  const skMsg = existsSync(pins.prog.skMsg) ? await bpftool.progShowPinned(runner, pins.prog.skMsg) : undefined
+  const cgroup = record?.settings.cgroup
+  const sockopsAttached = !!(sockops && cgroup && existsSync(cgroup) && (await bpftool.cgroupShow(runner, cgroup)).some((a) => a.id === sockops.id))
+  return {
+    ...base,
+    record,
+    config: configBytes ? decodeConfig(configBytes) : undefined,
+    progs: {sockops, skMsg},
+    sockopsAttached,
+    counters: existsSync(pins.map.counters) ? decodeCounters(await bpftool.perCpuSums(runner, pins.map.counters)) : undefined,
+    sockets: existsSync(pins.map.socks) ? await bpftool.mapEntryCount(runner, pins.map.socks) : undefined,
+  }
+}
+
+export type InstanceState = 'up' | 'half-up' | 'down'
+
+/** up: recorded and everything recorded is in place; half-up: pins without all of it (a crash, a failed down). */
+export function instanceState(o: ObservedInstance): InstanceState {
+  if (!o.exists) return 'down'
+  if (!o.record || !o.progs.sockops || !o.progs.skMsg) return 'half-up'
+  const wantsSockops = o.record.changes.some((c) => c.kind === 'sockops')
+  return wantsSockops && !o.sockopsAttached ? 'half-up' : 'up'
+}
+
+export function listInstances(root = PIN_ROOT): string[] {
+  if (!existsSync(root)) return []
+  return readdirSync(root, {withFileTypes: true})
+    .filter((e) => e.isDirectory() && INSTANCE_NAME.test(e.name))
+    .map((e) => e.name)
+    .sort()
+}

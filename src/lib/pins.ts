@@ -1,0 +1,46 @@
+/** Where an instance's state lives in bpffs: the only source of truth for status and down. */
+import {usageError} from './errors.js'
+
+export const BPFFS = '/sys/fs/bpf'
+export const PIN_ROOT = `${BPFFS}/skfp`
+export const INSTANCE_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/
+
+export function validateInstance(name: string): string {
+  if (!INSTANCE_NAME.test(name))
+    throw usageError(`bad instance name ${JSON.stringify(name)}`, 'use 1 to 32 characters of a-z, 0-9 and -, starting with a letter or digit')
+  return name
+}
+
+export interface InstancePins {
+  dir: string
+  progs: string
+  maps: string
+  prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string}
+  map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string}
+}
+
+export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
+  const dir = `${root}/${validateInstance(instance)}`
+  const progs = `${dir}/progs`
+  const maps = `${dir}/maps`
+  return {
+    dir,
+    progs,
+    maps,
+    prog: {
+      sockops: `${progs}/skfp_sockops`,
+      skMsg: `${progs}/skfp_sk_msg`,
+      tcEgress: `${progs}/skfp_tc_egress`,
+      tcLoIngress: `${progs}/skfp_tc_lo_ingress`,
+    },
+    map: {
+      config: `${maps}/skfp_config`,
+      record: `${maps}/skfp_record`,
+      counters: `${maps}/skfp_counters`,
+      socks: `${maps}/skfp_socks`,
+      bypass4: `${maps}/skfp_bypass4`,
+      bypass6: `${maps}/skfp_bypass6`,
+      bypassPorts: `${maps}/skfp_bypass_ports`,
+    },
+  }
+}

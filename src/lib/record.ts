@@ -1,0 +1,23 @@
+/**
+ * The undo record kept in the pinned map skfp_record: the settings an instance runs with and every
+ * change it makes to the host outside its own pins. It is written before those changes are applied.
+ */
+import type {UpSettings} from './settings.js'
+
+export type Change =
+  | {kind: 'msg-verdict'}
+  | {kind: 'sockops'; cgroup: string}
+  | {kind: 'qdisc'; dev: string} // a clsact qdisc skfp created (removed at down when empty)
+  | {kind: 'tc-filter'; dev: string; direction: 'ingress' | 'egress'; prio: number; handle: number}
+  | {kind: 'rule'; family: 4 | 6; fwmark: number; table: number; priority: number}
+  | {kind: 'route'; family: 4 | 6; table: number}
+  | {kind: 'sysctl'; key: string; old: string; value: string}
+
+export interface InstanceRecord {
+  version: 1
+  bootId: string
+  settings: UpSettings
+  /** What `--fastpath auto` resolved to. */
+  fastpath: boolean
+  changes: Change[]
+}

@@ -1,0 +1,31 @@
+/** Human renderings of command results (stdout). */
+import chalk from 'chalk'
+import type {InstanceStatus} from './status.js'
+
+const stateColor = {up: chalk.green, 'half-up': chalk.yellow, down: chalk.dim}
+
+export function renderStatus(s: InstanceStatus): string {
+  const lines = [`instance ${chalk.bold(s.instance)}: ${stateColor[s.state](s.state)}`]
+  for (const p of s.problems) lines.push(`  ${chalk.yellow('!')} ${p} — run \`skfp down --instance ${s.instance}\``)
+  if (s.state === 'down') return lines.join('\n')
+  if (s.settings) lines.push(`  cgroup     ${s.settings.cgroup}${s.settings.netns ? `\n  netns      ${s.settings.netns}` : ''}`)
+  lines.push(`  fastpath   ${s.fastpath.enabled ? 'on' : 'off'}, ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
+  const p = s.programs
+  lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
+  lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
+  if (s.counters)
+    for (const [name, value] of Object.entries(s.counters)) if (value) lines.push(`  ${name.padEnd(24)} ${value.toLocaleString('en-US')}`)
+  return lines.join('\n')
+}
+
+/** One argv for humans: a long run of trailing "00" hex bytes is shortened (--json keeps it exact). */
+export function renderArgv(argv: string[]): string {
+  let end = argv.length
+  while (end > 0 && argv[end - 1] === '00') end--
+  const zeros = argv.length - end
+  return zeros > 8 ? `${argv.slice(0, end).join(' ')} 00 … (${zeros} zero bytes in all)` : argv.join(' ')
+}
+
+export function renderPlan(plan: {title: string; argv: string[][]}[]): string {
+  return plan.map((s) => `# ${s.title}\n${s.argv.map(renderArgv).join('\n')}`).join('\n')
+}

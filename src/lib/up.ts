@@ -1,0 +1,134 @@
+/**
+ * `skfp up`: (settings, observed host) → a plan of steps. planUp is pure: the unit tests check
+ * its exact argv; upInstance gathers the facts, decides no-op / conflict / plan, and runs it.
+ */
+import {CFG_FASTPATH, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
+import {changeActions} from './changes.js'
+import {conflictError} from './errors.js'
+import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
+import type {Step} from './plan.js'
+import type {Change, InstanceRecord} from './record.js'
+import type {UpSettings} from './settings.js'
+import {diffSettings} from './settings.js'
+import * as bpftool from './tools/bpftool.js'
+import type {ObservedInstance} from './observe.js'
+import {instanceState} from './observe.js'
+
+export interface UpFacts {
+  pins: InstancePins
+  object: string
+  bootId: string
+  bpffsMounted: boolean
+  /** Where to mount cgroup v2 when the host has no cgroup2 mount. */
+  mountCgroup2?: string
+  pinRootExists: boolean
+  /** What `--fastpath auto` resolved to. */
+  fastpath: boolean
+}
+
+export function datapathConfig(settings: UpSettings, fastpath: boolean): DatapathConfig {
+  return {
+    flags: fastpath ? CFG_FASTPATH : 0,
+    proxyMark: settings.proxyMark,
+    fwmark: 0,
+    loIfindex: 0,
+    proxyPort: 0,
+    proxyDown: 'fail-fast',
+    fastpathQueue: BigInt(settings.fastpathQueue),
+  }
+}
+
+export function plannedChanges(settings: UpSettings): Change[] {
+  // msg_verdict before sock_ops: a socket gets its verdict program when it enters the sockhash
+  return [{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}]
+}
+
+export function buildRecord(settings: UpSettings, facts: Pick<UpFacts, 'bootId' | 'fastpath'>): InstanceRecord {
+  return {version: 1, bootId: facts.bootId, settings, fastpath: facts.fastpath, changes: plannedChanges(settings)}
+}
+
+export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
+  const {pins} = facts
+  const record = buildRecord(settings, facts)
+  const steps: Step[] = []
+  if (!facts.bpffsMounted)
+    // bpffs stays mounted after down: other BPF users may pin there too
+    steps.push({id: 'mount-bpffs', title: `Mount bpffs at ${BPFFS}`, apply: [{tool: 'mount', args: ['-t', 'bpf', 'bpf', BPFFS]}], undo: []})
+  if (facts.mountCgroup2)
+    steps.push({
+      id: 'mount-cgroup2',
+      title: `Mount cgroup v2 at ${facts.mountCgroup2}`,
+      apply: [{fs: 'mkdir', path: facts.mountCgroup2, mode: 0o755}, {tool: 'mount', args: ['-t', 'cgroup2', '-o', 'nsdelegate', 'none', facts.mountCgroup2]}],
+      undo: [{tool: 'umount', args: [facts.mountCgroup2]}],
+    })
+  if (!facts.pinRootExists) steps.push({id: 'pin-root', title: `Create ${PIN_ROOT}`, apply: [{fs: 'mkdir', path: PIN_ROOT}], undo: [{fs: 'rmdir-if-empty', path: PIN_ROOT}]})
+  steps.push(
+    {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}], undo: [{fs: 'rm', path: pins.dir}]},
+    {id: 'load', title: 'Load and pin the programs and maps', apply: [bpftool.loadAll(facts.object, pins.progs, pins.maps)], undo: []},
+    {
+      id: 'record',
+      title: 'Write the undo record and the configuration',
+      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(datapathConfig(settings, facts.fastpath)))],
+      undo: [],
+    },
+  )
+  for (const change of record.changes) {
+    const a = changeActions(change, pins, settings.netns)
+    steps.push({id: stepId(change), title: a.title, apply: a.apply, undo: a.undo})
+  }
+  return steps
+}
+
+export function stepId(change: Change): string {
+  switch (change.kind) {
+    case 'tc-filter':
+      return `tc-filter-${change.dev}-${change.direction}`
+    case 'qdisc':
+      return `qdisc-${change.dev}`
+    case 'rule':
+    case 'route':
+      return `${change.kind}-v${change.family}`
+    case 'sysctl':
+      return `sysctl-${change.key}`
+    default:
+      return change.kind
+  }
+}
+
+export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {kind: 'switch-fastpath'; steps: Step[]}
+
+/**
+ * up on a running instance: same settings → nothing to do; only the fastpath mode differs → flip it
+ * in place (the kill switch: ordering-safe, live sockets are never touched); other settings → refuse
+ * unless --replace.
+ */
+export function decideUp(observed: ObservedInstance, settings: UpSettings, fastpath: boolean, replace: boolean): UpDecision {
+  const state = instanceState(observed)
+  if (state === 'down') return {kind: 'plan', replace: false}
+  if (state === 'half-up')
+    throw conflictError(`instance ${settings.instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${settings.instance}\` first`)
+  const record = observed.record!
+  const differences = diffSettings({...record.settings, fastpath: settings.fastpath}, settings)
+  if (differences.length > 0) {
+    if (!replace) throw conflictError(`instance ${settings.instance} runs with other settings (${differences.join('; ')})`, 'pass --replace to apply them, or `skfp down` first')
+    return {kind: 'plan', replace: true}
+  }
+  if (record.settings.fastpath === settings.fastpath && record.fastpath === fastpath) return {kind: 'noop'}
+  return {kind: 'switch-fastpath', steps: planFastpathSwitch(observed, settings, fastpath)}
+}
+
+/** Rewrites the record and the config flag; sock_ops stops adding sockets, sk_msg stops redirecting. */
+export function planFastpathSwitch(observed: ObservedInstance, settings: UpSettings, fastpath: boolean): Step[] {
+  const {pins} = observed
+  const record: InstanceRecord = {...observed.record!, settings, fastpath}
+  const config = observed.config!
+  const flags = fastpath ? config.flags | CFG_FASTPATH : config.flags & ~CFG_FASTPATH
+  return [
+    {
+      id: 'switch-fastpath',
+      title: `Switch the fastpath ${fastpath ? 'on' : 'off'}`,
+      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}))],
+      undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(observed.record))],
+    },
+  ]
+}
