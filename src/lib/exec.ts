@@ -109,3 +109,17 @@ export class ExecaRunner implements Runner {
     return out
   }
 }
+
+/** A program skfp built or found itself (absolute path), e.g. build/bin/skfp-run, iperf3, v2ray. */
+export function startProgram(argv: string[], opts: {timeoutMs?: number} = {}) {
+  if (!argv[0]?.startsWith('/')) throw new SkfpError('bug', `program path must be absolute: ${argv[0]}`, 'report this')
+  return execa(argv[0], argv.slice(1), {shell: false, reject: false, timeout: opts.timeoutMs, stdin: 'ignore', buffer: true, env: {LC_ALL: 'C'}})
+}
+
+export async function runProgram(argv: string[], opts: {timeoutMs?: number; allowFailure?: boolean} = {}): Promise<RunResult> {
+  const r = await startProgram(argv, {timeoutMs: opts.timeoutMs ?? 120_000})
+  const out: RunResult = {stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? -1}
+  if (out.exitCode !== 0 && !opts.allowFailure)
+    throw new SkfpError('tool', `${argv[0]} failed (exit ${out.exitCode}${r.timedOut ? ', timed out' : ''})`, tail(out.stderr, 1) || 'see --verbose', {argv, stderrTail: tail(out.stderr)})
+  return out
+}

@@ -1,0 +1,99 @@
+/**
+ * Throwaway network namespaces and a child cgroup, for the demo, the kernel self-test, the
+ * benchmarks and the tests: nothing is ever attached to the host's interfaces or root cgroup.
+ * Everything is named with the sandbox's prefix, so a sweep finds leftovers of a crashed run.
+ */
+import {existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import {programPath} from './build.js'
+import {startProgram, runProgram, netnsPath, type Runner, type RunResult} from './exec.js'
+import {cgroup2Mount} from './host.js'
+import {downInstances} from './lifecycle.js'
+import {listInstances} from './observe.js'
+import * as ip from './tools/ip.js'
+
+type Child = ReturnType<typeof startProgram>
+
+export class Sandbox {
+  readonly cgroup: string
+  private readonly children: Child[] = []
+  private readonly netnses: string[] = []
+
+  private constructor(readonly name: string, private readonly runner: Runner) {
+    const root = cgroup2Mount()
+    if (!root) throw new Error('no cgroup v2 mount')
+    this.cgroup = join(root, name)
+  }
+
+  /** A sandbox named NAME: cgroup NAME and namespaces NAME-<suffix>; also the skfp instance name. */
+  static async create(runner: Runner, name: string): Promise<Sandbox> {
+    const sb = new Sandbox(name, runner)
+    mkdirSync(sb.cgroup)
+    return sb
+  }
+
+  /** A new namespace with lo up. */
+  async addNetns(suffix: string): Promise<string> {
+    const ns = `${this.name}-${suffix}`
+    await this.runner.run(ip.netnsAdd(ns))
+    this.netnses.push(ns)
+    await this.runner.run(ip.linkUp('lo', ns))
+    return ns
+  }
+
+  /** A veth pair between two of the sandbox's namespaces, with addresses (CIDR lists) on each end. */
+  async link(a: {netns: string; dev: string; addrs: string[]}, b: {netns: string; dev: string; addrs: string[]}): Promise<void> {
+    await this.runner.run(ip.vethAdd(a.dev, b.dev, b.netns, a.netns))
+    for (const end of [a, b]) {
+      for (const cidr of end.addrs) await this.runner.run(ip.addrAdd(cidr, end.dev, end.netns))
+      await this.runner.run(ip.linkUp(end.dev, end.netns))
+    }
+  }
+
+  async cmd(netns: string, args: string[]): Promise<RunResult> {
+    return this.runner.run({tool: 'ip', args, netns})
+  }
+
+  /** argv that runs PROG inside netns (and inside the cgroup unless outsideCgroup). */
+  argv(netns: string, prog: string[], opts: {outsideCgroup?: boolean} = {}): string[] {
+    return [programPath('skfp-run'), opts.outsideCgroup ? '-' : this.cgroup, netnsPath(netns), ...prog]
+  }
+
+  run(netns: string, prog: string[], opts: {outsideCgroup?: boolean; timeoutMs?: number; allowFailure?: boolean} = {}): Promise<RunResult> {
+    return runProgram(this.argv(netns, prog, opts), opts)
+  }
+
+  /** A background process, stopped at destroy(). */
+  start(netns: string, prog: string[], opts: {outsideCgroup?: boolean} = {}): Child {
+    const child = startProgram(this.argv(netns, prog, opts))
+    this.children.push(child)
+    return child
+  }
+
+  async destroy(): Promise<void> {
+    for (const c of this.children) c.kill('SIGKILL')
+    await Promise.allSettled(this.children)
+    await removeLeftovers(this.runner, this.name)
+  }
+}
+
+/** Removes instances, namespaces and cgroups whose names start with prefix (a crashed run's). */
+export async function removeLeftovers(runner: Runner, prefix: string): Promise<void> {
+  const instances = listInstances().filter((n) => n.startsWith(prefix))
+  for (const instance of instances) await downInstances({instance}, {renderer: 'silent', log: () => {}}, runner)
+  for (const ns of (await ip.netnsList(runner)).filter((n) => n.startsWith(prefix))) await runner.run(ip.netnsDel(ns), {allowFailure: true})
+  const root = cgroup2Mount()
+  if (!root) return
+  for (const dir of readdirSync(root).filter((n) => n.startsWith(prefix))) killCgroup(join(root, dir))
+}
+
+/** Kills every process of a cgroup, waits for it to empty, and removes it. */
+function killCgroup(dir: string): void {
+  if (!existsSync(dir)) return
+  if (existsSync(join(dir, 'cgroup.kill'))) writeFileSync(join(dir, 'cgroup.kill'), '1')
+  for (let i = 0; i < 100; i++) {
+    if (readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '') break
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20)
+  }
+  rmdirSync(dir)
+}

@@ -1,0 +1,49 @@
+/** ip (iproute2): command builders and JSON queries. Inside a netns, commands go through nsenter. */
+import type {Cmd, Runner} from '../exec.js'
+
+const ip = (args: string[], netns?: string): Cmd => (netns ? {tool: 'ip', args, netns} : {tool: 'ip', args})
+const fam = (family: 4 | 6) => (family === 6 ? ['-6'] : ['-4'])
+
+export const netnsAdd = (name: string): Cmd => ip(['netns', 'add', name])
+export const netnsDel = (name: string): Cmd => ip(['netns', 'del', name])
+export const linkUp = (dev: string, netns?: string): Cmd => ip(['link', 'set', 'dev', dev, 'up'], netns)
+export const vethAdd = (a: string, b: string, bNetns: string, netns?: string): Cmd => ip(['link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', bNetns], netns)
+export const addrAdd = (cidr: string, dev: string, netns?: string): Cmd => ip([...(cidr.includes(':') ? ['-6'] : []), 'addr', 'add', cidr, 'dev', dev, ...(cidr.includes(':') ? ['nodad'] : [])], netns)
+export const routeAddDefault = (via: string, netns?: string): Cmd => ip([...(via.includes(':') ? ['-6'] : []), 'route', 'add', 'default', 'via', via], netns)
+
+export const ruleAdd = (family: 4 | 6, fwmark: number, table: number, priority: number, netns?: string): Cmd =>
+  ip([...fam(family), 'rule', 'add', 'fwmark', `0x${fwmark.toString(16)}`, 'lookup', String(table), 'priority', String(priority)], netns)
+export const ruleDel = (family: 4 | 6, fwmark: number, table: number, priority: number, netns?: string): Cmd =>
+  ip([...fam(family), 'rule', 'del', 'fwmark', `0x${fwmark.toString(16)}`, 'lookup', String(table), 'priority', String(priority)], netns)
+export const routeAddLocalDefault = (family: 4 | 6, table: number, netns?: string): Cmd => ip([...fam(family), 'route', 'add', 'local', 'default', 'dev', 'lo', 'table', String(table)], netns)
+export const routeDelLocalDefault = (family: 4 | 6, table: number, netns?: string): Cmd => ip([...fam(family), 'route', 'del', 'local', 'default', 'dev', 'lo', 'table', String(table)], netns)
+
+export interface Link {
+  ifindex: number
+  ifname: string
+  flags: string[]
+}
+
+export interface Rule {
+  priority: number
+  fwmark?: string
+  table?: string
+}
+
+export interface Route {
+  dst: string
+  dev?: string
+  gateway?: string
+  type?: string
+  table?: string
+}
+
+async function json<T>(runner: Runner, args: string[], netns?: string): Promise<T> {
+  const r = await runner.run(ip(['-j', ...args], netns))
+  return (r.stdout.trim() ? JSON.parse(r.stdout) : []) as T
+}
+
+export const links = (runner: Runner, netns?: string) => json<Link[]>(runner, ['link', 'show'], netns)
+export const rules = (runner: Runner, family: 4 | 6, netns?: string) => json<Rule[]>(runner, [...fam(family), 'rule', 'show'], netns)
+export const routes = (runner: Runner, family: 4 | 6, table: string, netns?: string) => json<Route[]>(runner, [...fam(family), 'route', 'show', 'table', table], netns)
+export const netnsList = async (runner: Runner) => (await json<{name: string}[]>(runner, ['netns', 'list'])).map((n) => n.name)

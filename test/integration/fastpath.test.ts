@@ -1,0 +1,147 @@
+// up → real traffic through the fastpath → status counters → down, inside netns + child cgroup.
+import {describe, expect, it} from 'vitest'
+import {expectedSha} from '../fixtures/transfer.mjs'
+import {leftovers, requireRoot, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
+
+const MiB = 1024 * 1024
+const BIG = 256 * MiB
+
+describe('fastpath lifecycle', () => {
+  it('redirects a 256 MiB transfer each way over 127.0.0.1 and ::1 with sha256 intact, then down leaves nothing', async () => {
+    await withSandbox('fp', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const up = await skfp(upArgs(sb, ns))
+      expect(up.exitCode, up.stderr).toBe(0)
+      expect(up.json.action).toBe('created')
+      const s0 = await status(sb.name)
+      expect(s0.state).toBe('up')
+      expect(s0.programs.sockops.attached).toBe(true)
+
+      for (const [addr, seed] of [['127.0.0.1', 'v4'], ['::1', 'v6']]) {
+        const r = await transfer(sb, ns, ['pair', '--addr', addr, '--port', '0', '--bytes', String(BIG), '--seed', seed])
+        expect(r.serverReceived).toBe(BIG)
+        expect(r.serverReceivedSha).toBe(expectedSha(`${seed}-up`, BIG))
+        expect(r.clientReceivedSha).toBe(expectedSha(`${seed}-down`, BIG))
+      }
+      const s1 = await status(sb.name)
+      expect(s1.counters.socketsAdded).toBe(4) // two connections, both ends each
+      expect(s1.counters.socketInsertFailures).toBe(0)
+      // every byte went one way or the other, most of them through the fastpath
+      expect(s1.counters.bytesRedirected + s1.counters.bytesFallback).toBeGreaterThanOrEqual(4 * BIG)
+      expect(s1.counters.bytesRedirected).toBeGreaterThan(2 * BIG)
+      expect(s1.fastpath.sockets).toBe(0) // closed sockets leave the sockhash by themselves
+
+      const down = await skfp(['down', '--instance', sb.name, '--json'])
+      expect(down.exitCode, down.stderr).toBe(0)
+      expect(await leftovers(sb)).toEqual([])
+      expect((await status(sb.name)).state).toBe('down')
+    })
+  })
+
+  it('pairs a dual-stack :: listener with an IPv4 client (v4-mapped keys)', async () => {
+    await withSandbox('ds', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(upArgs(sb, ns))).exitCode).toBe(0)
+      const r = await transfer(sb, ns, ['pair', '--listen', '::', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(16 * MiB), '--seed', 'ds'])
+      expect(r.serverReceivedSha).toBe(expectedSha('ds-up', 16 * MiB))
+      expect(r.clientReceivedSha).toBe(expectedSha('ds-down', 16 * MiB))
+      const s = await status(sb.name)
+      expect(s.counters.socketsAdded).toBe(2)
+      expect(s.counters.bytesRedirected).toBeGreaterThan(16 * MiB)
+    })
+  })
+
+  it('keeps identical tuples in two namespaces apart', async () => {
+    await withSandbox('tw', async (sb) => {
+      const a = await sb.addNetns('a')
+      const b = await sb.addNetns('b')
+      expect((await skfp(upArgs(sb, a))).exitCode).toBe(0)
+      const same = ['--addr', '127.0.0.1', '--port', '7001', '--client-port', '7002', '--bytes', String(32 * MiB)]
+      const [ra, rb] = await Promise.all([transfer(sb, a, ['pair', ...same, '--seed', 'A']), transfer(sb, b, ['pair', ...same, '--seed', 'B'])])
+      expect(ra.serverReceivedSha).toBe(expectedSha('A-up', 32 * MiB))
+      expect(ra.clientReceivedSha).toBe(expectedSha('A-down', 32 * MiB))
+      expect(rb.serverReceivedSha).toBe(expectedSha('B-up', 32 * MiB))
+      expect(rb.clientReceivedSha).toBe(expectedSha('B-down', 32 * MiB))
+      const s = await status(sb.name)
+      expect(s.counters.socketsAdded).toBe(4)
+      expect(s.counters.bytesRedirected).toBeGreaterThan(2 * 32 * MiB)
+    })
+  })
+
+  it('does not accelerate a connection to another namespace', async () => {
+    await withSandbox('xn', async (sb) => {
+      const a = await sb.addNetns('a')
+      const b = await sb.addNetns('b')
+      await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+      expect((await skfp(upArgs(sb, a))).exitCode).toBe(0)
+      for (const [addr, seed] of [['198.18.0.2', 'x4'], ['fd00:18::2', 'x6']]) {
+        const server = sb.start(b, [process.execPath, (await import('./helpers.js')).FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(8 * MiB), '--seed', seed])
+        await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
+        const c = await transfer(sb, a, ['client', '--addr', addr, '--port', '7100', '--bytes', String(8 * MiB), '--seed', seed])
+        const srv = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
+        expect(srv.serverReceivedSha).toBe(expectedSha(`${seed}-up`, 8 * MiB))
+        expect(c.clientReceivedSha).toBe(expectedSha(`${seed}-down`, 8 * MiB))
+      }
+      const s = await status(sb.name)
+      expect(s.counters.socketsAdded).toBe(0)
+      expect(s.counters.bytesRedirected).toBe(0)
+    })
+  })
+
+  it('writes the config map exactly as bpftool reads it back through BTF', async () => {
+    await withSandbox('btf', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(upArgs(sb, ns, ['--proxy-mark', '0xff', '--fastpath-queue', '1048576']))).exitCode).toBe(0)
+      const r = await runner.run({tool: 'bpftool', args: ['-j', 'map', 'dump', 'pinned', `/sys/fs/bpf/skfp/${sb.name}/maps/skfp_config`]})
+      const v = JSON.parse(r.stdout)[0].formatted.value
+      expect(v).toMatchObject({flags: 1, proxy_mark: 0xff, fwmark: 0, proxy_port: 0, proxy_down: 0, fastpath_queue: 1048576})
+    })
+  })
+})
+
+describe('lifecycle edges', () => {
+  it('dry-run changes nothing; up twice is a no-op; other settings are refused; down twice succeeds', async () => {
+    requireRoot()
+    await withSandbox('ed', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const dry = await skfp([...upArgs(sb, ns), '--dry-run'])
+      expect(dry.exitCode, dry.stderr).toBe(0)
+      expect(dry.json.plan.map((s: {id: string}) => s.id)).toEqual(expect.arrayContaining(['lock', 'load', 'record', 'msg-verdict', 'sockops']))
+      expect(await leftovers(sb)).toEqual([])
+
+      expect((await skfp(upArgs(sb, ns))).json.action).toBe('created')
+      const again = await skfp(upArgs(sb, ns))
+      expect(again.exitCode).toBe(0)
+      expect(again.json.action).toBe('unchanged')
+
+      const other = await skfp(upArgs(sb, ns, ['--proxy-mark', '7']))
+      expect(other.exitCode).toBe(4)
+      expect(other.stderr).toMatch(/proxyMark: 0 → 7.*--replace/)
+      const replaced = await skfp(upArgs(sb, ns, ['--proxy-mark', '7', '--replace']))
+      expect(replaced.exitCode, replaced.stderr).toBe(0)
+      expect((await status(sb.name)).settings.proxyMark).toBe(7)
+
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      const twice = await skfp(['down', '--instance', sb.name])
+      expect(twice.exitCode).toBe(0)
+      expect(twice.stdout).toMatch(/was not up/)
+      expect(await leftovers(sb)).toEqual([])
+    })
+  })
+
+  it('a half-done up (killed after a step) shows as half-up and is cleaned by down', async () => {
+    await withSandbox('hu', async (sb) => {
+      const ns = await sb.addNetns('a')
+      for (const step of ['load', 'msg-verdict', 'sockops']) {
+        const crashed = await skfp(upArgs(sb, ns), {SKFP_CRASH_AFTER: step})
+        expect(crashed.exitCode).not.toBe(0)
+        const s = await status(sb.name)
+        expect(s.state, step).toBe(step === 'sockops' ? 'up' : 'half-up')
+        const refused = await skfp(upArgs(sb, ns))
+        if (step !== 'sockops') expect(refused.exitCode).toBe(4)
+        expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+        expect(await leftovers(sb)).toEqual([])
+      }
+    })
+  })
+})

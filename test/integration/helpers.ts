@@ -1,0 +1,78 @@
+/** Shared by the integration tests: run the real CLI, make sandboxes, read kernel state. */
+import {execa} from 'execa'
+import {randomBytes} from 'node:crypto'
+import {existsSync, readdirSync} from 'node:fs'
+import {join} from 'node:path'
+import {expect} from 'vitest'
+import {PROJECT_ROOT} from '../../src/lib/build.js'
+import {ExecaRunner} from '../../src/lib/exec.js'
+import {Sandbox} from '../../src/lib/sandbox.js'
+
+export const runner = new ExecaRunner()
+export const FIXTURE = join(PROJECT_ROOT, 'test', 'fixtures', 'transfer.mjs')
+
+/** Integration tests need root; in CI (and anywhere) they fail rather than skip when they cannot run. */
+export function requireRoot(): void {
+  if (process.getuid?.() !== 0) throw new Error('integration tests need root: run `npm test` as root')
+}
+
+export interface CliResult {
+  exitCode: number
+  stdout: string
+  stderr: string
+  json: any
+}
+
+export async function skfp(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const r = await execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, env: {...env}, timeout: 170_000})
+  let json: unknown
+  try {
+    json = JSON.parse(String(r.stdout))
+  } catch {
+    json = undefined
+  }
+  return {exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), json}
+}
+
+/** Every test sandbox, netns, cgroup and instance starts with this (swept at suite start; host-clean finds skfp*). */
+export const TEST_PREFIX = 'skfp-tt'
+/** A fresh sandbox name: TEST_PREFIX + what + a short random suffix. */
+export const sandboxName = (what: string) => `${TEST_PREFIX}${what}-${randomBytes(2).toString('hex')}`
+
+export async function withSandbox<T>(what: string, body: (sb: Sandbox) => Promise<T>): Promise<T> {
+  requireRoot()
+  const sb = await Sandbox.create(runner, sandboxName(what))
+  try {
+    return await body(sb)
+  } finally {
+    await sb.destroy()
+  }
+}
+
+export async function transfer(sb: Sandbox, netns: string, args: string[]): Promise<any> {
+  const r = await sb.run(netns, [process.execPath, FIXTURE, ...args], {timeoutMs: 150_000})
+  return JSON.parse(r.stdout.trim().split('\n').pop()!)
+}
+
+export async function status(instance: string): Promise<any> {
+  const r = await skfp(['status', '--instance', instance, '--json'])
+  expect(r.exitCode, r.stderr).toBe(0)
+  return r.json.instances[0]
+}
+
+export function upArgs(sb: Sandbox, netns: string, extra: string[] = []): string[] {
+  return ['up', '--instance', sb.name, '--netns', netns, '--cgroup', sb.cgroup, '--fastpath', 'on', '--json', ...extra]
+}
+
+/** What is left of an instance: pins, and skfp programs attached to its cgroup. */
+export async function leftovers(sb: Sandbox): Promise<string[]> {
+  const left: string[] = []
+  const dir = `/sys/fs/bpf/skfp/${sb.name}`
+  if (existsSync(dir)) left.push(`pins: ${readdirSync(dir).join(',')}`)
+  if (existsSync(sb.cgroup)) {
+    const r = await runner.run({tool: 'bpftool', args: ['-j', 'cgroup', 'show', sb.cgroup]})
+    const attached = JSON.parse(r.stdout || '[]')
+    if (attached.length) left.push(`cgroup attachments: ${JSON.stringify(attached)}`)
+  }
+  return left
+}

@@ -1,0 +1,98 @@
+// Plans as exact argv tables: what up and down would run, without running anything.
+import {describe, expect, it} from 'vitest'
+import {encodeConfig, CFG_FASTPATH} from '../../src/lib/config.js'
+import {planDown} from '../../src/lib/down.js'
+import type {ObservedInstance} from '../../src/lib/observe.js'
+import {instancePins} from '../../src/lib/pins.js'
+import {previewPlan} from '../../src/lib/plan.js'
+import {renderArgv} from '../../src/lib/render.js'
+import {buildRecord, datapathConfig, decideUp, planUp} from '../../src/lib/up.js'
+import type {UpSettings} from '../../src/lib/settings.js'
+import {lineOf} from './line-of.js'
+
+const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304}
+const pins = instancePins('lab')
+const facts = {pins, object: '/opt/skfp/build/bpfel/skfp.bpf.o', bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}
+
+const table = (steps: ReturnType<typeof planUp>) => previewPlan(steps).map((s) => [s.id, ...s.argv.map((a) => renderArgv(a).replace(/ value hex .*/, ' value hex …'))])
+
+describe('planUp', () => {
+  it('loads, records, then attaches msg_verdict before sock_ops', () => {
+    expect(table(planUp(settings, facts))).toEqual([
+      ['lock', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab'],
+      ['load', 'bpftool prog loadall /opt/skfp/build/bpfel/skfp.bpf.o /sys/fs/bpf/skfp/lab/progs pinmaps /sys/fs/bpf/skfp/lab/maps'],
+      [
+        'record',
+        'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_record key hex 00 00 00 00 value hex …',
+        'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_config key hex 00 00 00 00 value hex …',
+      ],
+      ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/maps/skfp_socks'],
+      ['sockops', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops multi'],
+    ])
+  })
+
+  it('mounts bpffs and cgroup v2 and creates the pin root on a fresh host', () => {
+    const ids = planUp(settings, {...facts, bpffsMounted: false, pinRootExists: false, mountCgroup2: '/sys/fs/cgroup/unified'}).map((s) => s.id)
+    expect(ids.slice(0, 4)).toEqual(['mount-bpffs', 'mount-cgroup2', 'pin-root', 'lock'])
+  })
+
+  it('records every change before it is made, with the config flags it writes', () => {
+    const record = buildRecord(settings, facts)
+    expect(record.changes).toEqual([{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}])
+    expect(datapathConfig(settings, false).flags & CFG_FASTPATH).toBe(0)
+    expect(datapathConfig(settings, true).flags & CFG_FASTPATH).toBe(CFG_FASTPATH)
+  })
+
+  it('every step that changes the host outside the instance directory has an undo', () => {
+    for (const s of planUp(settings, facts)) if (['msg-verdict', 'sockops', 'lock'].includes(s.id)) expect(s.undo.length, s.id).toBeGreaterThan(0)
+  })
+})
+
+function observed(over: Partial<ObservedInstance> = {}): ObservedInstance {
+  return {
+    instance: 'lab',
+    pins,
+    exists: true,
+    record: buildRecord(settings, facts),
+    config: {...datapathConfig(settings, true)},
+    progs: {sockops: {id: 10, name: 'skfp_sockops', type: 'sock_ops'}, skMsg: {id: 11, name: 'skfp_sk_msg', type: 'sk_msg'}},
+    sockopsAttached: true,
+    ...over,
+  }
+}
+
+describe('planDown', () => {
+  it('flips the kill switch first, detaches in reverse order, then unpins', () => {
+    const steps = planDown(observed())
+    expect(steps.map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
+    const kill = previewPlan(steps)[0].argv[0]
+    expect(kill.slice(-48).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false)})).toString('hex').match(/../g)!.join(''))
+    expect(previewPlan(steps)[1].argv[0].join(' ')).toBe('bpftool cgroup detach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops')
+  })
+
+  it('never deletes sockhash entries', () => {
+    const all = previewPlan(planDown(observed())).flatMap((s) => s.argv.map((a) => a.join(' ')))
+    expect(all.some((a) => / map delete /.test(a))).toBe(false)
+  })
+
+  it('skips what is already gone and only unpins a half-up instance', () => {
+    expect(planDown(observed({sockopsAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-msg-verdict', 'unpin'])
+    expect(planDown(observed({record: undefined, config: undefined})).map((s) => s.id)).toEqual(['unpin'])
+    expect(planDown(observed({exists: false}))).toEqual([])
+  })
+})
+
+describe('decideUp', () => {
+  it('plans when down, is a no-op with the same settings, switches the fastpath in place', () => {
+    expect(decideUp(observed({exists: false}), settings, true, false)).toEqual({kind: 'plan', replace: false})
+    expect(decideUp(observed(), settings, true, false)).toEqual({kind: 'noop'})
+    const sw = decideUp(observed(), {...settings, fastpath: 'off'}, false, false)
+    expect(sw.kind).toBe('switch-fastpath')
+  })
+
+  it('refuses other settings without --replace, and a half-up instance', () => {
+    expect(lineOf(() => decideUp(observed(), {...settings, proxyMark: 1}, true, false))).toMatch(/proxyMark: 255 → 1.*--replace/)
+    expect(decideUp(observed(), {...settings, proxyMark: 1}, true, true)).toEqual({kind: 'plan', replace: true})
+    expect(() => decideUp(observed({sockopsAttached: false}), settings, true, false)).toThrow(/half up/)
+  })
+})

@@ -1,0 +1,52 @@
+import {describe, expect, it} from 'vitest'
+import {SkfpError} from '../../src/lib/errors.js'
+import {validateInstance} from '../../src/lib/pins.js'
+import {diffSettings, parseUpFlags, type RawUpFlags} from '../../src/lib/settings.js'
+
+const base: RawUpFlags = {instance: 'default', cgroup: '', 'proxy-mark': '0', fastpath: 'auto', 'fastpath-queue': '4194304'}
+
+function usage(fn: () => unknown): SkfpError {
+  try {
+    fn()
+  } catch (e) {
+    expect(e).toBeInstanceOf(SkfpError)
+    expect((e as SkfpError).kind).toBe('usage')
+    expect((e as SkfpError).line).not.toContain('\n')
+    return e as SkfpError
+  }
+  throw new Error('no error')
+}
+
+describe('up flags', () => {
+  it('parses marks in decimal and hex', () => {
+    expect(parseUpFlags({...base, 'proxy-mark': '0xff'}).proxyMark).toBe(255)
+    expect(parseUpFlags({...base, 'proxy-mark': '4294967295'}).proxyMark).toBe(0xffffffff)
+  })
+
+  it.each(['-1', 'abc', '4294967296', '1e3', '0x', ' ', '1.5'])('refuses the mark %j', (mark) => {
+    expect(usage(() => parseUpFlags({...base, 'proxy-mark': mark})).line).toMatch(/--proxy-mark .* out of range: give a whole number/)
+  })
+
+  it('refuses an unknown fastpath mode and a tiny queue', () => {
+    expect(usage(() => parseUpFlags({...base, fastpath: 'yes'})).line).toMatch(/on, off or auto/)
+    usage(() => parseUpFlags({...base, 'fastpath-queue': '100'}))
+  })
+
+  it.each(['', 'A', 'a/b', '..', '-x', 'a b', 'x'.repeat(33), 'a;b', '$(id)'])('refuses the instance name %j', (name) => {
+    expect(usage(() => validateInstance(name)).line).toMatch(/a-z, 0-9 and -/)
+  })
+
+  it('accepts good instance names', () => {
+    expect(validateInstance('default')).toBe('default')
+    expect(validateInstance('x'.repeat(32))).toHaveLength(32)
+  })
+})
+
+describe('settings differences', () => {
+  it('lists what changes', () => {
+    const a = parseUpFlags(base)
+    const b = {...a, proxyMark: 7}
+    expect(diffSettings(a, b)).toEqual(['proxyMark: 0 → 7'])
+    expect(diffSettings(a, a)).toEqual([])
+  })
+})

@@ -1,0 +1,12 @@
+import {defineConfig} from 'vitest/config'
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    // integration tests share one kernel and two CPUs: one file at a time
+    fileParallelism: false,
+    testTimeout: 180_000,
+    hookTimeout: 120_000,
+    globalSetup: ['test/integration/global-setup.ts'],
+  },
+})
