@@ -30,8 +30,13 @@ export abstract class SkfpCommand extends Command {
     if (!this.jsonEnabled()) process.stdout.write(`${text}\n`)
   }
 
-  protected async catch(err: Error & {exitCode?: number}): Promise<unknown> {
-    if (!(err instanceof SkfpError)) return super.catch(err)
+  protected async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    if (!(err instanceof SkfpError)) {
+      if (err.oclif?.exit !== 2) return super.catch(err)
+      // oclif's own parse errors (unknown flag, missing value …): the same one-line usage error
+      const first = err.message.split('\n')[0].replace(/^\s*›?\s*(Error:\s*)?/, '')
+      return this.catch(new SkfpError('usage', first, `see \`skfp ${this.id ?? ''} --help\``.replace('  ', ' ')))
+    }
     if (this.jsonEnabled()) this.logJson({error: {kind: err.kind, message: err.message, hint: err.hint, exitCode: err.exitCode, argv: err.argv ?? null}})
     process.stderr.write(`skfp: ${err.line}\n`)
     if (this.verboseOn && err.argv) process.stderr.write(`  command: ${err.argv.join(' ')}\n${err.stderrTail ? `  stderr: ${err.stderrTail.replace(/\n/g, '\n          ')}\n` : ''}`)

@@ -7,6 +7,9 @@ import {expect} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {ExecaRunner} from '../../src/lib/exec.js'
 import {Sandbox} from '../../src/lib/sandbox.js'
+import {TEST_PREFIX} from './prefix.js'
+
+export {TEST_PREFIX}
 
 export const runner = new ExecaRunner()
 export const FIXTURE = join(PROJECT_ROOT, 'test', 'fixtures', 'transfer.mjs')
@@ -23,8 +26,10 @@ export interface CliResult {
   json: any
 }
 
-export async function skfp(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const r = await execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, env: {...env}, timeout: 170_000})
+/** Runs the real CLI; wrapper is an argv prefix (setpriv, unshare …) to run it under. */
+export async function skfp(args: string[], env: Record<string, string> = {}, wrapper: string[] = []): Promise<CliResult> {
+  const argv = [...wrapper, process.execPath, join(PROJECT_ROOT, 'bin', 'run.js'), ...args]
+  const r = await execa(argv[0], argv.slice(1), {reject: false, env: {NODE_ENV: 'production', ...env}, timeout: 170_000})
   let json: unknown
   try {
     json = JSON.parse(String(r.stdout))
@@ -34,8 +39,6 @@ export async function skfp(args: string[], env: Record<string, string> = {}): Pr
   return {exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), json}
 }
 
-/** Every test sandbox, netns, cgroup and instance starts with this (swept at suite start; host-clean finds skfp*). */
-export const TEST_PREFIX = 'skfp-tt'
 /** A fresh sandbox name: TEST_PREFIX + what + a short random suffix. */
 export const sandboxName = (what: string) => `${TEST_PREFIX}${what}-${randomBytes(2).toString('hex')}`
 
