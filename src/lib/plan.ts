@@ -8,7 +8,7 @@ import {mkdirSync, rmSync, rmdirSync, readdirSync, chmodSync} from 'node:fs'
 import {SkfpError} from './errors.js'
 import {argvOf, type Cmd, type Runner} from './exec.js'
 
-export type FsAction = {fs: 'mkdir'; path: string; mode?: number} | {fs: 'rm'; path: string} | {fs: 'rmdir-if-empty'; path: string}
+export type FsAction = {fs: 'mkdir'; path: string; mode?: number; existOk?: boolean} | {fs: 'rm'; path: string} | {fs: 'rmdir-if-empty'; path: string}
 export type Action = Cmd | FsAction
 
 export interface Step {
@@ -47,7 +47,7 @@ export class Executor {
       else if (readdirSync(a.path).length === 0) rmdirSync(a.path)
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code
-      if (tolerant || (a.fs === 'rmdir-if-empty' && code === 'ENOENT')) return
+      if (tolerant || (a.fs === 'rmdir-if-empty' && code === 'ENOENT') || (a.fs === 'mkdir' && a.existOk && code === 'EEXIST')) return
       if (a.fs === 'mkdir' && code === 'EEXIST')
         throw new SkfpError('conflict', `${a.path} already exists`, 'another skfp is working on this instance; wait for it, or run `skfp down` if it crashed')
       throw new SkfpError('tool', `${previewAction(a).join(' ')} failed: ${(error as Error).message}`, 'check that bpffs is mounted at /sys/fs/bpf')
@@ -96,8 +96,12 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
       title: step.title,
       task: async () => {
         if (interrupted) throw new SkfpError('usage', 'interrupted', 'nothing is left applied')
-        applied.push(step) // a step that fails halfway is undone too (tolerantly)
-        for (const action of step.apply) await exec.perform(action, step.tolerant)
+        for (const [i, action] of step.apply.entries()) {
+          await exec.perform(action, step.tolerant)
+          // undone from its first applied action on (tolerantly if it fails halfway); a step whose
+          // first action failed changed nothing, and undoing it could remove what another run made
+          if (i === 0) applied.push(step)
+        }
         if (crashAfter === step.id) process.kill(process.pid, 'SIGKILL')
       },
     })),

@@ -58,10 +58,10 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     steps.push({
       id: 'mount-cgroup2',
       title: `Mount cgroup v2 at ${facts.mountCgroup2}`,
-      apply: [{fs: 'mkdir', path: facts.mountCgroup2, mode: 0o755}, {tool: 'mount', args: ['-t', 'cgroup2', '-o', 'nsdelegate', 'none', facts.mountCgroup2]}],
+      apply: [{fs: 'mkdir', path: facts.mountCgroup2, mode: 0o755, existOk: true}, {tool: 'mount', args: ['-t', 'cgroup2', '-o', 'nsdelegate', 'none', facts.mountCgroup2]}],
       undo: [{tool: 'umount', args: [facts.mountCgroup2]}],
     })
-  if (!facts.pinRootExists) steps.push({id: 'pin-root', title: `Create ${PIN_ROOT}`, apply: [{fs: 'mkdir', path: PIN_ROOT}], undo: [{fs: 'rmdir-if-empty', path: PIN_ROOT}]})
+  if (!facts.pinRootExists) steps.push({id: 'pin-root', title: `Create ${PIN_ROOT}`, apply: [{fs: 'mkdir', path: PIN_ROOT, existOk: true}], undo: [{fs: 'rmdir-if-empty', path: PIN_ROOT}]})
   steps.push(
     {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}], undo: [{fs: 'rm', path: pins.dir}]},
     {id: 'load', title: 'Load and pin the programs and maps', apply: [bpftool.loadAll(facts.object, pins.progs, pins.maps)], undo: []},

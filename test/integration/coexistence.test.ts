@@ -1,0 +1,89 @@
+// Concurrency, neighbours and foreign state: skfp shares the host with itself and with others.
+import {mkdirSync, statSync, readdirSync} from 'node:fs'
+import {join} from 'node:path'
+import {describe, expect, it} from 'vitest'
+import {PROJECT_ROOT} from '../../src/lib/build.js'
+import {multiarchInclude} from '../../src/lib/tools/clang.js'
+import {expectedSha} from '../fixtures/transfer.mjs'
+import {leftovers, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
+
+const MiB = 1024 * 1024
+
+describe('coexistence', () => {
+  it('two ups of one instance at once: one wins, the other fails cleanly', async () => {
+    await withSandbox('cc', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const [a, b] = await Promise.all([skfp(upArgs(sb, ns)), skfp(upArgs(sb, ns))])
+      const codes = [a.exitCode, b.exitCode].sort()
+      expect(codes, a.stderr + b.stderr).toEqual([0, 4])
+      const loser = a.exitCode === 4 ? a : b
+      expect(loser.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up|runs with other settings/)
+      const s = await status(sb.name)
+      expect(s.state).toBe('up')
+      const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(4 * MiB), '--seed', 'cc'])
+      expect(r.serverReceivedSha).toBe(expectedSha('cc-up', 4 * MiB))
+      expect((await status(sb.name)).counters.socketsAdded).toBe(2)
+    })
+  })
+
+  it('two instances side by side both work; down of one leaves the other intact', async () => {
+    await withSandbox('s1', async (one) => {
+      await withSandbox('s2', async (two) => {
+        const ns1 = await one.addNetns('a')
+        const ns2 = await two.addNetns('a')
+        expect((await skfp(upArgs(one, ns1))).exitCode).toBe(0)
+        expect((await skfp(upArgs(two, ns2))).exitCode).toBe(0)
+        expect((await skfp(['down', '--instance', one.name])).exitCode).toBe(0)
+        expect(await leftovers(one)).toEqual([])
+        expect((await status(two.name)).state).toBe('up')
+        const r = await transfer(two, ns2, ['pair', '--addr', '::1', '--port', '0', '--bytes', String(8 * MiB), '--seed', 's2'])
+        expect(r.clientReceivedSha).toBe(expectedSha('s2-down', 8 * MiB))
+        const s = await status(two.name)
+        expect(s.counters.socketsAdded).toBe(2)
+        expect(s.counters.bytesRedirected).toBeGreaterThan(0)
+      })
+    })
+  })
+
+  it('a foreign sock_ops program on the cgroup stays attached through up and down', async () => {
+    await withSandbox('fo', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const dir = join(PROJECT_ROOT, 'build', 'test')
+      mkdirSync(dir, {recursive: true})
+      const obj = join(dir, 'foreign.bpf.o')
+      await runner.run({tool: 'clang', args: ['-O2', '-g', '-target', 'bpf', `-I${multiarchInclude()}`, '-c', join(PROJECT_ROOT, 'test', 'fixtures', 'foreign.bpf.c'), '-o', obj]})
+      const pin = `/sys/fs/bpf/${sb.name}-foreign`
+      await runner.run({tool: 'bpftool', args: ['prog', 'load', obj, pin]})
+      try {
+        await runner.run({tool: 'bpftool', args: ['cgroup', 'attach', sb.cgroup, 'sock_ops', 'pinned', pin, 'multi']})
+        const attached = async () => JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'cgroup', 'show', sb.cgroup]})).stdout).map((a: {name: string}) => a.name).sort()
+        expect(await attached()).toEqual(['foreign_sockops'])
+        expect((await skfp(upArgs(sb, ns))).exitCode).toBe(0)
+        expect(await attached()).toEqual(['foreign_sockops', 'skfp_sockops'])
+        const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(4 * MiB), '--seed', 'fo'])
+        expect(r.serverReceivedSha).toBe(expectedSha('fo-up', 4 * MiB))
+        expect((await status(sb.name)).counters.socketsAdded).toBe(2)
+        expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+        expect(await attached()).toEqual(['foreign_sockops'])
+        await runner.run({tool: 'bpftool', args: ['cgroup', 'detach', sb.cgroup, 'sock_ops', 'pinned', pin]})
+      } finally {
+        await runner.run({tool: 'bpftool', args: ['cgroup', 'detach', sb.cgroup, 'sock_ops', 'pinned', pin]}, {allowFailure: true})
+        await import('node:fs').then((fs) => fs.rmSync(pin, {force: true}))
+      }
+    })
+  })
+
+  it('pins are private to root: instance directories and everything in them are 0700/0600', async () => {
+    await withSandbox('pm', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(upArgs(sb, ns))).exitCode).toBe(0)
+      const dir = `/sys/fs/bpf/skfp/${sb.name}`
+      expect(statSync('/sys/fs/bpf/skfp').mode & 0o777).toBe(0o700)
+      expect(statSync(dir).mode & 0o777).toBe(0o700)
+      for (const sub of ['progs', 'maps']) {
+        expect(statSync(join(dir, sub)).mode & 0o077, sub).toBe(0)
+        for (const f of readdirSync(join(dir, sub))) expect(statSync(join(dir, sub, f)).mode & 0o077, f).toBe(0)
+      }
+    })
+  })
+})
