@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Memory guard of the fastpath: keeps a slow reader's redirected queue bounded
+ * by sending over plain TCP above the bound (see the fastpath-safety issue).
+ *
+ * Redirected bytes bypass the peer's rcvbuf: without this guard a slow reader
+ * lets them pile up without limit. Per sending socket we remember the peer
+ * socket the last redirect went to; before each message we read, through that
+ * address (read-only, no reference taken), how many redirected bytes the peer
+ * has not read yet (sk_psock.msg_tot_len). Above the bound the message goes
+ * over plain TCP, and so does everything after it, so TCP's window holds the
+ * writer back. We go back to redirecting only once the peer has read every
+ * byte sent over TCP (own write_seq == peer copied_seq) and its redirected
+ * queue is empty: the peer reads its redirected queue before its TCP queue,
+ * so the byte order holds. docs/memory-guard.md has the details.
+ *
+ * Needs kernel BTF (CO-RE on kernel structs below) and the kfuncs
+ * bpf_cast_to_kern_ctx / bpf_rdonly_cast (Linux 6.2+), plus the
+ * sk_psock.msg_tot_len field: the object does not load without them. */
+#ifndef SKFP_LIB_GUARD_H
+#define SKFP_LIB_GUARD_H
+
+#include <bpf/bpf_core_read.h>
+#include "maps.h"
+
+/* Used when skfp_config.fastpath_queue is 0. */
+#define SKFP_GUARD_DEFAULT_QUEUE (4ull << 20)
+
+/* sock->sk_user_data carries flag bits below the psock pointer. */
+#define SKFP_SK_USER_DATA_PTRMASK (~7ull)
+
+/* --- The few kernel structures the guard reads. Only the fields named here
+ * are used; preserve_access_index makes libbpf relocate each access against
+ * the running kernel's BTF at load time (no vmlinux.h needed). */
+typedef struct {
+	long counter;
+} skfp_atomic_long_t;
+
+struct proto {
+	skfp_atomic_long_t *memory_allocated; /* pages, whole protocol */
+	long *sysctl_mem;                     /* net.ipv4.tcp_mem[3], pages */
+} __attribute__((preserve_access_index));
+
+struct sock_common {
+	__be16 skc_dport;
+	__u16 skc_num;
+	struct proto *skc_prot;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+	void *sk_user_data; /* the psock, with flag bits */
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	__u32 copied_seq; /* head of yet unread data (plain TCP only) */
+	__u32 write_seq;  /* tail+1 of data in the send buffer */
+	__u32 snd_nxt;    /* next sequence to transmit */
+	__u64 bytes_sent; /* payload bytes transmitted so far */
+} __attribute__((preserve_access_index));
+
+struct sk_psock {
+	struct sock *sk;
+	__u32 msg_tot_len; /* bytes queued on ingress_msg (redirected, unread) */
+} __attribute__((preserve_access_index));
+
+struct sk_msg {
+	struct sock *sk_redir; /* set by bpf_msg_redirect_hash() */
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* What the guard remembers about one sending socket. */
+struct skfp_guard_state {
+	__u64 peer_sk;    /* kernel address of the peer socket (0: not known yet) */
+	__u64 peer_psock; /* its psock when captured: tells a reused address apart */
+	__u32 sent_seq;   /* own write_seq after the last redirect */
+	__u16 peer_port;  /* the peer's local port (host order), checked too */
+	__u8 demoted;     /* 1: the guard keeps this socket on TCP */
+	__u8 _pad;
+};
+
+/* Per sending socket guard state; freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct skfp_guard_state);
+} skfp_guard SEC(".maps");
+
+/* Global brake: TCP's memory_allocated at or above tcp_mem[0] (the point up
+ * to which the kernel does not regulate TCP memory) keeps sockets on TCP.
+ * Two reads through the protocol's pointers; a failed read means no brake. */
+static __always_inline int skfp_guard_braking(const struct sock *own)
+{
+	struct proto *prot = own->__sk_common.skc_prot;
+	skfp_atomic_long_t *allocated;
+	long *limits;
+	long used = 0, low = 0;
+
+	if (!prot)
+		return 0;
+	allocated = prot->memory_allocated;
+	limits = prot->sysctl_mem;
+	if (!allocated || !limits)
+		return 0;
+	if (bpf_probe_read_kernel(&used, sizeof(used), &allocated->counter) ||
+	    bpf_probe_read_kernel(&low, sizeof(low), limits))
+		return 0;
+#ifdef SKFP_GUARD_BRAKE_PAGES /* build-time override of the threshold (tests) */
+	low = SKFP_GUARD_BRAKE_PAGES;
+#endif
+	return low > 0 && used >= low;
+}
+
+/* Whether this message may be redirected now. 0: send it over plain TCP. */
+static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct skfp_config *cfg)
+{
+	struct skfp_guard_state *st;
+	struct bpf_sock *bsk = msg->sk;
+	struct tcp_sock *own_tp, *peer_tp;
+	struct sock *own, *peer;
+	struct sk_psock *psock;
+	__u64 bound, queued, ud;
+	__u32 write_seq;
+	int caught_up;
+
+	if (!bsk)
+		return 0;
+	/* No room for the state: TCP is always safe (order and memory). */
+	st = bpf_sk_storage_get(&skfp_guard, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		return 0;
+	own = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct sock));
+	own_tp = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct tcp_sock));
+
+	/* The peer is not known until a redirect found it, so the first
+	 * redirected message is unguarded. It must not overtake bytes this
+	 * socket already sent over TCP (kill switch off, peer not yet in the
+	 * sockhash, ...): nobody can tell whether the peer has read them, so
+	 * such a socket stays on TCP for good. */
+	if (!st->peer_sk)
+		return own_tp->bytes_sent == 0 && own_tp->write_seq == own_tp->snd_nxt;
+	peer = bpf_rdonly_cast((void *)st->peer_sk, bpf_core_type_id_kernel(struct sock));
+	peer_tp = bpf_rdonly_cast((void *)st->peer_sk, bpf_core_type_id_kernel(struct tcp_sock));
+	write_seq = own_tp->write_seq;
+
+	/* The address still holds the same socket, with the same psock? If
+	 * not, the peer is gone (its key too: a redirect would fall back). Only
+	 * a socket that sent nothing over TCP since its last redirect may try. */
+	ud = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
+	if (ud != st->peer_psock || peer->__sk_common.skc_num != st->peer_port)
+		return !st->demoted && write_seq == st->sent_seq;
+	psock = bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock));
+	if ((__u64)psock->sk != st->peer_sk)
+		return !st->demoted && write_seq == st->sent_seq;
+	queued = psock->msg_tot_len;
+
+	/* Bytes went over TCP since the last redirect (guard, kill switch or a
+	 * failed redirect): redirect again only once the peer has read them
+	 * all and its redirected queue is empty, else the peer would read the
+	 * newer redirected bytes first. */
+	if (st->demoted || write_seq != st->sent_seq) {
+		caught_up = queued == 0 && peer_tp->copied_seq == write_seq;
+		if (!caught_up || skfp_guard_braking(own))
+			return 0;
+		if (st->demoted) {
+			st->demoted = 0;
+			skfp_count(SKFP_CNT_GUARD_PROMOTED, 1);
+			skfp_dbg("skfp: guard promoted %d", st->peer_port);
+		}
+		return 1;
+	}
+
+	bound = cfg->fastpath_queue;
+	if (!bound)
+		bound = SKFP_GUARD_DEFAULT_QUEUE;
+	if (queued + msg->size > bound || skfp_guard_braking(own)) {
+		st->demoted = 1;
+		skfp_count(SKFP_CNT_GUARD_DEMOTED, 1);
+		skfp_dbg("skfp: guard demoted %d queued %llu", st->peer_port, queued);
+		return 0;
+	}
+	return 1;
+}
+
+/* Called right after a successful redirect of msg: remember where it went. */
+static __always_inline void skfp_guard_redirected(struct sk_msg_md *msg)
+{
+	struct skfp_guard_state *st;
+	struct bpf_sock *bsk = msg->sk;
+	struct tcp_sock *own_tp;
+	struct sk_msg *kmsg;
+	struct sock *peer;
+	__u64 peer_sk;
+
+	if (!bsk)
+		return;
+	st = bpf_sk_storage_get(&skfp_guard, bsk, 0, 0);
+	if (!st)
+		return;
+	kmsg = bpf_cast_to_kern_ctx(msg);
+	peer_sk = (__u64)kmsg->sk_redir;
+	if (!peer_sk)
+		return;
+	own_tp = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct tcp_sock));
+	st->sent_seq = own_tp->write_seq;
+	if (peer_sk == st->peer_sk)
+		return;
+	peer = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct sock));
+	st->peer_sk = peer_sk;
+	st->peer_psock = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
+	st->peer_port = peer->__sk_common.skc_num;
+}
+
+#endif /* SKFP_LIB_GUARD_H */
