@@ -1,0 +1,49 @@
+// The fastpath under change: kill switch flipped mid-transfer, down with live connections.
+import {describe, expect, it} from 'vitest'
+import {expectedSha} from '../fixtures/transfer.mjs'
+import {FIXTURE, skfp, status, upArgs, withSandbox} from './helpers.js'
+
+const MiB = 1024 * 1024
+const BYTES = 1024 * MiB
+
+async function duringTransfer(what: string, change: (sb: any, ns: string) => Promise<void>) {
+  return withSandbox(what, async (sb) => {
+    const ns = await sb.addNetns('a')
+    expect((await skfp(upArgs(sb, ns))).exitCode).toBe(0)
+    const child = sb.start(ns, [process.execPath, FIXTURE, 'pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(BYTES), '--seed', what])
+    // wait until the fastpath carries data, then change things under the live connection
+    for (let i = 0; i < 100 && (await status(sb.name)).counters.bytesRedirected === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    await change(sb, ns)
+    expect(child.exitCode, 'the transfer must still be running after the change').toBeNull()
+    const r = JSON.parse(String((await child).stdout).trim().split('\n').pop()!)
+    expect(r.serverReceived).toBe(BYTES)
+    expect(r.serverReceivedSha).toBe(expectedSha(`${what}-up`, BYTES))
+    expect(r.clientReceivedSha).toBe(expectedSha(`${what}-down`, BYTES))
+    return sb
+  })
+}
+
+describe('live connections', () => {
+  it('kill switch mid-transfer: data intact, new messages go over TCP', async () => {
+    let before = 0
+    let after = 0
+    await duringTransfer('ks', async (sb, ns) => {
+      const off = await skfp(upArgs(sb, ns).map((a) => (a === 'on' ? 'off' : a)))
+      expect(off.exitCode, off.stderr).toBe(0)
+      expect(off.json.action).toBe('switched')
+      before = (await status(sb.name)).counters.bytesRedirected
+      await new Promise((r) => setTimeout(r, 300))
+      after = (await status(sb.name)).counters.bytesRedirected
+      expect((await status(sb.name)).fastpath.enabled).toBe(false)
+    })
+    expect(after).toBe(before) // nothing redirected once the switch is off
+  })
+
+  it('down with a live fastpath connection: it keeps working until it closes, nothing lost', async () => {
+    await duringTransfer('dl', async (sb) => {
+      const down = await skfp(['down', '--instance', sb.name])
+      expect(down.exitCode, down.stderr).toBe(0)
+      expect((await status(sb.name)).state).toBe('down')
+    })
+  })
+})
