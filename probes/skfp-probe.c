@@ -1,0 +1,951 @@
+/* SPDX-License-Identifier: MIT */
+/* skfp-probe: kernel self-tests of the socket fastpath. Each probe makes both
+ * ends of a loopback TCP connection itself (threads of this process, so both
+ * sockets live in the caller's cgroup and netns), moves data, checks it and
+ * prints one JSON line:
+ *   {"probe":NAME,"ok":true|false,"detail":"...", ...figures}
+ * Exit 0 whenever the probe ran (ok true or false); exit 2 with
+ * {"error":"..."} on bad usage or a set-up failure; exit 3 if the last-resort
+ * alarm fired. Every wait is bounded: a watchdog shuts the sockets down at
+ * the deadline (--timeout-ms), alarm() backs it up.
+ * See docs/probes.md for usage and output. */
+#include "common.h"
+#include <sys/ioctl.h>
+
+#define PIPE_CHUNK 65536
+
+static const char usage[] =
+	"usage: skfp-probe PROBE [--bytes N] [--addr 127.0.0.1|::1] [--port P] [--timeout-ms MS]\n"
+	"                        [--messages K] [--burst N] [--pause-ms MS]\n"
+	"                        [--max-tcp-mem-mib M] [--brake-tcp-mem-mib M]\n"
+	"probes: splice waitall blocking-recv slow-reader fionread halfclose dualstack integrity\n";
+
+struct opts {
+	const char *probe;
+	uint64_t bytes;
+	struct addr addr;
+	int timeout_ms;
+	int messages;
+	uint64_t burst;     /* slow readers: bytes per burst */
+	int pause_ms;       /* slow readers: pause after each burst */
+	uint64_t max_mem;   /* slow-reader: fail above this TCP memory growth (bytes) */
+	uint64_t brake_mem; /* slow-reader: stop writing above this TCP memory growth */
+};
+
+static struct opts O;
+
+/* ---- watchdog ------------------------------------------------------------ */
+
+#define WD_MAX 8
+static pthread_mutex_t wd_lock = PTHREAD_MUTEX_INITIALIZER;
+static int wd_fds[WD_MAX];
+static int wd_n;
+static volatile int wd_stop;
+static volatile int g_expired; /* the deadline passed: sockets were shut down */
+static uint64_t g_deadline;
+static pthread_t wd_thread;
+
+/* Sockets the watchdog shuts down at the deadline (which wakes any blocked
+ * call). They are closed only after watchdog_stop(), so no fd is reused. */
+static void wd_add(int fd)
+{
+	pthread_mutex_lock(&wd_lock);
+	if (wd_n < WD_MAX)
+		wd_fds[wd_n++] = fd;
+	pthread_mutex_unlock(&wd_lock);
+}
+
+static void wd_close_all(void)
+{
+	pthread_mutex_lock(&wd_lock);
+	for (int i = 0; i < wd_n; i++)
+		close(wd_fds[i]);
+	wd_n = 0;
+	pthread_mutex_unlock(&wd_lock);
+}
+
+static void *wd_main(void *arg)
+{
+	(void)arg;
+	while (!wd_stop) {
+		if (!ms_left(g_deadline)) {
+			g_expired = 1;
+			pthread_mutex_lock(&wd_lock);
+			for (int i = 0; i < wd_n; i++)
+				shutdown(wd_fds[i], SHUT_RDWR);
+			pthread_mutex_unlock(&wd_lock);
+			return NULL;
+		}
+		sleep_ms(10);
+	}
+	return NULL;
+}
+
+static void alarm_handler(int sig)
+{
+	static const char msg[] = "{\"error\":\"hard timeout: the probe did not finish (alarm)\"}\n";
+	(void)sig;
+	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(4);
+	_exit(3);
+}
+
+static void watchdog_start(void)
+{
+	g_deadline = now_ms() + (uint64_t)O.timeout_ms;
+	signal(SIGALRM, alarm_handler);
+	alarm((unsigned)(O.timeout_ms / 1000) + 10);
+	if (pthread_create(&wd_thread, NULL, wd_main, NULL))
+		die("pthread_create: %s", strerror(errno));
+}
+
+static void watchdog_stop(void)
+{
+	wd_stop = 1;
+	pthread_join(wd_thread, NULL);
+}
+
+/* ---- connection set-up --------------------------------------------------- */
+
+struct pair {
+	int lfd, cli, srv;
+	struct addr laddr;
+};
+
+/* Listener on listen_at, client connecting to connect_to (port taken from the
+ * listener), the accepted server end. All three are watched. Dies on failure. */
+static void make_pair(struct pair *p, const struct addr *listen_at, const struct addr *connect_to)
+{
+	struct addr c = *connect_to;
+
+	p->laddr = *listen_at;
+	p->lfd = tcp_listen(&p->laddr, 16);
+	if (p->lfd < 0)
+		die("listen: %s", strerror(errno));
+	addr_set_port(&c, addr_port(&p->laddr));
+	p->cli = tcp_connect(&c, ms_left(g_deadline), 0);
+	if (p->cli < 0)
+		die("connect: %s", strerror(errno));
+	p->srv = tcp_accept(p->lfd, ms_left(g_deadline));
+	if (p->srv < 0)
+		die("accept: %s", strerror(errno));
+	set_int_opt(p->cli, IPPROTO_TCP, TCP_NODELAY, 1);
+	set_int_opt(p->srv, IPPROTO_TCP, TCP_NODELAY, 1);
+	wd_add(p->lfd);
+	wd_add(p->cli);
+	wd_add(p->srv);
+}
+
+/* ---- host TCP memory (/proc/net/sockstat "TCP: ... mem N", pages) ---------- */
+
+static long tcp_mem_pages(void)
+{
+	char buf[1024];
+	long mem = -1;
+	FILE *f = fopen("/proc/net/sockstat", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(buf, sizeof(buf), f)) {
+		char *m;
+		if (strncmp(buf, "TCP:", 4) == 0 && (m = strstr(buf, " mem ")))
+			mem = strtol(m + 5, NULL, 10);
+	}
+	fclose(f);
+	return mem;
+}
+
+/* tcp_mem[0] (pages): below it the kernel sees no memory pressure. */
+static long tcp_mem_low_pages(void)
+{
+	long lo = -1;
+	FILE *f = fopen("/proc/sys/net/ipv4/tcp_mem", "r");
+	if (f) {
+		if (fscanf(f, "%ld", &lo) != 1)
+			lo = -1;
+		fclose(f);
+	}
+	return lo;
+}
+
+struct sampler {
+	pthread_t th;
+	volatile int stop;
+	long base, peak;          /* pages */
+	uint64_t brake_bytes;     /* growth that engages the brake, 0 = never */
+	volatile int brake;       /* writers pause, readers stop pausing */
+	int braked;               /* the brake engaged at least once */
+};
+
+static long g_page;
+
+static void *sampler_main(void *arg)
+{
+	struct sampler *s = arg;
+	while (!s->stop) {
+		long m = tcp_mem_pages();
+		if (m > s->peak)
+			s->peak = m;
+		if (s->brake_bytes && m >= 0) {
+			uint64_t grown = m > s->base ? (uint64_t)(m - s->base) * (uint64_t)g_page : 0;
+			if (grown > s->brake_bytes) {
+				s->brake = 1;
+				s->braked = 1;
+			} else if (grown < s->brake_bytes / 2) {
+				s->brake = 0;
+			}
+		}
+		sleep_ms(5);
+	}
+	return NULL;
+}
+
+/* ---- one direction of a transfer ----------------------------------------- */
+
+struct dir {
+	/* in */
+	int wfd, rfd;
+	uint64_t seed, bytes;
+	size_t chunk;
+	uint64_t burst;     /* reader: pause after this many bytes (0 = never) */
+	int pause_ms;
+	int shut_wr;        /* writer: shutdown(SHUT_WR) when done */
+	struct sampler *smp;
+	/* out */
+	uint64_t sent, received;
+	int write_errno, read_errno;
+	long long bad_off;  /* first corrupt stream offset, -1 = none */
+	uint64_t eagain;    /* recv() == -1/EAGAIN on a blocking socket */
+	int eof_early;
+};
+
+static void *dir_writer(void *arg)
+{
+	struct dir *d = arg;
+	unsigned char *buf = malloc(d->chunk);
+
+	if (!buf) {
+		d->write_errno = ENOMEM;
+		return NULL;
+	}
+	while (d->sent < d->bytes && !g_expired) {
+		size_t n = d->bytes - d->sent < d->chunk ? (size_t)(d->bytes - d->sent) : d->chunk;
+		while (d->smp && d->smp->brake && !g_expired)
+			sleep_ms(1);
+		pattern_fill(d->seed, d->sent, buf, n);
+		if (send_all(d->wfd, buf, n) < 0) {
+			d->write_errno = errno;
+			break;
+		}
+		d->sent += n;
+	}
+	if (d->shut_wr)
+		shutdown(d->wfd, SHUT_WR);
+	free(buf);
+	return NULL;
+}
+
+static void *dir_reader(void *arg)
+{
+	struct dir *d = arg;
+	unsigned char *buf = malloc(d->chunk);
+	uint64_t since_pause = 0;
+
+	d->bad_off = -1;
+	if (!buf) {
+		d->read_errno = ENOMEM;
+		return NULL;
+	}
+	while (d->received < d->bytes && !g_expired) {
+		size_t want = d->bytes - d->received < d->chunk ? (size_t)(d->bytes - d->received) : d->chunk;
+		ssize_t n = recv(d->rfd, buf, want, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				d->eagain++; /* the hazard: a blocking socket must not say this */
+				continue;
+			}
+			d->read_errno = errno;
+			break;
+		}
+		if (n == 0) {
+			d->eof_early = 1;
+			break;
+		}
+		if (d->bad_off < 0) {
+			long long b = pattern_check(d->seed, d->received, buf, (size_t)n);
+			if (b >= 0)
+				d->bad_off = (long long)d->received + b;
+		}
+		d->received += (uint64_t)n;
+		since_pause += (uint64_t)n;
+		if (d->burst && since_pause >= d->burst) {
+			since_pause = 0;
+			if (!(d->smp && d->smp->brake))
+				sleep_ms((unsigned)d->pause_ms);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static int dir_intact(const struct dir *d)
+{
+	return d->received == d->bytes && d->bad_off < 0 && !d->read_errno && !d->eof_early;
+}
+
+static void dir_json(struct json *j, const char *pfx, const struct dir *d)
+{
+	char k[64];
+	snprintf(k, sizeof(k), "%sReceived", pfx);
+	json_int(j, k, (long long)d->received);
+	snprintf(k, sizeof(k), "%sIntact", pfx);
+	json_bool(j, k, dir_intact(d));
+	if (d->bad_off >= 0) {
+		snprintf(k, sizeof(k), "%sFirstBadOffset", pfx);
+		json_int(j, k, d->bad_off);
+	}
+	if (d->read_errno) {
+		snprintf(k, sizeof(k), "%sReadError", pfx);
+		json_str(j, k, strerror(d->read_errno));
+	}
+	if (d->write_errno) {
+		snprintf(k, sizeof(k), "%sWriteError", pfx);
+		json_str(j, k, strerror(d->write_errno));
+	}
+}
+
+static void dir_describe(char *buf, size_t len, const char *name, const struct dir *d)
+{
+	size_t n = strlen(buf);
+	if (dir_intact(d))
+		return;
+	snprintf(buf + n, len - n, "%s%s: %" PRIu64 " of %" PRIu64 " bytes%s%s%s%s%s; ",
+		 n ? "" : "", name, d->received, d->bytes,
+		 d->bad_off >= 0 ? ", corrupt" : "",
+		 d->eof_early ? ", early EOF" : "",
+		 d->read_errno ? ", recv: " : "", d->read_errno ? strerror(d->read_errno) : "",
+		 d->write_errno ? ", send failed" : "");
+}
+
+/* Both directions at once over p: c2s (client -> server) and s2c. */
+static void run_bidir(struct pair *p, struct dir *c2s, struct dir *s2c)
+{
+	pthread_t t[4];
+
+	c2s->wfd = p->cli; c2s->rfd = p->srv; c2s->seed = 0x1111;
+	s2c->wfd = p->srv; s2c->rfd = p->cli; s2c->seed = 0x2222;
+	pthread_create(&t[0], NULL, dir_reader, c2s);
+	pthread_create(&t[1], NULL, dir_reader, s2c);
+	pthread_create(&t[2], NULL, dir_writer, c2s);
+	pthread_create(&t[3], NULL, dir_writer, s2c);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+}
+
+/* ---- results ----------------------------------------------------------------- */
+
+static void result_begin(struct json *j, int ok, const char *detail)
+{
+	json_begin(j);
+	json_str(j, "probe", O.probe);
+	json_bool(j, "ok", ok);
+	json_str(j, "detail", detail);
+}
+
+static void result_end(struct json *j)
+{
+	if (g_expired)
+		json_bool(j, "timedOut", 1);
+	json_end_print(j);
+}
+
+/* ---- probes ------------------------------------------------------------------ */
+
+/* integrity, dualstack, blocking-recv, slow-reader: bulk both ways. */
+static void probe_bulk(int dual, int slow, int sample_brake)
+{
+	struct pair p;
+	struct dir c2s = { 0 }, s2c = { 0 };
+	struct sampler smp = { 0 };
+	struct addr listen_at = O.addr, connect_to = O.addr;
+	char detail[1024] = "";
+	int ok, mapped = 0;
+	uint64_t t0, t1;
+
+	if (dual) {
+		if (addr_family(&O.addr) != AF_INET)
+			die("dualstack: --addr must be an IPv4 address (the client side)");
+		addr_from_ip(&listen_at, "::", addr_port(&O.addr));
+	}
+	make_pair(&p, &listen_at, &connect_to);
+	if (dual) {
+		struct addr la = { .len = sizeof(la.ss) };
+		getsockname(p.srv, (struct sockaddr *)&la.ss, &la.len);
+		mapped = addr_family(&la) == AF_INET6 &&
+			 IN6_IS_ADDR_V4MAPPED(&((struct sockaddr_in6 *)&la.ss)->sin6_addr);
+	}
+	c2s.bytes = s2c.bytes = O.bytes;
+	c2s.chunk = s2c.chunk = slow ? 256 * 1024 : 128 * 1024;
+	if (slow) {
+		c2s.burst = s2c.burst = O.burst;
+		c2s.pause_ms = s2c.pause_ms = O.pause_ms;
+	}
+	g_page = sysconf(_SC_PAGESIZE);
+	smp.base = smp.peak = tcp_mem_pages();
+	if (sample_brake) {
+		smp.brake_bytes = O.brake_mem;
+		c2s.smp = s2c.smp = &smp;
+	}
+	pthread_create(&smp.th, NULL, sampler_main, &smp);
+
+	t0 = now_ns();
+	run_bidir(&p, &c2s, &s2c);
+	t1 = now_ns();
+	smp.stop = 1;
+	pthread_join(smp.th, NULL);
+	watchdog_stop();
+
+	uint64_t grown = smp.peak > smp.base ? (uint64_t)(smp.peak - smp.base) * (uint64_t)g_page : 0;
+	int write_err = c2s.write_errno || s2c.write_errno;
+	uint64_t eagain = c2s.eagain + s2c.eagain;
+	ok = dir_intact(&c2s) && dir_intact(&s2c) && !write_err && !g_expired;
+	dir_describe(detail, sizeof(detail), "client->server", &c2s);
+	dir_describe(detail, sizeof(detail), "server->client", &s2c);
+	if (!strcmp(O.probe, "blocking-recv")) {
+		if (eagain) {
+			size_t n = strlen(detail);
+			snprintf(detail + n, sizeof(detail) - n,
+				 "blocking recv() returned -1/EAGAIN %" PRIu64 " times; ", eagain);
+			ok = 0;
+		}
+	}
+	if (!strcmp(O.probe, "slow-reader")) {
+		size_t n = strlen(detail);
+		if (smp.braked) {
+			snprintf(detail + n, sizeof(detail) - n,
+				 "TCP memory grew past the brake (%" PRIu64 " MiB): writers were paused, no backpressure; ",
+				 O.brake_mem >> 20);
+			ok = 0;
+		} else if (grown > O.max_mem) {
+			snprintf(detail + n, sizeof(detail) - n,
+				 "TCP memory grew by %" PRIu64 " MiB (limit %" PRIu64 " MiB); ",
+				 grown >> 20, O.max_mem >> 20);
+			ok = 0;
+		}
+	}
+	if (dual && !mapped) {
+		size_t n = strlen(detail);
+		snprintf(detail + n, sizeof(detail) - n, "the server end is not v4-mapped; ");
+	}
+	if (g_expired) {
+		size_t n = strlen(detail);
+		snprintf(detail + n, sizeof(detail) - n, "timed out after %d ms; ", O.timeout_ms);
+	}
+	if (ok)
+		snprintf(detail, sizeof(detail), "%" PRIu64 " bytes each way intact", O.bytes);
+	else if (strlen(detail) >= 2)
+		detail[strlen(detail) - 2] = 0;
+
+	double secs = (double)(t1 - t0) / 1e9;
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "bytes", (long long)O.bytes);
+	dir_json(&j, "c2s", &c2s);
+	dir_json(&j, "s2c", &s2c);
+	json_int(&j, "elapsedMs", (long long)((t1 - t0) / 1000000));
+	json_dbl(&j, "MBps", secs > 0 ? (double)(c2s.received + s2c.received) / secs / 1e6 : 0);
+	if (!strcmp(O.probe, "blocking-recv"))
+		json_int(&j, "eagain", (long long)eagain);
+	if (dual)
+		json_bool(&j, "serverV4Mapped", mapped);
+	if (slow) {
+		json_int(&j, "burst", (long long)O.burst);
+		json_int(&j, "pauseMs", O.pause_ms);
+	}
+	json_int(&j, "tcpMemBasePages", smp.base);
+	json_int(&j, "tcpMemPeakPages", smp.peak);
+	json_int(&j, "tcpMemPeakGrowthBytes", (long long)grown);
+	json_int(&j, "pageSize", g_page);
+	if (sample_brake) {
+		json_bool(&j, "writeErrored", write_err);
+		json_bool(&j, "braked", smp.braked);
+		json_int(&j, "brakeBytes", (long long)O.brake_mem);
+		json_int(&j, "maxGrowthBytes", (long long)O.max_mem);
+	}
+	result_end(&j);
+	wd_close_all();
+}
+
+/* splice: the receiver reads with splice() into a pipe (non-blocking, polled). */
+static void probe_splice(void)
+{
+	struct pair p;
+	struct dir c2s = { 0 };
+	pthread_t wt;
+	int pfd[2];
+	unsigned char *buf = malloc(PIPE_CHUNK);
+	uint64_t got = 0, recv_after = 0, t0;
+	long long bad = -1;
+	unsigned spins = 0;
+	int splice_err = 0, eof = 0;
+	char detail[512];
+
+	if (!buf || pipe2(pfd, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+	make_pair(&p, &O.addr, &O.addr);
+	c2s.wfd = p.cli; c2s.seed = 0x3333; c2s.bytes = O.bytes; c2s.chunk = 64 * 1024;
+	pthread_create(&wt, NULL, dir_writer, &c2s);
+	/* tcp_splice_read() blocks unless the socket itself is O_NONBLOCK
+	 * (SPLICE_F_NONBLOCK only concerns the pipe) */
+	set_nonblock(p.srv, 1);
+
+	t0 = now_ms();
+	/* Stop splicing a little before the deadline: the rest is for the check below. */
+	uint64_t stop_at = g_deadline - (uint64_t)(O.timeout_ms / 5);
+	while (got < O.bytes && ms_left(stop_at)) {
+		struct pollfd pl = { .fd = p.srv, .events = POLLIN };
+		int left = ms_left(stop_at);
+		if (poll(&pl, 1, left < 100 ? left : 100) <= 0)
+			continue;
+		ssize_t n = splice(p.srv, NULL, pfd[1], NULL, PIPE_CHUNK, SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
+		if (n == 0) {
+			eof = 1;
+			break;
+		}
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EINTR) {
+				spins++; /* poll said readable, splice found nothing */
+				sleep_ms(1);
+				continue;
+			}
+			splice_err = errno;
+			break;
+		}
+		for (ssize_t r = 0; r < n;) {
+			ssize_t m = read(pfd[0], buf, (size_t)(n - r));
+			if (m <= 0)
+				die("read from pipe: %s", m < 0 ? strerror(errno) : "EOF");
+			if (bad < 0) {
+				long long b = pattern_check(c2s.seed, got, buf, (size_t)m);
+				if (b >= 0)
+					bad = (long long)got + b;
+			}
+			got += (uint64_t)m;
+			r += m;
+		}
+	}
+	uint64_t splice_ms = now_ms() - t0;
+	/* Where did the rest go? A plain recv() finds it when it sits in the
+	 * socket's BPF (psock) queue. */
+	if (got < O.bytes && !splice_err && !eof) {
+		while (got + recv_after < O.bytes && ms_left(g_deadline)) {
+			ssize_t n = recv(p.srv, buf, PIPE_CHUNK, MSG_DONTWAIT);
+			if (n > 0) {
+				if (bad < 0) {
+					long long b = pattern_check(c2s.seed, got + recv_after, buf, (size_t)n);
+					if (b >= 0)
+						bad = (long long)(got + recv_after) + b;
+				}
+				recv_after += (uint64_t)n;
+			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+				break;
+			} else {
+				sleep_ms(2);
+			}
+		}
+	}
+	shutdown(p.cli, SHUT_RDWR);
+	shutdown(p.srv, SHUT_RDWR);
+	pthread_join(wt, NULL);
+	watchdog_stop();
+
+	int ok = got == O.bytes && bad < 0;
+	if (ok)
+		snprintf(detail, sizeof(detail), "splice() read all %" PRIu64 " bytes intact", got);
+	else if (splice_err)
+		snprintf(detail, sizeof(detail), "splice() failed: %s after %" PRIu64 " bytes", strerror(splice_err), got);
+	else if (eof && g_expired)
+		snprintf(detail, sizeof(detail), "splice() blocked, the watchdog shut the socket down at %d ms after %" PRIu64 " of %" PRIu64 " bytes",
+			 O.timeout_ms, got, O.bytes);
+	else if (eof)
+		snprintf(detail, sizeof(detail), "splice() saw EOF after %" PRIu64 " of %" PRIu64 " bytes", got, O.bytes);
+	else if (got < O.bytes)
+		snprintf(detail, sizeof(detail),
+			 "splice() got %" PRIu64 " of %" PRIu64 " bytes in %" PRIu64 " ms, then nothing although poll() said readable %u times; "
+			 "recv() then got %" PRIu64 " bytes: data stuck where splice() does not look",
+			 got, O.bytes, splice_ms, spins, recv_after);
+	else
+		snprintf(detail, sizeof(detail), "data corrupt at offset %lld", bad);
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "bytes", (long long)O.bytes);
+	json_int(&j, "splicedBytes", (long long)got);
+	json_int(&j, "recvAfterBytes", (long long)recv_after);
+	json_int(&j, "emptySplices", spins);
+	json_int(&j, "elapsedMs", (long long)splice_ms);
+	json_bool(&j, "intact", bad < 0);
+	result_end(&j);
+	close(pfd[0]);
+	close(pfd[1]);
+	free(buf);
+	wd_close_all();
+}
+
+/* waitall: recv(MSG_WAITALL) of N bytes sent as --messages sends; once with the
+ * reader already waiting, once with all messages queued before the call. */
+struct waitall_rx {
+	int fd;
+	uint64_t seed, off, want;
+	unsigned char *buf;
+	volatile int entered;
+	ssize_t got;
+	int err;
+};
+
+static void *waitall_reader(void *arg)
+{
+	struct waitall_rx *r = arg;
+	r->entered = 1;
+	r->got = recv(r->fd, r->buf, r->want, MSG_WAITALL);
+	r->err = r->got < 0 ? errno : 0;
+	return NULL;
+}
+
+static void waitall_send(int fd, uint64_t seed, uint64_t off, uint64_t total, int messages, int gap_ms)
+{
+	unsigned char *buf = malloc(total);
+	uint64_t per = total / (uint64_t)messages, done = 0;
+
+	if (!buf)
+		die("out of memory");
+	pattern_fill(seed, off, buf, total);
+	for (int i = 0; i < messages; i++) {
+		uint64_t n = i == messages - 1 ? total - done : per;
+		if (send_all(fd, buf + done, n) < 0)
+			break;
+		done += n;
+		if (gap_ms)
+			sleep_ms((unsigned)gap_ms);
+	}
+	free(buf);
+}
+
+/* Reads the rest of a short round so the next round starts aligned. */
+static uint64_t drain_exact(int fd, uint64_t n, int timeout_ms)
+{
+	unsigned char buf[65536];
+	uint64_t got = 0, dl = now_ms() + (uint64_t)timeout_ms;
+	while (got < n && ms_left(dl)) {
+		struct pollfd pl = { .fd = fd, .events = POLLIN };
+		if (poll(&pl, 1, ms_left(dl)) <= 0)
+			break;
+		ssize_t m = recv(fd, buf, n - got < sizeof(buf) ? n - got : sizeof(buf), MSG_DONTWAIT);
+		if (m <= 0 && !(m < 0 && errno == EAGAIN))
+			break;
+		if (m > 0)
+			got += (uint64_t)m;
+	}
+	return got;
+}
+
+static void probe_waitall(void)
+{
+	struct pair p;
+	struct waitall_rx r[2];
+	long long bad[2] = { -1, -1 };
+	uint64_t seed = 0x4444, off = 0;
+	char detail[512];
+
+	make_pair(&p, &O.addr, &O.addr);
+	for (int round = 0; round < 2; round++) {
+		pthread_t t;
+		memset(&r[round], 0, sizeof(r[round]));
+		r[round].fd = p.srv;
+		r[round].want = O.bytes;
+		r[round].buf = malloc(O.bytes);
+		if (!r[round].buf)
+			die("out of memory");
+		if (round == 0) {
+			/* the reader waits first, the messages trickle in */
+			pthread_create(&t, NULL, waitall_reader, &r[round]);
+			while (!r[round].entered)
+				sleep_ms(1);
+			sleep_ms(50);
+			waitall_send(p.cli, seed, off, O.bytes, O.messages, 2);
+		} else {
+			/* every message is queued before the call */
+			waitall_send(p.cli, seed, off, O.bytes, O.messages, 0);
+			sleep_ms(100);
+			pthread_create(&t, NULL, waitall_reader, &r[round]);
+		}
+		pthread_join(t, NULL);
+		if (r[round].got > 0) {
+			long long b = pattern_check(seed, off, r[round].buf, (size_t)r[round].got);
+			if (b >= 0)
+				bad[round] = (long long)off + b;
+		}
+		if (g_expired)
+			break;
+		uint64_t got = r[round].got > 0 ? (uint64_t)r[round].got : 0;
+		if (got < O.bytes)
+			drain_exact(p.srv, O.bytes - got, 1000);
+		off += O.bytes;
+	}
+	watchdog_stop();
+
+	int ok = !g_expired && r[0].got == (ssize_t)O.bytes && r[1].got == (ssize_t)O.bytes &&
+		 bad[0] < 0 && bad[1] < 0;
+	if (ok)
+		snprintf(detail, sizeof(detail), "recv(MSG_WAITALL) returned all %" PRIu64 " bytes of %d messages, both rounds",
+			 O.bytes, O.messages);
+	else
+		snprintf(detail, sizeof(detail),
+			 "recv(MSG_WAITALL, %" PRIu64 ") of %d messages returned %zd (reader waiting first) and %zd (all queued first)%s%s",
+			 O.bytes, O.messages, r[0].got, r[1].got,
+			 (bad[0] >= 0 || bad[1] >= 0) ? "; data corrupt" : "",
+			 g_expired ? "; timed out" : "");
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "bytes", (long long)O.bytes);
+	json_int(&j, "messages", O.messages);
+	json_int(&j, "gotWaitingFirst", r[0].got);
+	json_int(&j, "gotQueuedFirst", g_expired && !r[1].buf ? -1 : r[1].got);
+	json_bool(&j, "intact", bad[0] < 0 && bad[1] < 0);
+	result_end(&j);
+	free(r[0].buf);
+	free(r[1].buf);
+	wd_close_all();
+}
+
+/* fionread: FIONREAD counts queued bytes, before and after a partial read. */
+static void probe_fionread(void)
+{
+	struct pair p;
+	int q = 0, max_q = 0, after = -1;
+	uint64_t half = O.bytes / 2, rest;
+	unsigned char *buf = malloc(O.bytes);
+	long long bad = -1;
+	char detail[512];
+
+	if (!buf)
+		die("out of memory");
+	make_pair(&p, &O.addr, &O.addr);
+	waitall_send(p.cli, 0x5555, 0, O.bytes, O.messages, 0);
+	uint64_t dl = now_ms() + (uint64_t)(O.timeout_ms / 2);
+	while (ms_left(dl)) {
+		if (ioctl(p.srv, FIONREAD, &q) < 0)
+			die("ioctl(FIONREAD): %s", strerror(errno));
+		if (q > max_q)
+			max_q = q;
+		if ((uint64_t)q >= O.bytes)
+			break;
+		sleep_ms(1);
+	}
+	ssize_t n = recv_all(p.srv, buf, half);
+	if (n == (ssize_t)half) {
+		/* the peer's FIONREAD must count what is left; give it a moment */
+		for (int i = 0; i < 100; i++) {
+			ioctl(p.srv, FIONREAD, &after);
+			if ((uint64_t)after == O.bytes - half)
+				break;
+			sleep_ms(1);
+		}
+		rest = (uint64_t)recv_all(p.srv, buf + half, O.bytes - half);
+		bad = pattern_check(0x5555, 0, buf, (size_t)(half + rest));
+	}
+	watchdog_stop();
+
+	int ok = !g_expired && (uint64_t)max_q == O.bytes && (uint64_t)after == O.bytes - half && bad < 0;
+	if (ok)
+		snprintf(detail, sizeof(detail), "FIONREAD said %d, then %d after reading %" PRIu64, max_q, after, half);
+	else
+		snprintf(detail, sizeof(detail), "FIONREAD said %d of %" PRIu64 " queued, then %d after reading %" PRIu64 " (expected %" PRIu64 ")%s",
+			 max_q, O.bytes, after, half, O.bytes - half, bad >= 0 ? "; data corrupt" : "");
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "bytes", (long long)O.bytes);
+	json_int(&j, "fionread", max_q);
+	json_int(&j, "fionreadAfterPartial", after);
+	json_bool(&j, "intact", bad < 0);
+	result_end(&j);
+	free(buf);
+	wd_close_all();
+}
+
+/* halfclose: SHUT_WR reaches the peer as EOF after the data, the peer still
+ * sends back; then an RST (SO_LINGER 0 close) reaches the peer as ECONNRESET. */
+static void probe_halfclose(void)
+{
+	struct pair p, p2;
+	struct dir c2s = { 0 }, s2c = { 0 };
+	pthread_t t[2];
+	int rst_errno = 0, eof_c2s, eof_s2c;
+	ssize_t rst_ret = 0;
+	char detail[512] = "";
+	char buf[16];
+
+	make_pair(&p, &O.addr, &O.addr);
+	/* client sends N then SHUT_WR; the server reads to EOF */
+	c2s.wfd = p.cli; c2s.rfd = p.srv; c2s.seed = 0x6666; c2s.bytes = O.bytes; c2s.chunk = 65536; c2s.shut_wr = 1;
+	pthread_create(&t[0], NULL, dir_writer, &c2s);
+	dir_reader(&c2s);
+	pthread_join(t[0], NULL);
+	eof_c2s = !g_expired && dir_intact(&c2s) && recv(p.srv, buf, sizeof(buf), 0) == 0;
+	/* the server answers on its still open direction, then SHUT_WR too */
+	s2c.wfd = p.srv; s2c.rfd = p.cli; s2c.seed = 0x7777; s2c.bytes = O.bytes; s2c.chunk = 65536; s2c.shut_wr = 1;
+	pthread_create(&t[1], NULL, dir_writer, &s2c);
+	dir_reader(&s2c);
+	pthread_join(t[1], NULL);
+	eof_s2c = !g_expired && dir_intact(&s2c) && recv(p.cli, buf, sizeof(buf), 0) == 0;
+
+	/* RST: a second connection; the server closes with SO_LINGER {1, 0} */
+	make_pair(&p2, &O.addr, &O.addr);
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	setsockopt(p2.srv, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	/* one byte each way first, so both ends are fully set up */
+	if (send_all(p2.srv, "x", 1) != 1 || recv_all(p2.cli, buf, 1) != 1)
+		die("halfclose: the RST connection did not carry data");
+	/* close() sends the RST; the watchdog must not touch the fd afterwards */
+	pthread_mutex_lock(&wd_lock);
+	for (int i = 0; i < wd_n; i++)
+		if (wd_fds[i] == p2.srv)
+			wd_fds[i] = wd_fds[--wd_n];
+	pthread_mutex_unlock(&wd_lock);
+	close(p2.srv);
+	struct pollfd pl = { .fd = p2.cli, .events = POLLIN };
+	poll(&pl, 1, ms_left(g_deadline) < 2000 ? ms_left(g_deadline) : 2000);
+	rst_ret = recv(p2.cli, buf, sizeof(buf), MSG_DONTWAIT);
+	rst_errno = rst_ret < 0 ? errno : 0;
+	watchdog_stop();
+
+	int rst_ok = rst_ret < 0 && rst_errno == ECONNRESET;
+	int ok = eof_c2s && eof_s2c && rst_ok;
+	if (ok)
+		snprintf(detail, sizeof(detail), "EOF after %" PRIu64 " bytes each way, the half-closed side still received; RST seen as ECONNRESET", O.bytes);
+	else
+		snprintf(detail, sizeof(detail), "client->server then EOF: %s; server->client after the half-close then EOF: %s; RST: recv() = %zd (%s)",
+			 eof_c2s ? "ok" : "FAILED", eof_s2c ? "ok" : "FAILED", rst_ret,
+			 rst_ret < 0 ? strerror(rst_errno) : "no error");
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "bytes", (long long)O.bytes);
+	json_bool(&j, "eofAfterData", eof_c2s);
+	json_bool(&j, "sendAfterHalfClose", eof_s2c);
+	json_int(&j, "c2sReceived", (long long)c2s.received);
+	json_int(&j, "s2cReceived", (long long)s2c.received);
+	json_str(&j, "rstErrno", rst_ret < 0 ? (rst_errno == ECONNRESET ? "ECONNRESET" : strerror(rst_errno)) : "");
+	json_bool(&j, "rstSeen", rst_ok);
+	result_end(&j);
+	wd_close_all();
+}
+
+/* ---- main ---------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+	long port = 0;
+	const char *addr = "127.0.0.1";
+	int have_bytes = 0, have_timeout = 0, have_burst = 0, have_pause = 0;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		fputs(usage, stderr);
+		die("usage: skfp-probe PROBE [options] (see --help)");
+	}
+	O.probe = argv[1];
+	O.messages = 8;
+	O.max_mem = 64ull << 20;
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--bytes")) {
+			O.bytes = parse_size(a, opt_value(argc, argv, &i));
+			have_bytes = 1;
+		} else if (!strcmp(a, "--addr")) {
+			addr = opt_value(argc, argv, &i);
+		} else if (!strcmp(a, "--port")) {
+			port = parse_long(a, opt_value(argc, argv, &i), 0, 65535);
+		} else if (!strcmp(a, "--timeout-ms")) {
+			O.timeout_ms = (int)parse_long(a, opt_value(argc, argv, &i), 100, 3600000);
+			have_timeout = 1;
+		} else if (!strcmp(a, "--messages")) {
+			O.messages = (int)parse_long(a, opt_value(argc, argv, &i), 1, 4096);
+		} else if (!strcmp(a, "--burst")) {
+			O.burst = parse_size(a, opt_value(argc, argv, &i));
+			have_burst = 1;
+		} else if (!strcmp(a, "--pause-ms")) {
+			O.pause_ms = (int)parse_long(a, opt_value(argc, argv, &i), 0, 10000);
+			have_pause = 1;
+		} else if (!strcmp(a, "--max-tcp-mem-mib")) {
+			O.max_mem = (uint64_t)parse_long(a, opt_value(argc, argv, &i), 1, 1 << 20) << 20;
+		} else if (!strcmp(a, "--brake-tcp-mem-mib")) {
+			O.brake_mem = (uint64_t)parse_long(a, opt_value(argc, argv, &i), 1, 1 << 20) << 20;
+		} else {
+			die("unknown option: %s", a);
+		}
+	}
+	if (addr_from_ip(&O.addr, addr, (unsigned)port))
+		die("--addr: not an IP address: %s", addr);
+
+	/* per-probe defaults */
+	struct { const char *name; uint64_t bytes; int timeout_ms; } defs[] = {
+		{ "splice", 1 << 20, 3000 },
+		{ "waitall", 64 << 10, 5000 },
+		{ "blocking-recv", 256 << 20, 60000 },
+		{ "slow-reader", 256 << 20, 60000 },
+		{ "fionread", 64 << 10, 5000 },
+		{ "halfclose", 64 << 10, 5000 },
+		{ "dualstack", 4 << 20, 10000 },
+		{ "integrity", 64 << 20, 30000 },
+	};
+	size_t k;
+	for (k = 0; k < sizeof(defs) / sizeof(defs[0]); k++)
+		if (!strcmp(O.probe, defs[k].name))
+			break;
+	if (k == sizeof(defs) / sizeof(defs[0]))
+		die("unknown probe: %s (splice waitall blocking-recv slow-reader fionread halfclose dualstack integrity)", O.probe);
+	if (!have_bytes)
+		O.bytes = defs[k].bytes;
+	if (!have_timeout)
+		O.timeout_ms = defs[k].timeout_ms;
+	if (O.bytes == 0 || O.bytes > (4ull << 30))
+		die("--bytes must be in [1, 4G]");
+	if ((!strcmp(O.probe, "waitall") || !strcmp(O.probe, "fionread")) && O.bytes > (16u << 20))
+		die("--bytes must be at most 16M for %s (one buffer, one call)", O.probe);
+	if ((uint64_t)O.messages > O.bytes)
+		O.messages = (int)O.bytes;
+	if (!strcmp(O.probe, "slow-reader") || !strcmp(O.probe, "blocking-recv")) {
+		if (!have_burst)
+			O.burst = !strcmp(O.probe, "slow-reader") ? 4 << 20 : 512 << 10;
+		if (!have_pause)
+			O.pause_ms = !strcmp(O.probe, "slow-reader") ? 20 : 5;
+		if (!O.brake_mem) {
+			/* never push the host near TCP memory pressure: brake at
+			 * min(256 MiB, tcp_mem[0] / 2) of growth */
+			long lo = tcp_mem_low_pages();
+			O.brake_mem = 256ull << 20;
+			if (lo > 0 && (uint64_t)lo * (uint64_t)sysconf(_SC_PAGESIZE) / 2 < O.brake_mem)
+				O.brake_mem = (uint64_t)lo * (uint64_t)sysconf(_SC_PAGESIZE) / 2;
+		}
+	}
+
+	watchdog_start();
+	if (!strcmp(O.probe, "splice"))
+		probe_splice();
+	else if (!strcmp(O.probe, "waitall"))
+		probe_waitall();
+	else if (!strcmp(O.probe, "fionread"))
+		probe_fionread();
+	else if (!strcmp(O.probe, "halfclose"))
+		probe_halfclose();
+	else if (!strcmp(O.probe, "dualstack"))
+		probe_bulk(1, 0, 0);
+	else if (!strcmp(O.probe, "integrity"))
+		probe_bulk(0, 0, 0);
+	else if (!strcmp(O.probe, "blocking-recv"))
+		probe_bulk(0, 1, 1);
+	else if (!strcmp(O.probe, "slow-reader"))
+		probe_bulk(0, 1, 1);
+	return 0;
+}
