@@ -1,5 +1,6 @@
 /** The services behind up and down: gather facts, decide, plan, run. Commands stay thin. */
-import {existsSync} from 'node:fs'
+import {existsSync, mkdirSync, readdirSync, rmSync, rmdirSync} from 'node:fs'
+import {autoOffLine, readVerdict, runSelfTest, storeVerdict, VERDICT_PIN, type Verdict} from './doctor.js'
 import {build, datapathObject, isBuilt} from './build.js'
 import {ExecaRunner, resolveTool, type Runner} from './exec.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
@@ -37,7 +38,7 @@ export function preflight(settings: UpSettings, tools: Parameters<typeof resolve
 export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runner: Runner = new ExecaRunner()): Promise<UpResult> {
   const settings = preflight(wanted, ['bpftool', 'mount', ...(wanted.netns ? (['nsenter'] as const) : [])])
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
-  const fastpath = settings.fastpath !== 'off' // 'auto' is refined by the kernel self-test
+  const fastpath = await resolveFastpath(settings, runner, opts)
   const observed = await observeInstance(runner, settings.instance)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
@@ -65,6 +66,33 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}
 }
 
+/** on/off as given; auto follows the kernel self-test's verdict (run now if this boot has none). */
+async function resolveFastpath(settings: UpSettings, runner: Runner, opts: UpOptions): Promise<boolean> {
+  if (settings.fastpath !== 'auto') return settings.fastpath === 'on'
+  const existing = await readVerdict(runner)
+  if (!existing && opts.dryRun) {
+    ;(opts.log ?? warn)('--fastpath auto: the kernel self-test would run first (skfp doctor)')
+    return false
+  }
+  const verdict = existing ?? (await ensureVerdict(runner, {log: opts.renderer === 'silent' ? () => {} : warn}))
+  if (!verdict.fastpathSafe) (opts.log ?? warn)(autoOffLine(verdict))
+  return verdict.fastpathSafe
+}
+
+const warn = (line: string) => process.stderr.write(`${line}\n`)
+
+/** The pinned verdict of this boot, or a fresh self-test (pinned for the rest of the boot). */
+export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?: (line: string) => void} = {}): Promise<Verdict> {
+  requireRoot()
+  const existing = opts.rerun ? undefined : await readVerdict(runner)
+  if (existing) return existing
+  opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
+  const verdict = await runSelfTest(runner, opts.log)
+  mkdirSync(PIN_ROOT, {recursive: true, mode: 0o700})
+  await storeVerdict(runner, verdict)
+  return verdict
+}
+
 export interface DownResult {
   instances: {instance: string; wasState: string; plan: PlanResult['preview']}[]
   dryRun: boolean
@@ -79,6 +107,11 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
     const observed = await observeInstance(runner, name)
     const result = await runPlan(planDown(observed), new Executor(runner), opts)
     out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
+  }
+  // --all removes everything skfp pinned, the self-test verdict of this boot included
+  if (which.all && !opts.dryRun && existsSync(VERDICT_PIN)) {
+    rmSync(VERDICT_PIN)
+    if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
   }
   return out
 }

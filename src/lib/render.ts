@@ -1,5 +1,6 @@
 /** Human renderings of command results (stdout). */
 import chalk from 'chalk'
+import type {Verdict} from './doctor.js'
 import type {InstanceStatus} from './status.js'
 
 const stateColor = {up: chalk.green, 'half-up': chalk.yellow, down: chalk.dim}
@@ -28,4 +29,11 @@ export function renderArgv(argv: string[]): string {
 
 export function renderPlan(plan: {title: string; argv: string[][]}[]): string {
   return plan.map((s) => `# ${s.title}\n${s.argv.map(renderArgv).join('\n')}`).join('\n')
+}
+
+export function renderVerdict(v: Verdict): string {
+  const lines = [`kernel self-test on ${v.kernel} (${v.testedAt}): fastpath ${v.fastpathSafe ? chalk.green('safe') : chalk.yellow('has hazards')}`]
+  for (const p of v.probes) lines.push(`  ${p.ok ? chalk.green('pass') : chalk.red('FAIL')}  ${p.probe.padEnd(15)}${p.plainOk ? '' : chalk.dim(' (fails over plain TCP too)')}${p.ok ? '' : `  ${p.detail}`}`)
+  if (!v.fastpathSafe) lines.push(`--fastpath auto keeps the fastpath off on this kernel. ${v.hazards.length} hazard(s): ${v.hazards.join('; ')}.`, 'Force it with `skfp up --fastpath on --cgroup <cgroup of the applications>` for applications that use neither splice() nor MSG_WAITALL.')
+  return lines.join('\n')
 }

@@ -1,0 +1,124 @@
+/**
+ * The kernel self-test of the fastpath (`skfp doctor`, `skfp up --fastpath auto`): in a throwaway
+ * netns + child cgroup, the datapath is loaded exactly as `up` loads it, and the probes (probes/
+ * skfp-probe.c) run each hazard once over plain TCP and once through the fastpath. The verdict is
+ * pinned in bpffs, which does not survive a reboot, and carries the boot id: it is valid until the
+ * kernel changes.
+ */
+import {existsSync} from 'node:fs'
+import {release} from 'node:os'
+import {programPath} from './build.js'
+import {decodeRecord, encodeRecord, KEY_ZERO, RECORD_SIZE} from './config.js'
+import type {Runner} from './exec.js'
+import {bootId} from './host.js'
+import {downInstances, upInstance} from './lifecycle.js'
+import {PIN_ROOT} from './pins.js'
+import {removeLeftovers, Sandbox} from './sandbox.js'
+import {DEFAULT_FASTPATH_QUEUE} from './settings.js'
+import * as bpftool from './tools/bpftool.js'
+
+export const DOCTOR_NAME = 'skfp-doctor'
+export const VERDICT_PIN = `${PIN_ROOT}/doctor-verdict`
+
+/** Each probe and the hazard its failure means for applications. */
+export const PROBES = {
+  splice: 'splice() readers get no data (Go io.Copy between TCP sockets: mihomo, sing-box relays)',
+  waitall: 'recv(MSG_WAITALL) returns short',
+  'blocking-recv': 'a blocking recv() can fail with EAGAIN once a connection mixes fastpath and TCP data',
+  'slow-reader': "a slow reader's queue is not bounded (host TCP memory pressure)",
+  fionread: 'FIONREAD reports wrong queued bytes',
+  halfclose: 'half-close or reset is not seen by the peer',
+  dualstack: 'a dual-stack :: listener and an IPv4 client lose data',
+  integrity: 'data is corrupted in bulk transfers',
+  'two-namespaces': 'identical tuples in two namespaces are mixed up',
+} as const
+export type ProbeName = keyof typeof PROBES
+
+export interface ProbeOutcome {
+  probe: ProbeName
+  /** Passed through the fastpath. */
+  ok: boolean
+  /** Passed over plain TCP (a probe that fails there too says nothing about the fastpath). */
+  plainOk: boolean
+  detail: string
+}
+
+/** The verdict: the `skfp doctor --json` contract. */
+export interface Verdict {
+  bootId: string
+  kernel: string
+  testedAt: string
+  /** Every probe passed through the fastpath: --fastpath auto turns it on. */
+  fastpathSafe: boolean
+  hazards: string[]
+  probes: ProbeOutcome[]
+}
+
+interface ProbeJson {
+  probe?: string
+  ok?: boolean
+  detail?: string
+  error?: string
+}
+
+async function probe(sb: Sandbox, netns: string, name: string, args: string[], outsideCgroup: boolean): Promise<ProbeJson> {
+  const r = await sb.run(netns, [programPath('skfp-probe'), name, ...args], {outsideCgroup, allowFailure: true, timeoutMs: 120_000})
+  try {
+    return JSON.parse(r.stdout.trim().split('\n').pop() ?? '{}') as ProbeJson
+  } catch {
+    return {ok: false, detail: `no result (exit ${r.exitCode}): ${r.stderr.trim().split('\n').pop() ?? ''}`}
+  }
+}
+
+async function runProbe(sb: Sandbox, nsA: string, nsB: string, name: ProbeName, outsideCgroup: boolean): Promise<ProbeJson> {
+  const sized = ['blocking-recv', 'slow-reader'].includes(name) ? ['--bytes', '128M'] : []
+  if (name !== 'two-namespaces') return probe(sb, nsA, name, sized, outsideCgroup)
+  // the same fixed port on both sides of two namespaces at once
+  const [a, b] = await Promise.all([probe(sb, nsA, 'integrity', ['--bytes', '16M', '--port', '7301'], outsideCgroup), probe(sb, nsB, 'integrity', ['--bytes', '16M', '--port', '7301'], outsideCgroup)])
+  return {ok: !!a.ok && !!b.ok, detail: `${a.detail ?? a.error}; ${b.detail ?? b.error}`}
+}
+
+export async function runSelfTest(runner: Runner, log: (line: string) => void = () => {}): Promise<Verdict> {
+  await removeLeftovers(runner, DOCTOR_NAME)
+  const sb = await Sandbox.create(runner, DOCTOR_NAME)
+  try {
+    const nsA = await sb.addNetns('a')
+    const nsB = await sb.addNetns('b')
+    await upInstance({instance: DOCTOR_NAME, cgroup: sb.cgroup, netns: nsA, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE}, {renderer: 'silent', log: () => {}}, runner)
+    const probes: ProbeOutcome[] = []
+    for (const name of Object.keys(PROBES) as ProbeName[]) {
+      const plain = await runProbe(sb, nsA, nsB, name, true)
+      const fast = await runProbe(sb, nsA, nsB, name, false)
+      const outcome = {probe: name, ok: !!fast.ok, plainOk: !!plain.ok, detail: (fast.detail ?? fast.error ?? '').slice(0, 200)} // fits the pinned record
+      log(`${outcome.ok ? 'pass' : 'FAIL'}  ${name}${outcome.ok ? '' : `: ${outcome.detail}`}`)
+      probes.push(outcome)
+    }
+    await downInstances({instance: DOCTOR_NAME}, {renderer: 'silent', log: () => {}}, runner)
+    const hazards = probes.filter((p) => !p.ok).map((p) => PROBES[p.probe])
+    return {bootId: bootId(), kernel: release(), testedAt: new Date().toISOString(), fastpathSafe: hazards.length === 0, hazards, probes}
+  } finally {
+    await sb.destroy()
+  }
+}
+
+/** The pinned verdict, when it was made on this boot. */
+export async function readVerdict(runner: Runner): Promise<Verdict | undefined> {
+  if (!existsSync(VERDICT_PIN)) return undefined
+  const bytes = await bpftool.mapLookup(runner, VERDICT_PIN, KEY_ZERO)
+  const v = bytes ? decodeRecord<Verdict>(bytes) : undefined
+  return v && v.bootId === bootId() ? v : undefined
+}
+
+export async function storeVerdict(runner: Runner, v: Verdict): Promise<void> {
+  if (existsSync(VERDICT_PIN)) await runner.run({tool: 'bpftool', args: ['map', 'update', 'pinned', VERDICT_PIN, 'key', 'hex', '00', '00', '00', '00', 'value', 'hex', ...hex(encodeRecord(v))]})
+  else
+    await runner.run({tool: 'bpftool', args: ['map', 'create', VERDICT_PIN, 'type', 'array', 'key', '4', 'value', String(RECORD_SIZE), 'entries', '1', 'name', 'skfp_verdict']}).then(() => storeVerdict(runner, v))
+}
+
+
+const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, '0'))
+
+/** The one line `up --fastpath auto` prints when the verdict keeps the fastpath off. */
+export function autoOffLine(v: Verdict): string {
+  return `fastpath off: the kernel self-test found that on ${v.kernel} ${v.hazards.join('; ')}. For applications known not to use splice() or MSG_WAITALL, force it with --fastpath on and scope it to them with --cgroup`
+}
