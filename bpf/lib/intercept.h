@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Transparent-proxy interception with tc, what iptables TPROXY does without
+ * netfilter:
+ *  - skfp_tc_egress (clsact egress of each uplink): TCP that should reach the
+ *    proxy gets skb->mark = fwmark and is turned around into lo's ingress;
+ *  - skfp_tc_lo_ingress (clsact ingress of lo): hands those packets to the
+ *    proxy's socket with bpf_sk_assign.
+ * Policy routing delivers the marked packets locally although their
+ * destination is remote: `ip rule add fwmark FWMARK lookup T` +
+ * `ip route add local default dev lo table T` (and -6), lo accept_local=1.
+ * The proxy's listener must be IP_TRANSPARENT, or its SYN-ACK, sent from the
+ * original destination, has no route.
+ * Uplinks must carry Ethernet headers (`ip -j link`: link_type "ether"):
+ * a redirect from an L3 device (wireguard, tun) would need a pushed header. */
+#ifndef SKFP_LIB_INTERCEPT_H
+#define SKFP_LIB_INTERCEPT_H
+
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
+#include "maps.h"
+
+#define SKFP_TCP_SYN 0x02
+#define SKFP_TCP_RST 0x04
+#define SKFP_TCP_ACK 0x10
+
+/* Keys of the bypass LPM tries. prefixlen is host order (what LPM tries
+ * want); addr is the address as it stands in the packet (network order), so
+ * 10.0.0.0/8 is `key hex 08 00 00 00 0a 00 00 00`. */
+struct skfp_lpm4_key {
+	__u32 prefixlen;
+	__u8 addr[4];
+};
+
+struct skfp_lpm6_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* IPv4 destinations that go direct (--bypass CIDRs); value unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SKFP_BYPASS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* LPM tries refuse preallocation */
+	__type(key, struct skfp_lpm4_key);
+	__type(value, __u8);
+} skfp_bypass4 SEC(".maps");
+
+/* IPv6 destinations that go direct (--bypass CIDRs); value unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, SKFP_BYPASS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct skfp_lpm6_key);
+	__type(value, __u8);
+} skfp_bypass6 SEC(".maps");
+
+/* Destination ports that go direct, key host order; value unused. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKFP_BYPASS_MAX);
+	__type(key, __u16);
+	__type(value, __u8);
+} skfp_bypass_ports SEC(".maps");
+
+/* What the programs need of one TCP packet. */
+struct skfp_pkt {
+	struct bpf_sock_tuple tuple; /* network order, as the lookup helpers take it */
+	__u32 family;                /* 4 or 6 */
+	__u32 seq;                   /* host order */
+	__u8 flags;                  /* TCP flags byte (SKFP_TCP_*) */
+};
+
+static __always_inline int skfp_pkt_is_syn(const struct skfp_pkt *p)
+{
+	return (p->flags & (SKFP_TCP_SYN | SKFP_TCP_ACK | SKFP_TCP_RST)) == SKFP_TCP_SYN;
+}
+
+/* Parses Ethernet + IPv4/IPv6 (no extension headers) + TCP. Returns 0, or -1
+ * for anything else, which the callers let through untouched. */
+static __always_inline int skfp_parse(struct __sk_buff *skb, struct skfp_pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct tcphdr *th;
+
+	if ((void *)(eth + 1) > end)
+		return -1;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+
+		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
+			return -1;
+		/* Fragments carry no (or no whole) TCP header. */
+		if (ip->frag_off & bpf_htons(0x3fff))
+			return -1;
+		th = (void *)ip + ip->ihl * 4;
+		if ((void *)(th + 1) > end)
+			return -1;
+		p->family = 4;
+		p->tuple.ipv4.saddr = ip->saddr;
+		p->tuple.ipv4.daddr = ip->daddr;
+		p->tuple.ipv4.sport = th->source;
+		p->tuple.ipv4.dport = th->dest;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+
+		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
+			return -1;
+		th = (void *)(ip6 + 1);
+		if ((void *)(th + 1) > end)
+			return -1;
+		p->family = 6;
+		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
+		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
+		p->tuple.ipv6.sport = th->source;
+		p->tuple.ipv6.dport = th->dest;
+	} else {
+		return -1;
+	}
+	p->flags = ((__u8 *)th)[13];
+	p->seq = bpf_ntohl(th->seq);
+	return 0;
+}
+
+static __always_inline __u16 skfp_dport(const struct skfp_pkt *p)
+{
+	return bpf_ntohs(p->family == 4 ? p->tuple.ipv4.dport : p->tuple.ipv6.dport);
+}
+
+/* Destinations that never go to the proxy: loopback, link-local, multicast
+ * (and reserved/broadcast) always; RFC 1918 / ULA when asked; the user's
+ * CIDRs and ports. */
+static __always_inline int skfp_bypass(const struct skfp_config *cfg, const struct skfp_pkt *p)
+{
+	__u16 dport = skfp_dport(p);
+	int private = cfg->flags & SKFP_CFG_BYPASS_PRIVATE;
+
+	if (bpf_map_lookup_elem(&skfp_bypass_ports, &dport))
+		return 1;
+	if (p->family == 4) {
+		__u32 d = bpf_ntohl(p->tuple.ipv4.daddr);
+		struct skfp_lpm4_key k4 = {.prefixlen = 32};
+
+		if ((d >> 24) == 0 || (d >> 24) == 127 || (d >> 16) == 0xa9fe || d >= 0xe0000000)
+			return 1;
+		if (private && ((d >> 24) == 10 || (d >> 20) == 0xac1 || (d >> 16) == 0xc0a8))
+			return 1;
+		__builtin_memcpy(k4.addr, &p->tuple.ipv4.daddr, 4);
+		return bpf_map_lookup_elem(&skfp_bypass4, &k4) != NULL;
+	} else {
+		const __u32 *d = p->tuple.ipv6.daddr;
+		__u32 w0 = bpf_ntohl(d[0]);
+		struct skfp_lpm6_key k6 = {.prefixlen = 128};
+
+		if ((w0 >> 24) == 0xff || (w0 >> 22) == (0xfe80 >> 6))
+			return 1;
+		if (d[0] == 0 && d[1] == 0 && d[2] == 0 && (d[3] == 0 || d[3] == bpf_htonl(1)))
+			return 1;
+		if (private && (w0 >> 25) == (0xfc00 >> 9))
+			return 1;
+		__builtin_memcpy(k6.addr, d, 16);
+		return bpf_map_lookup_elem(&skfp_bypass6, &k6) != NULL;
+	}
+}
+
+/* The verifier wants the tuple size constant: one call per family. */
+static __always_inline struct bpf_sock *skfp_skc_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *t,
+							__u32 family)
+{
+	if (family == 4)
+		return bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	return bpf_skc_lookup_tcp(skb, t, sizeof(t->ipv6), BPF_F_CURRENT_NETNS, 0);
+}
+
+/* The socket the packet belongs to as its receiver sees it (established,
+ * SYN_RECV or TIME_WAIT); a listener found by the same lookup is not it.
+ * A SYN that meets the proxy's TIME_WAIT socket goes to that socket: it
+ * answers with an ACK, the client's RST kills it (tcp_rfc1337=0) and the SYN,
+ * which a Linux client resends after TCP_TIMEOUT_MIN, reaches the listener
+ * (measured: connect() 10 ms instead of 0). Handing the SYN to the listener
+ * instead, as TPROXY does, fails here: TPROXY kills the TIME_WAIT socket, BPF
+ * cannot, and the listener silently drops a SYN whose tuple is still in the
+ * established hash, for the whole TIME_WAIT. */
+static __always_inline struct bpf_sock *skfp_lookup_conn(struct __sk_buff *skb, struct skfp_pkt *p)
+{
+	struct bpf_sock *sk;
+
+	sk = skfp_skc_lookup(skb, &p->tuple, p->family);
+	if (sk && sk->state == BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return NULL;
+	}
+	return sk;
+}
+
+/* The proxy's listener for the packet's family, or NULL. The packet's own
+ * source goes into the lookup so SO_REUSEPORT groups spread as usual. */
+static __always_inline struct bpf_sock *skfp_lookup_proxy(struct __sk_buff *skb, const struct skfp_config *cfg,
+							  const struct skfp_pkt *p)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+
+	if (p->family == 4) {
+		if (!(cfg->flags & SKFP_CFG_HAS_PROXY_V4))
+			return NULL;
+		t.ipv4.saddr = p->tuple.ipv4.saddr;
+		t.ipv4.sport = p->tuple.ipv4.sport;
+		t.ipv4.daddr = cfg->proxy_addr4;
+		t.ipv4.dport = bpf_htons(cfg->proxy_port);
+	} else {
+		if (!(cfg->flags & SKFP_CFG_HAS_PROXY_V6))
+			return NULL;
+		__builtin_memcpy(t.ipv6.saddr, p->tuple.ipv6.saddr, 16);
+		t.ipv6.sport = p->tuple.ipv6.sport;
+		__builtin_memcpy(t.ipv6.daddr, cfg->proxy_addr6, 16);
+		t.ipv6.dport = bpf_htons(cfg->proxy_port);
+	}
+	sk = skfp_skc_lookup(skb, &t, p->family);
+	if (sk && sk->state != BPF_TCP_LISTEN) {
+		bpf_sk_release(sk);
+		return NULL;
+	}
+	return sk;
+}
+
+enum skfp_verdict {
+	SKFP_TO_PROXY, /* its proxy connection exists, or a SYN and the proxy listens */
+	SKFP_DIRECT,   /* not a connection the proxy has: leave it alone */
+	SKFP_NO_PROXY, /* a SYN and no proxy: --proxy-down decides */
+};
+
+/* Only a client's SYN decides whether a connection goes to the proxy; any
+ * other packet follows its connection. A non-SYN without a proxy connection
+ * is the host's server answering an inbound connection, a connection older
+ * than `skfp up`, or one opened directly while the proxy was down: all must
+ * stay direct (redirected, the proxy's listener would reset them). */
+static __always_inline enum skfp_verdict skfp_route(struct __sk_buff *skb, const struct skfp_config *cfg,
+						    struct skfp_pkt *p)
+{
+	struct bpf_sock *sk;
+
+	sk = skfp_lookup_conn(skb, p);
+	if (sk) {
+		bpf_sk_release(sk);
+		return SKFP_TO_PROXY;
+	}
+	if (!skfp_pkt_is_syn(p))
+		return SKFP_DIRECT;
+	sk = skfp_lookup_proxy(skb, cfg, p);
+	if (!sk)
+		return SKFP_NO_PROXY;
+	bpf_sk_release(sk);
+	return SKFP_TO_PROXY;
+}
+
+static __always_inline __u16 skfp_csum_fold(__s64 csum)
+{
+	__u32 sum = (__u32)csum;
+
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+/* Pseudo headers for the TCP checksum (RFC 793, RFC 8200 8.1). */
+struct skfp_pseudo4 {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+struct skfp_pseudo6 {
+	__be32 saddr[4];
+	__be32 daddr[4];
+	__be32 len;
+	__u8 zero[3];
+	__u8 proto;
+};
+
+/* Fail-fast: turns the client's SYN into the RST|ACK a closed port would
+ * send (RFC 793) and delivers it to the uplink's ingress, so connect() fails
+ * at once with ECONNREFUSED. Nothing leaves the host. The reply is built on
+ * the stack and written over the SYN, which is then cut to its length (the
+ * SYN's options and any TFO data go). */
+static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_pkt *p)
+{
+	struct tcphdr th = {};
+	struct ethhdr eth;
+	__u32 ip_len;
+	__s64 csum;
+
+	__u8 mac[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return TC_ACT_SHOT;
+	/* Our own MAC as destination: PACKET_HOST at the uplink's ingress. */
+	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+
+	th.doff = 5;
+	th.rst = 1;
+	th.ack = 1;
+	th.ack_seq = bpf_htonl(p->seq + 1);
+
+	if (p->family == 4) {
+		struct skfp_pseudo4 ph = {.proto = IPPROTO_TCP, .len = bpf_htons(sizeof(th))};
+		struct iphdr ip = {.version = 4, .ihl = 5, .ttl = 64, .protocol = IPPROTO_TCP};
+
+		th.source = p->tuple.ipv4.dport;
+		th.dest = p->tuple.ipv4.sport;
+		ip.saddr = ph.saddr = p->tuple.ipv4.daddr;
+		ip.daddr = ph.daddr = p->tuple.ipv4.saddr;
+		ip.tot_len = bpf_htons(sizeof(ip) + sizeof(th));
+		ip.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0));
+		csum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+		th.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&th, sizeof(th), csum));
+		if (bpf_skb_store_bytes(skb, sizeof(eth), &ip, sizeof(ip), 0))
+			return TC_ACT_SHOT;
+		ip_len = sizeof(ip);
+	} else {
+		struct skfp_pseudo6 ph = {.proto = IPPROTO_TCP, .len = bpf_htonl(sizeof(th))};
+		struct ipv6hdr ip6 = {.version = 6, .nexthdr = IPPROTO_TCP, .hop_limit = 64};
+
+		th.source = p->tuple.ipv6.dport;
+		th.dest = p->tuple.ipv6.sport;
+		__builtin_memcpy(ph.saddr, p->tuple.ipv6.daddr, 16);
+		__builtin_memcpy(ph.daddr, p->tuple.ipv6.saddr, 16);
+		__builtin_memcpy(&ip6.saddr, ph.saddr, 16);
+		__builtin_memcpy(&ip6.daddr, ph.daddr, 16);
+		ip6.payload_len = bpf_htons(sizeof(th));
+		csum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+		th.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&th, sizeof(th), csum));
+		if (bpf_skb_store_bytes(skb, sizeof(eth), &ip6, sizeof(ip6), 0))
+			return TC_ACT_SHOT;
+		ip_len = sizeof(ip6);
+	}
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) ||
+	    bpf_skb_store_bytes(skb, sizeof(eth) + ip_len, &th, sizeof(th), 0) ||
+	    bpf_skb_change_tail(skb, sizeof(eth) + ip_len + sizeof(th), 0))
+		return TC_ACT_SHOT;
+	skb->mark = 0;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* No proxy for this packet: what --proxy-down says. */
+static __always_inline int skfp_proxy_down(struct __sk_buff *skb, const struct skfp_config *cfg,
+					   const struct skfp_pkt *p)
+{
+	skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+	switch (cfg->proxy_down) {
+	case SKFP_PROXY_DOWN_PASS:
+		return TC_ACT_OK;
+	case SKFP_PROXY_DOWN_FAIL_FAST:
+		return skfp_reject(skb, p);
+	default:
+		return TC_ACT_SHOT;
+	}
+}
+
+SEC("tc")
+int skfp_tc_egress(struct __sk_buff *skb)
+{
+	struct skfp_config *cfg;
+	struct skfp_pkt p = {};
+
+	cfg = skfp_get_config();
+	if (!cfg || !(cfg->flags & SKFP_CFG_INTERCEPT) || !cfg->fwmark)
+		return TC_ACT_OK;
+	if (skfp_parse(skb, &p))
+		return TC_ACT_OK;
+	skfp_count(SKFP_CNT_TC_SEEN, 1);
+	/* The proxy's own upstream: intercepting it would loop. */
+	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, &p)) {
+		skfp_count(SKFP_CNT_TC_BYPASSED, 1);
+		return TC_ACT_OK;
+	}
+	/* Checked here, not at lo: here "pass" can still let the packet out. */
+	switch (skfp_route(skb, cfg, &p)) {
+	case SKFP_DIRECT:
+		skfp_count(SKFP_CNT_TC_BYPASSED, 1);
+		return TC_ACT_OK;
+	case SKFP_NO_PROXY:
+		return skfp_proxy_down(skb, cfg, &p);
+	default:
+		break;
+	}
+	skb->mark = cfg->fwmark;
+	skfp_count(SKFP_CNT_TC_REDIRECTED, 1);
+	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
+}
+
+/* The client's view of a connection handed to the proxy, for sock_ops. */
+static __always_inline void skfp_record_intercepted(const struct skfp_pkt *p)
+{
+	struct skfp_sock_key k = {};
+	__u8 one = 1;
+
+	k.family = p->family;
+	if (p->family == 4) {
+		k.local_ip[0] = p->tuple.ipv4.saddr;
+		k.remote_ip[0] = p->tuple.ipv4.daddr;
+		k.local_port = bpf_ntohs(p->tuple.ipv4.sport);
+		k.remote_port = bpf_ntohs(p->tuple.ipv4.dport);
+	} else {
+		__builtin_memcpy(k.local_ip, p->tuple.ipv6.saddr, 16);
+		__builtin_memcpy(k.remote_ip, p->tuple.ipv6.daddr, 16);
+		k.local_port = bpf_ntohs(p->tuple.ipv6.sport);
+		k.remote_port = bpf_ntohs(p->tuple.ipv6.dport);
+	}
+	bpf_map_update_elem(&skfp_intercepted, &k, &one, BPF_ANY);
+}
+
+/* Runs for every packet entering lo: anything without our fwmark is
+ * loopback traffic and passes at once. Does not look at SKFP_CFG_INTERCEPT:
+ * packets already redirected must still reach their socket. */
+SEC("tc")
+int skfp_tc_lo_ingress(struct __sk_buff *skb)
+{
+	struct skfp_config *cfg;
+	struct skfp_pkt p = {};
+	struct bpf_sock *sk;
+	long err;
+
+	cfg = skfp_get_config();
+	if (!cfg || !cfg->fwmark || skb->mark != cfg->fwmark)
+		return TC_ACT_OK;
+	if (skfp_parse(skb, &p))
+		return TC_ACT_OK;
+	/* The redirect left the uplink's Ethernet addresses: PACKET_OTHERHOST,
+	 * which ip_rcv drops. */
+	bpf_skb_change_type(skb, PACKET_HOST);
+
+	sk = skfp_lookup_conn(skb, &p);
+	if (sk) {
+		/* Routing would find this socket too; assigning skips the lookup. */
+		bpf_sk_assign(skb, sk, 0);
+		bpf_sk_release(sk);
+		skfp_count(SKFP_CNT_TC_ASSIGNED_EST, 1);
+		return TC_ACT_OK;
+	}
+	sk = skfp_lookup_proxy(skb, cfg, &p);
+	if (!sk) {
+		/* The proxy went away since egress looked. */
+		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+		return TC_ACT_SHOT;
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+		return TC_ACT_SHOT;
+	}
+	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
+	if (skfp_pkt_is_syn(&p))
+		skfp_record_intercepted(&p);
+	return TC_ACT_OK;
+}
+
+#endif /* SKFP_LIB_INTERCEPT_H */
