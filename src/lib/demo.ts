@@ -7,7 +7,7 @@ import {iperf} from './iperf.js'
 import {downInstances, upInstance} from './lifecycle.js'
 import {observeInstance} from './observe.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
-import {DEFAULT_FASTPATH_QUEUE} from './settings.js'
+import {sandboxSettings} from './settings.js'
 import {statusOf, type InstanceStatus} from './status.js'
 
 export const DEMO_NAME = 'skfp-demo'
@@ -30,7 +30,7 @@ export async function runDemo(runner: Runner, seconds: number, say: (line: strin
     const plain = await iperf(sb, ns, '127.0.0.1', 5201, seconds)
     say(`  ${plain.gbps.toFixed(1)} Gbit/s`)
     say(`skfp up --instance ${DEMO_NAME} --netns ${ns} --cgroup ${sb.cgroup} --fastpath on`)
-    await upInstance({instance: DEMO_NAME, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE}, {renderer: 'silent'}, runner)
+    await upInstance(sandboxSettings(DEMO_NAME, sb.cgroup, ns), {renderer: 'silent'}, runner)
     say(`the same through the fastpath…`)
     const fast = await iperf(sb, ns, '127.0.0.1', 5201, seconds)
     say(`  ${fast.gbps.toFixed(1)} Gbit/s (${(fast.gbps / plain.gbps).toFixed(2)}× plain)`)

@@ -14,7 +14,7 @@ import {bootId} from './host.js'
 import {downInstances, upInstance} from './lifecycle.js'
 import {PIN_ROOT} from './pins.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
-import {DEFAULT_FASTPATH_QUEUE} from './settings.js'
+import {sandboxSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 
 export const DOCTOR_NAME = 'skfp-doctor'
@@ -84,7 +84,7 @@ export async function runSelfTest(runner: Runner, log: (line: string) => void = 
   try {
     const nsA = await sb.addNetns('a')
     const nsB = await sb.addNetns('b')
-    await upInstance({instance: DOCTOR_NAME, cgroup: sb.cgroup, netns: nsA, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE}, {renderer: 'silent', log: () => {}}, runner)
+    await upInstance(sandboxSettings(DOCTOR_NAME, sb.cgroup, nsA), {renderer: 'silent', log: () => {}}, runner)
     const probes: ProbeOutcome[] = []
     for (const name of Object.keys(PROBES) as ProbeName[]) {
       const plain = await runProbe(sb, nsA, nsB, name, true)

@@ -11,12 +11,27 @@ import type {Step} from './plan.js'
 import type {Change} from './record.js'
 import * as bpftool from './tools/bpftool.js'
 import {stepId} from './up.js'
+import {hookKey} from './intercept.js'
 
 /** Whether a recorded change is still in place, as far as the pins and observations tell. */
 function stillPresent(change: Change, o: ObservedInstance): boolean {
-  if (change.kind === 'sockops') return o.sockopsAttached
-  if (change.kind === 'msg-verdict') return !!o.progs.skMsg
-  return true
+  const i = o.intercept
+  switch (change.kind) {
+    case 'sockops':
+      return o.sockopsAttached
+    case 'msg-verdict':
+      return !!o.progs.skMsg
+    case 'tc-filter':
+      return !!i?.filters[hookKey(change.dev, change.direction)]
+    case 'qdisc': // skfp created it; it goes only when nobody else's filter is on it
+      return !!i?.qdiscs[change.dev] && i.qdiscForeignFilters[change.dev] === 0
+    case 'rule':
+      return !!i?.rules[change.family]
+    case 'route':
+      return !!i?.routes[change.family]
+    case 'sysctl': // restored unless someone changed it since
+      return i?.sysctl[change.key] === change.value && change.old !== change.value
+  }
 }
 
 export function planDown(o: ObservedInstance, pinRoot = PIN_ROOT): Step[] {
@@ -35,10 +50,8 @@ export function planDown(o: ObservedInstance, pinRoot = PIN_ROOT): Step[] {
     if (!stillPresent(change, o)) continue
     const a = changeActions(change, pins, o.record?.settings.netns)
     // msg_verdict has no observable attachment: its detach may find it gone already
-    steps.push({id: `undo-${stepId(change)}`, title: undoTitle(a.title), apply: a.undo, undo: [], tolerant: change.kind === 'msg-verdict'})
+    steps.push({id: `undo-${stepId(change)}`, title: a.undoTitle, apply: a.undo, undo: [], tolerant: change.kind === 'msg-verdict'})
   }
   steps.push({id: 'unpin', title: `Remove the pins under ${pins.dir}`, apply: [{fs: 'rm', path: pins.dir}, {fs: 'rmdir-if-empty', path: pinRoot}], undo: []})
   return steps
 }
-
-const undoTitle = (title: string) => title.replace(/^Attach (.*?) to/, 'Detach $1 from').replace(/^Add/, 'Remove').replace(/^Set/, 'Restore')

@@ -17,6 +17,7 @@ export const TOOLS = {
   mount: 'mount',
   umount: 'mount',
   sysctl: 'procps',
+  ss: 'iproute2',
   iperf3: 'iperf3',
   v2ray: 'v2ray',
 } as const

@@ -2,7 +2,8 @@
 import {existsSync, mkdirSync, readdirSync, rmSync, rmdirSync} from 'node:fs'
 import {autoOffLine, readVerdict, runSelfTest, storeVerdict, VERDICT_PIN, type Verdict} from './doctor.js'
 import {build, datapathObject, isBuilt} from './build.js'
-import {ExecaRunner, resolveTool, type Runner} from './exec.js'
+import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
+import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
 import {instanceState, listInstances, observeInstance} from './observe.js'
 import {instancePins, PIN_ROOT} from './pins.js'
@@ -36,7 +37,8 @@ export function preflight(settings: UpSettings, tools: Parameters<typeof resolve
 }
 
 export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runner: Runner = new ExecaRunner()): Promise<UpResult> {
-  const settings = preflight(wanted, ['bpftool', 'mount', ...(wanted.netns ? (['nsenter'] as const) : [])])
+  const tools: Tool[] = ['bpftool', 'mount', ...(wanted.netns ? (['nsenter'] as const) : []), ...(wanted.intercept ? (['tc', 'ip', 'sysctl'] as const) : [])]
+  const settings = await resolveUplinks(runner, preflight(wanted, tools))
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   const fastpath = await resolveFastpath(settings, runner, opts)
   const observed = await observeInstance(runner, settings.instance)
@@ -50,9 +52,9 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     resolveTool('clang')
     await build(runner, target)
   }
-  const mounts = readMounts()
   const exec = new Executor(runner)
   if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, opts)
+  const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
     object: datapathObject(target),
@@ -61,6 +63,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     mountCgroup2: cgroup2Mount(mounts) ? undefined : CGROUP2_FALLBACK,
     pinRootExists: existsSync(PIN_ROOT),
     fastpath,
+    intercept: settings.intercept ? await gatherInterceptFacts(runner, settings) : undefined,
   })
   const result = await runPlan(steps, exec, opts)
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}

@@ -4,6 +4,7 @@ import {decodeConfig, decodeCounters, decodeRecord, KEY_ZERO, type Counters, typ
 import type {Runner} from './exec.js'
 import {INSTANCE_NAME, instancePins, PIN_ROOT, type InstancePins} from './pins.js'
 import type {InstanceRecord} from './record.js'
+import {hookKey, observeIntercept, type InterceptObserved} from './intercept.js'
 import * as bpftool from './tools/bpftool.js'
 
 export interface ObservedInstance {
@@ -19,6 +20,8 @@ export interface ObservedInstance {
   counters?: Counters
   /** Entries in the sockhash: accelerated sockets alive now. */
   sockets?: number
+  /** Which recorded interception changes are still in place. */
+  intercept?: InterceptObserved
 }
 
 export async function observeInstance(runner: Runner, instance: string, root = PIN_ROOT): Promise<ObservedInstance> {
@@ -40,6 +43,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     sockopsAttached,
     counters: existsSync(pins.map.counters) ? decodeCounters(await bpftool.perCpuSums(runner, pins.map.counters)) : undefined,
     sockets: existsSync(pins.map.socks) ? await bpftool.mapEntryCount(runner, pins.map.socks) : undefined,
+    intercept: record?.settings.intercept ? await observeIntercept(runner, record.changes, record.settings.netns) : undefined,
   }
 }
 
@@ -50,7 +54,8 @@ export function instanceState(o: ObservedInstance): InstanceState {
   if (!o.exists) return 'down'
   if (!o.record || !o.progs.sockops || !o.progs.skMsg) return 'half-up'
   const wantsSockops = o.record.changes.some((c) => c.kind === 'sockops')
-  return wantsSockops && !o.sockopsAttached ? 'half-up' : 'up'
+  if (wantsSockops && !o.sockopsAttached) return 'half-up'
+  return missingIntercept(o).length > 0 ? 'half-up' : 'up'
 }
 
 export function listInstances(root = PIN_ROOT): string[] {
@@ -59,4 +64,17 @@ export function listInstances(root = PIN_ROOT): string[] {
     .filter((e) => e.isDirectory() && INSTANCE_NAME.test(e.name))
     .map((e) => e.name)
     .sort()
+}
+
+/** Recorded interception changes that are not (or no longer) in place. */
+export function missingIntercept(o: ObservedInstance): string[] {
+  const i = o.intercept
+  if (!i || !o.record) return []
+  const missing: string[] = []
+  for (const c of o.record.changes) {
+    if (c.kind === 'tc-filter' && !i.filters[hookKey(c.dev, c.direction)]) missing.push(`tc filter on ${c.dev} ${c.direction}`)
+    if (c.kind === 'rule' && !i.rules[c.family]) missing.push(`ip -${c.family} rule`)
+    if (c.kind === 'route' && !i.routes[c.family]) missing.push(`ip -${c.family} route in table ${c.table}`)
+  }
+  return missing
 }

@@ -1,11 +1,34 @@
 /** `skfp up` flags → validated settings. Everything is checked before anything changes. */
+import {PROXY_DOWN_MODES, type ProxyDownMode} from './config.js'
 import {usageError} from './errors.js'
+import {parseAddress, parseCidr, validateInterface} from './net.js'
 import {validateInstance} from './pins.js'
 
 export const FASTPATH_MODES = ['on', 'off', 'auto'] as const
 export type FastpathMode = (typeof FASTPATH_MODES)[number]
 
 export const DEFAULT_FASTPATH_QUEUE = 4 * 1024 * 1024
+
+/** Interception: on when --proxy-port is given. */
+export interface InterceptSettings {
+  /** Empty: the interfaces of the default routes in the target netns (resolved before planning). */
+  uplinks: string[]
+  proxyPort: number
+  proxyAddr4: string | null
+  proxyAddr6: string | null
+  fwmark: number
+  table: number
+  /** Normalised CIDRs (host bits cleared). */
+  bypass: string[]
+  bypassPorts: number[]
+  bypassPrivate: boolean
+  proxyDown: ProxyDownMode
+}
+
+export const DEFAULT_FWMARK = 0x5cf0
+export const DEFAULT_TABLE = 1487
+/** Tables the kernel owns: local, main, default, unspec. */
+const RESERVED_TABLES = [0, 253, 254, 255]
 
 export interface UpSettings {
   instance: string
@@ -15,6 +38,7 @@ export interface UpSettings {
   proxyMark: number
   fastpath: FastpathMode
   fastpathQueue: number
+  intercept: InterceptSettings | null
 }
 
 export function parseInteger(name: string, text: string | number, min: number, max: number): number {
@@ -34,6 +58,57 @@ export interface RawUpFlags {
   'proxy-mark': string
   fastpath: string
   'fastpath-queue': string
+  uplink?: string[]
+  'proxy-port'?: string
+  'proxy-addr'?: string[]
+  fwmark?: string
+  table?: string
+  bypass?: string[]
+  'bypass-port'?: string[]
+  'bypass-private'?: boolean
+  'proxy-down'?: string
+}
+
+const INTERCEPT_ONLY = ['uplink', 'proxy-addr', 'fwmark', 'table', 'bypass', 'bypass-port', 'proxy-down'] as const
+
+function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings | null {
+  if (flags['proxy-port'] === undefined) {
+    const stray = INTERCEPT_ONLY.find((f) => flags[f] !== undefined && !(Array.isArray(flags[f]) && (flags[f] as string[]).length === 0))
+    if (stray) throw usageError(`--${stray} needs --proxy-port`, 'interception is on only with --proxy-port (the port of the proxy\'s transparent listener)')
+    return null
+  }
+  const proxyPort = parseInteger('proxy-port', flags['proxy-port'], 1, 65535)
+  if (proxyMark === 0) throw usageError('interception needs --proxy-mark', "give the SO_MARK the proxy puts on its own outbound sockets (its routing mark), or its upstream is intercepted again")
+  const fwmark = parseInteger('fwmark', flags.fwmark ?? DEFAULT_FWMARK, 1, 0xffffffff)
+  if (fwmark === proxyMark) throw usageError(`--fwmark ${fwmark} equals --proxy-mark`, 'the two marks must differ: the proxy mark lets the proxy\'s traffic pass, the fwmark routes intercepted packets locally')
+  const table = parseInteger('table', flags.table ?? DEFAULT_TABLE, 1, 0xffffffff)
+  if (RESERVED_TABLES.includes(table)) throw usageError(`--table ${table} is a table the kernel uses`, 'choose a table other than 253 (default), 254 (main) and 255 (local)')
+  let proxyAddr4: string | null = null
+  let proxyAddr6: string | null = null
+  for (const text of flags['proxy-addr'] ?? []) {
+    const a = parseAddress(text)
+    if (!a) throw usageError(`--proxy-addr ${JSON.stringify(text)} is not an IP address`, 'give the address the proxy listens on, e.g. 127.0.0.1 or ::1')
+    if (a.family === 4 ? proxyAddr4 : proxyAddr6) throw usageError(`--proxy-addr given twice for IPv${a.family}`, 'give at most one IPv4 and one IPv6 address')
+    if (a.family === 4) proxyAddr4 = text
+    else proxyAddr6 = text
+  }
+  if (!flags['proxy-addr']?.length) [proxyAddr4, proxyAddr6] = ['127.0.0.1', '::1']
+  const uplinks = (flags.uplink ?? []).map(validateInterface)
+  if (uplinks.includes('lo')) throw usageError('--uplink lo is not an uplink', 'give the interfaces traffic leaves the host by (see `ip route show default`)')
+  const proxyDown = flags['proxy-down'] ?? 'fail-fast'
+  if (!PROXY_DOWN_MODES.includes(proxyDown as ProxyDownMode)) throw usageError(`--proxy-down ${JSON.stringify(proxyDown)} is not a mode`, 'use fail-fast, fail-closed or pass')
+  return {
+    uplinks: [...new Set(uplinks)],
+    proxyPort,
+    proxyAddr4,
+    proxyAddr6,
+    fwmark,
+    table,
+    bypass: [...new Set((flags.bypass ?? []).map((c) => parseCidr(c).text))],
+    bypassPorts: [...new Set((flags['bypass-port'] ?? []).map((p) => parseInteger('bypass-port', p, 1, 65535)))],
+    bypassPrivate: flags['bypass-private'] ?? true,
+    proxyDown: proxyDown as ProxyDownMode,
+  }
 }
 
 /** Pure validation; cgroup and netns existence are checked by the caller (they touch the host). */
@@ -48,6 +123,7 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
     proxyMark: parseMark('proxy-mark', flags['proxy-mark']),
     fastpath: flags.fastpath as FastpathMode,
     fastpathQueue: parseInteger('fastpath-queue', flags['fastpath-queue'], 64 * 1024, 1024 * 1024 * 1024),
+    intercept: parseIntercept(flags, parseMark('proxy-mark', flags['proxy-mark'])),
   }
 }
 
@@ -61,4 +137,9 @@ export function diffSettings(running: UpSettings, wanted: UpSettings): string[] 
     if (a !== b) out.push(`${k}: ${a ?? 'unset'} → ${b ?? 'unset'}`)
   }
   return out
+}
+
+/** Settings for skfp's own sandboxes (demo, self-test, bench): the fastpath on, no interception. */
+export function sandboxSettings(instance: string, cgroup: string, netns: string, over: Partial<UpSettings> = {}): UpSettings {
+  return {instance, cgroup, netns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE, intercept: null, ...over}
 }

@@ -2,7 +2,8 @@
  * `skfp up`: (settings, observed host) → a plan of steps. planUp is pure: the unit tests check
  * its exact argv; upInstance gathers the facts, decides no-op / conflict / plan, and runs it.
  */
-import {CFG_FASTPATH, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
+import {CFG_BYPASS_PRIVATE, CFG_FASTPATH, CFG_INTERCEPT, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
+import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions} from './changes.js'
 import {conflictError} from './errors.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
@@ -24,27 +25,34 @@ export interface UpFacts {
   pinRootExists: boolean
   /** What `--fastpath auto` resolved to. */
   fastpath: boolean
+  /** Observed in the target netns, when interception is on. */
+  intercept?: InterceptFacts
 }
 
-export function datapathConfig(settings: UpSettings, fastpath: boolean): DatapathConfig {
+export function datapathConfig(settings: UpSettings, fastpath: boolean, loIfindex = 0): DatapathConfig {
+  const i = settings.intercept
   return {
-    flags: fastpath ? CFG_FASTPATH : 0,
+    flags: (fastpath ? CFG_FASTPATH : 0) | (i ? CFG_INTERCEPT : 0) | (i?.bypassPrivate ? CFG_BYPASS_PRIVATE : 0),
     proxyMark: settings.proxyMark,
-    fwmark: 0,
-    loIfindex: 0,
-    proxyPort: 0,
-    proxyDown: 'fail-fast',
+    fwmark: i?.fwmark ?? 0,
+    loIfindex: i ? loIfindex : 0,
+    proxyAddr4: i?.proxyAddr4 ?? undefined,
+    proxyAddr6: i?.proxyAddr6 ?? undefined,
+    proxyPort: i?.proxyPort ?? 0,
+    proxyDown: i?.proxyDown ?? 'fail-fast',
     fastpathQueue: BigInt(settings.fastpathQueue),
   }
 }
 
-export function plannedChanges(settings: UpSettings): Change[] {
+export function plannedChanges(settings: UpSettings, intercept?: InterceptFacts): Change[] {
   // msg_verdict before sock_ops: a socket gets its verdict program when it enters the sockhash
-  return [{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}]
+  const changes: Change[] = [{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}]
+  if (settings.intercept && intercept) changes.push(...interceptChanges(settings.intercept, intercept))
+  return changes
 }
 
-export function buildRecord(settings: UpSettings, facts: Pick<UpFacts, 'bootId' | 'fastpath'>): InstanceRecord {
-  return {version: 1, bootId: facts.bootId, settings, fastpath: facts.fastpath, changes: plannedChanges(settings)}
+export function buildRecord(settings: UpSettings, facts: Pick<UpFacts, 'bootId' | 'fastpath' | 'intercept'>): InstanceRecord {
+  return {version: 1, bootId: facts.bootId, settings, fastpath: facts.fastpath, changes: plannedChanges(settings, facts.intercept)}
 }
 
 export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
@@ -68,7 +76,11 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     {
       id: 'record',
       title: 'Write the undo record and the configuration',
-      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(datapathConfig(settings, facts.fastpath)))],
+      apply: [
+        bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)),
+        ...(settings.intercept ? bypassWrites(settings.intercept, pins) : []),
+        bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(datapathConfig(settings, facts.fastpath, facts.intercept?.loIfindex))),
+      ],
       undo: [],
     },
   )

@@ -1,4 +1,5 @@
 /** ip (iproute2): command builders and JSON queries. Inside a netns, commands go through nsenter. */
+import {SkfpError, tail} from '../errors.js'
 import type {Cmd, Runner} from '../exec.js'
 
 const ip = (args: string[], netns?: string): Cmd => (netns ? {tool: 'ip', args, netns} : {tool: 'ip', args})
@@ -22,6 +23,7 @@ export interface Link {
   ifindex: number
   ifname: string
   flags: string[]
+  link_type: string
 }
 
 export interface Rule {
@@ -45,5 +47,11 @@ async function json<T>(runner: Runner, args: string[], netns?: string): Promise<
 
 export const links = (runner: Runner, netns?: string) => json<Link[]>(runner, ['link', 'show'], netns)
 export const rules = (runner: Runner, family: 4 | 6, netns?: string) => json<Rule[]>(runner, [...fam(family), 'rule', 'show'], netns)
-export const routes = (runner: Runner, family: 4 | 6, table: string, netns?: string) => json<Route[]>(runner, [...fam(family), 'route', 'show', 'table', table], netns)
+/** Routes of a table; a table that does not exist yet has none (ip exits 2 for it). */
+export async function routes(runner: Runner, family: 4 | 6, table: string, netns?: string): Promise<Route[]> {
+  const r = await runner.run(ip(['-j', ...fam(family), 'route', 'show', 'table', table], netns), {allowFailure: true})
+  if (r.exitCode === 0) return r.stdout.trim() ? (JSON.parse(r.stdout) as Route[]) : []
+  if (/table does not exist/.test(r.stderr)) return []
+  throw new SkfpError('tool', `ip route show table ${table} failed (exit ${r.exitCode})`, tail(r.stderr, 1), {stderrTail: tail(r.stderr)})
+}
 export const netnsList = async (runner: Runner) => (await json<{name: string}[]>(runner, ['netns', 'list'])).map((n) => n.name)

@@ -1,0 +1,115 @@
+/**
+ * `skfp bench`: its own sandbox (skfp-bench: namespaces, child cgroup, instance), the scenarios one
+ * after another, everything removed at the end, also on failure and on Ctrl-C.
+ */
+import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {build, isBuilt} from '../build.js'
+import {SkfpError, usageError} from '../errors.js'
+import {resolveTool, type Runner} from '../exec.js'
+import {cgroup2Mount, requireRoot} from '../host.js'
+import {PIN_ROOT} from '../pins.js'
+import {removeLeftovers, Sandbox} from '../sandbox.js'
+import * as ip from '../tools/ip.js'
+import {renderChart} from './chart.js'
+import {describeMachine} from './machine.js'
+import {checkTargets, withRatios} from './report.js'
+import {SCENARIO_DEFS, type BenchContext, type Measured} from './scenarios.js'
+import {SCENARIOS, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario} from './types.js'
+
+export const BENCH_NAME = 'skfp-bench'
+
+export interface BenchOptions {
+  seconds: number
+  scenarios: ScenarioName[]
+  /** Progress lines (stderr). */
+  say: (line: string) => void
+}
+
+export async function runBench(runner: Runner, opts: BenchOptions): Promise<BenchResult> {
+  requireRoot()
+  resolveTool('iperf3')
+  const target = {target: 'bpfel' as const, debug: false}
+  if (!isBuilt(target)) await build(runner, target)
+  await removeLeftovers(runner, BENCH_NAME)
+  const sb = await Sandbox.create(runner, BENCH_NAME)
+  const workDir = mkdtempSync(join(tmpdir(), `${BENCH_NAME}-`))
+  // Ctrl-C: kill everything in the sandbox's cgroup now; the loop stops at the next step and the
+  // finally below removes the sandbox. A second Ctrl-C quits at once (the next run sweeps). The
+  // listener stays registered until the end: execa's exit hook re-raises a signal nobody else handles.
+  const abort = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (abort.signal.aborted) process.exit(130)
+    opts.say(`${signal}: stopping, then removing the sandbox… (again to quit at once)`)
+    abort.abort()
+    killCgroupProcesses(sb.cgroup)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  const outcomes: (Measured | SkippedScenario | FailedScenario)[] = []
+  try {
+    const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, workDir, signal: abort.signal, topology: {}}
+    for (const def of SCENARIO_DEFS.filter((d) => opts.scenarios.includes(d.name))) {
+      const skipped = await def.unavailable?.()
+      if (skipped) {
+        opts.say(`${def.name}: skipped (${skipped})`)
+        outcomes.push({name: def.name, skipped})
+        continue
+      }
+      opts.say(`${def.name}…`)
+      try {
+        abort.signal.throwIfAborted()
+        const m = await def.run(ctx)
+        abort.signal.throwIfAborted()
+        opts.say(`  ${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
+        outcomes.push(m)
+      } catch (error) {
+        if (abort.signal.aborted) throw new SkfpError('usage', 'interrupted', 'the sandbox was removed; nothing is left')
+        opts.say(`  failed: ${(error as Error).message}`)
+        outcomes.push({name: def.name, failed: (error as Error).message})
+      }
+    }
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await sb.destroy()
+    rmSync(workDir, {recursive: true, force: true})
+  }
+  const scenarios = withRatios(outcomes)
+  return {machine: describeMachine(), durationS: opts.seconds, scenarios, targets: checkTargets(scenarios), clean: await isClean(runner)}
+}
+
+function killCgroupProcesses(cgroup: string): void {
+  try {
+    writeFileSync(join(cgroup, 'cgroup.kill'), '1')
+  } catch {
+    // gone already, or a kernel without cgroup.kill (< 5.14): destroy() kills what it started
+  }
+}
+
+/** Nothing named skfp-bench is left: namespaces, cgroup, pins. */
+export async function isClean(runner: Runner): Promise<boolean> {
+  const netns = (await ip.netnsList(runner)).some((n) => n.startsWith(BENCH_NAME))
+  const root = cgroup2Mount()
+  const cgroup = !!root && readdirSync(root).some((n) => n.startsWith(BENCH_NAME))
+  return !netns && !cgroup && !existsSync(join(PIN_ROOT, BENCH_NAME))
+}
+
+/** --scenarios a,b,c → known names, in the fixed order they run. */
+export function parseScenarioList(text: string | undefined): ScenarioName[] {
+  if (!text) return [...SCENARIOS]
+  const wanted = text.split(',').map((s) => s.trim()).filter(Boolean)
+  const unknown = wanted.filter((w) => !(SCENARIOS as readonly string[]).includes(w))
+  if (unknown.length > 0 || wanted.length === 0) throw usageError(`unknown scenario ${unknown.join(', ') || '(none given)'}`, `choose from ${SCENARIOS.join(', ')}`)
+  return SCENARIOS.filter((s) => wanted.includes(s))
+}
+
+/** --out DIR: the JSON (the same document as --json) and the chart. */
+export function saveRun(dir: string, result: BenchResult): string[] {
+  mkdirSync(dir, {recursive: true})
+  const files = [join(dir, 'bench.json'), join(dir, 'bench.svg')]
+  writeFileSync(files[0], `${JSON.stringify(result, null, 2)}\n`)
+  writeFileSync(files[1], renderChart(result))
+  return files
+}

@@ -1,0 +1,148 @@
+/**
+ * One measurement each: throughput (iperf3 -J), round trips and connection rate (skfp-pingpong,
+ * skfp-uds), CPU of a running process (/proc/PID/stat). A failed run counts as errors with zero
+ * figures, so the other measurements and scenarios still run.
+ */
+import {readFileSync} from 'node:fs'
+import {programPath} from '../build.js'
+import {resolveTool, runProgram} from '../exec.js'
+import {waitForOutput} from '../iperf.js'
+import type {Sandbox} from '../sandbox.js'
+import {program} from './programs.js'
+
+export const IPERF_PORT = 5201
+export const ECHO_PORT = 7171
+export const ECHO_PINNED_PORT = 7172
+/** The CPU both ends (and the proxy) are pinned to for the pinned round trip. */
+export const PIN_CPU = 0
+const RTT_SIZE = 64
+
+/** Clock ticks per second of /proc/PID/stat (USER_HZ): 100 on every Linux architecture skfp runs on. */
+const USER_HZ = 100
+
+/** utime + stime of every thread of a process, in seconds. */
+export function processCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // fields after "(comm)": state is field 3, utime 14, stime 15
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) / USER_HZ
+}
+
+/** Starts counting a process's CPU; the returned function gives percent of one CPU since then. */
+export function cpuMeter(pid: number): () => number {
+  const cpu0 = processCpuSeconds(pid)
+  const t0 = performance.now()
+  return () => (100 * (processCpuSeconds(pid) - cpu0)) / ((performance.now() - t0) / 1000)
+}
+
+export interface Throughput {
+  gbps: number
+  senderPct: number
+  receiverPct: number
+  proxyPct: number | null
+  errors: number
+}
+
+/**
+ * iperf3 from clientNs to connect:IPERF_PORT, the server in serverNs. Sender and receiver CPU are
+ * iperf3's own figures (getrusage of each process over the test); the proxy's comes from /proc.
+ */
+export async function throughput(sb: Sandbox, at: {clientNs: string; serverNs: string; connect: string; proxyPid?: number}, seconds: number): Promise<Throughput> {
+  const bin = resolveTool('iperf3')
+  const server = sb.start(at.serverNs, [bin, '-s', '-1', '-p', String(IPERF_PORT), '--forceflush'])
+  await waitForOutput(server, /Server listening/)
+  const proxyCpu = at.proxyPid ? cpuMeter(at.proxyPid) : undefined
+  const r = await sb.run(at.clientNs, [bin, '-c', at.connect, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {timeoutMs: (seconds + 20) * 1000, allowFailure: true})
+  const proxyPct = proxyCpu ? proxyCpu() : null
+  server.kill('SIGTERM')
+  await server
+  try {
+    const end = JSON.parse(r.stdout).end
+    const cpu = end.cpu_utilization_percent
+    return {gbps: end.sum_received.bits_per_second / 1e9, senderPct: cpu.host_total, receiverPct: cpu.remote_total, proxyPct, errors: r.exitCode === 0 ? 0 : 1}
+  } catch {
+    return {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct, errors: 1}
+  }
+}
+
+export interface RoundTrips {
+  p50Us: number
+  p99Us: number
+  p999Us: number
+  errors: number
+}
+
+export const rttCount = (seconds: number) => Math.min(20_000, 5_000 * seconds)
+
+function parseRtt(stdout: string): RoundTrips {
+  try {
+    const j = JSON.parse(stdout.trim().split('\n').pop()!)
+    return {p50Us: j.p50Us ?? 0, p99Us: j.p99Us ?? 0, p999Us: j.p999Us ?? 0, errors: j.errors ?? 1}
+  } catch {
+    return {p50Us: 0, p99Us: 0, p999Us: 0, errors: 1}
+  }
+}
+
+/** The two echo servers of a TCP scenario (one free to run anywhere, one pinned to PIN_CPU); returns their stop. */
+export async function startEchoServers(sb: Sandbox, serverNs: string, listen: string): Promise<() => Promise<void>> {
+  const servers: ReturnType<Sandbox['start']>[] = []
+  for (const [port, pin] of [[ECHO_PORT, []], [ECHO_PINNED_PORT, ['--cpu', String(PIN_CPU)]]] as const) {
+    const server = sb.start(serverNs, [programPath('skfp-pingpong'), 'server', '--listen', `${listen}:${port}`, ...pin])
+    servers.push(server)
+    await waitForOutput(server, /listening/)
+  }
+  return async () => {
+    for (const s of servers) s.kill('SIGTERM')
+    await Promise.allSettled(servers)
+  }
+}
+
+/** 64-byte ping-pong over one TCP connection; pinned: the client on PIN_CPU, against the pinned server. */
+export async function tcpRoundTrips(sb: Sandbox, clientNs: string, connect: string, seconds: number, pinned: boolean): Promise<RoundTrips> {
+  const port = pinned ? ECHO_PINNED_PORT : ECHO_PORT
+  const argv = [programPath('skfp-pingpong'), 'rtt', '--connect', `${connect}:${port}`, '--count', String(rttCount(seconds)), '--size', String(RTT_SIZE), ...(pinned ? ['--cpu', String(PIN_CPU)] : [])]
+  return parseRtt((await sb.run(clientNs, argv, {allowFailure: true, timeoutMs: 60_000})).stdout)
+}
+
+export interface ConnRate {
+  perSec: number
+  errors: number
+}
+
+function parseConnRate(stdout: string): ConnRate {
+  try {
+    const j = JSON.parse(stdout.trim().split('\n').pop()!)
+    return {perSec: j.perSec ?? 0, errors: j.errors ?? 1}
+  } catch {
+    return {perSec: 0, errors: 1}
+  }
+}
+
+/** Short connections (connect, 1 byte each way, close with RST so no TIME_WAIT piles up), 2 threads. */
+export async function tcpConnRate(sb: Sandbox, clientNs: string, connect: string, seconds: number): Promise<ConnRate> {
+  const argv = [programPath('skfp-pingpong'), 'connrate', '--connect', `${connect}:${ECHO_PORT}`, '--duration-ms', String(seconds * 1000), '--parallel', '2', '--rst']
+  return parseConnRate((await sb.run(clientNs, argv, {allowFailure: true, timeoutMs: (seconds + 30) * 1000})).stdout)
+}
+
+/** Pins every thread of a running process (and the threads it creates later) to PIN_CPU. */
+export async function pinProcess(pid: number): Promise<void> {
+  await runProgram([program('taskset'), '-a', '-p', '-c', String(PIN_CPU), String(pid)])
+}
+
+/** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3). */
+export async function unixSocket(sb: Sandbox, ns: string, seconds: number, step: <T>(f: () => Promise<T>) => Promise<T>) {
+  const uds = (args: string[]) => step(() => sb.run(ns, [programPath('skfp-uds'), ...args], {allowFailure: true, timeoutMs: (seconds + 30) * 1000}))
+  const s = await uds(['stream', '--duration-ms', String(seconds * 1000)])
+  let stream: Throughput
+  try {
+    const j = JSON.parse(s.stdout)
+    stream = {gbps: j.gbps, senderPct: j.senderCpuPct, receiverPct: j.receiverCpuPct, proxyPct: null, errors: j.errors}
+  } catch {
+    stream = {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1}
+  }
+  const count = String(rttCount(seconds))
+  const rtt = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE)])).stdout)
+  const rate = parseConnRate((await uds(['connrate', '--duration-ms', String(seconds * 1000), '--parallel', '2'])).stdout)
+  const pinned = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE), '--cpu', String(PIN_CPU)])).stdout)
+  return {stream, rtt, rate, pinned}
+}

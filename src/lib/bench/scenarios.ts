@@ -1,0 +1,169 @@
+/**
+ * The scenarios, by their fixed names: each sets up what it needs inside the sandbox, measures, and
+ * takes down what it set up (the instance, the proxy) before the next one runs.
+ */
+import type {Sandbox} from '../sandbox.js'
+import {resolveTool} from '../exec.js'
+import {down, interceptionAvailable, redirectedBytes, unguardedSupported, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
+import {pinProcess, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, unixSocket} from './measure.js'
+import {installed, program} from './programs.js'
+import {iptablesTproxy, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
+import type {ScenarioName, ScenarioResult} from './types.js'
+
+export interface BenchContext extends InstanceContext {
+  sb: Sandbox
+  seconds: number
+  /** A private directory for generated files (the v2ray configuration). */
+  workDir: string
+  /** Aborted on Ctrl-C: a scenario stops at its next step (the running one is killed with the cgroup). */
+  signal: AbortSignal
+  /** Namespaces made on first use and shared by the scenarios that need the same set-up. */
+  topology: {loopback?: string; iptables?: ProxyTopology; tc?: ProxyTopology}
+}
+
+/** A scenario's own figures; ratios are computed once every scenario has run. */
+export type Measured = Omit<ScenarioResult, 'ratios'>
+
+export interface ScenarioDef {
+  name: ScenarioName
+  /** Why it cannot run on this host or this version of skfp; undefined when it can. */
+  unavailable?: () => Promise<string | undefined>
+  run(ctx: BenchContext): Promise<Measured>
+}
+
+interface TcpPath {
+  clientNs: string
+  serverNs: string
+  /** The address the client dials and the servers listen on. */
+  connect: string
+  proxy?: Proxy
+}
+
+/** Runs one measurement unless the run was interrupted. */
+const stepper =
+  (ctx: BenchContext) =>
+  <T>(f: () => Promise<T>): Promise<T> => {
+    ctx.signal.throwIfAborted()
+    return f()
+  }
+
+async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath): Promise<Measured> {
+  const {sb, seconds} = ctx
+  const step = stepper(ctx)
+  const stopEcho = await step(() => startEchoServers(sb, path.serverNs, path.connect))
+  let proxyErrors = 0
+  try {
+    const t = await step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds))
+    const rtt = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, false))
+    const rate = await step(() => tcpConnRate(sb, path.clientNs, path.connect, seconds))
+    if (path.proxy) await step(() => pinProcess(path.proxy!.pid))
+    const pinned = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, true))
+    if (path.proxy) proxyErrors = await path.proxy.stop()
+    return {
+      name,
+      throughputGbps: t.gbps,
+      cpu: {senderPct: t.senderPct, receiverPct: t.receiverPct, proxyPct: t.proxyPct},
+      rttP50Us: rtt.p50Us,
+      rttP99Us: rtt.p99Us,
+      rttP999Us: rtt.p999Us,
+      rttP50PinnedUs: pinned.p50Us,
+      rttP99PinnedUs: pinned.p99Us,
+      connPerSec: rate.perSec,
+      errors: t.errors + rtt.errors + rate.errors + pinned.errors + proxyErrors,
+    }
+  } finally {
+    await stopEcho()
+  }
+}
+
+async function loopbackNs(ctx: BenchContext): Promise<string> {
+  return (ctx.topology.loopback ??= await ctx.sb.addNetns('lo'))
+}
+
+/** A loopback run with the instance brought up by up() and taken down afterwards. */
+async function loopbackWith(ctx: BenchContext, name: ScenarioName, up: (ns: string) => Promise<void>): Promise<Measured> {
+  const ns = await loopbackNs(ctx)
+  await up(ns)
+  try {
+    const m = await measureTcp(ctx, name, {clientNs: ns, serverNs: ns, connect: '127.0.0.1'})
+    return {...m, redirectedBytes: await redirectedBytes(ctx)}
+  } finally {
+    await down(ctx)
+  }
+}
+
+/** A proxy run through skfp's interception (tc + bpf_sk_assign), with skfp-relay or v2ray. */
+async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: boolean, start: (ns: string) => Promise<Proxy>): Promise<Measured> {
+  const topo = (ctx.topology.tc ??= await proxyTopology(ctx.sb, 'tc'))
+  await upInterception(ctx, topo.host, fastpath)
+  try {
+    const proxy = await start(topo.host)
+    try {
+      const m = await measureTcp(ctx, name, {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy})
+      return {...m, redirectedBytes: await redirectedBytes(ctx)}
+    } finally {
+      await proxy.stop()
+    }
+  } finally {
+    await down(ctx)
+  }
+}
+
+const noInterception = async () => ((await interceptionAvailable()) ? undefined : 'interception not available')
+const noV2ray = async () => (installed(() => resolveTool('v2ray')) ? noInterception() : 'v2ray not installed (apt-get install v2ray)')
+
+export const SCENARIO_DEFS: ScenarioDef[] = [
+  {
+    name: 'loopback',
+    run: async (ctx) => {
+      const ns = await loopbackNs(ctx)
+      return measureTcp(ctx, 'loopback', {clientNs: ns, serverNs: ns, connect: '127.0.0.1'})
+    },
+  },
+  {name: 'loopback-fastpath', run: (ctx) => loopbackWith(ctx, 'loopback-fastpath', (ns) => upFastpath(ctx, ns))},
+  {
+    name: 'loopback-fastpath-unguarded',
+    unavailable: async () => (unguardedSupported() ? undefined : 'bpf/lib/guard.h does not honour -DSKFP_NO_GUARD'),
+    run: (ctx) => loopbackWith(ctx, 'loopback-fastpath-unguarded', (ns) => upUnguarded(ctx, ns)),
+  },
+  {
+    name: 'uds',
+    run: async (ctx) => {
+      const u = await unixSocket(ctx.sb, await loopbackNs(ctx), ctx.seconds, stepper(ctx))
+      return {
+        name: 'uds',
+        throughputGbps: u.stream.gbps,
+        cpu: {senderPct: u.stream.senderPct, receiverPct: u.stream.receiverPct, proxyPct: null},
+        rttP50Us: u.rtt.p50Us,
+        rttP99Us: u.rtt.p99Us,
+        rttP999Us: u.rtt.p999Us,
+        rttP50PinnedUs: u.pinned.p50Us,
+        rttP99PinnedUs: u.pinned.p99Us,
+        connPerSec: u.rate.perSec,
+        errors: u.stream.errors + u.rtt.errors + u.rate.errors + u.pinned.errors,
+      }
+    },
+  },
+  {
+    name: 'proxy-iptables',
+    unavailable: async () => (installed(() => program('iptables')) ? undefined : 'iptables not installed (apt-get install iptables)'),
+    run: async (ctx) => {
+      const topo = (ctx.topology.iptables ??= await proxyTopology(ctx.sb, 'ipt'))
+      await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR)
+      const relay = await startRelay(ctx.sb, topo.host)
+      try {
+        return await measureTcp(ctx, 'proxy-iptables', {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy: relay})
+      } finally {
+        await relay.stop()
+      }
+    },
+  },
+  {name: 'proxy-tc', unavailable: noInterception, run: (ctx) => intercepted(ctx, 'proxy-tc', false, (ns) => startRelay(ctx.sb, ns))},
+  {name: 'proxy-tc-fastpath', unavailable: noInterception, run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath', true, (ns) => startRelay(ctx.sb, ns))},
+  {name: 'proxy-v2ray-tc', unavailable: noV2ray, run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc', false, (ns) => startV2ray(ctx.sb, ns, ctx.workDir))},
+  {
+    name: 'proxy-v2ray-tc-fastpath',
+    unavailable: noV2ray,
+    run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc-fastpath', true, (ns) => startV2ray(ctx.sb, ns, ctx.workDir)),
+  },
+]

@@ -1,0 +1,131 @@
+/**
+ * Interception: what `up` must observe in the target netns (and refuse when something is in the
+ * way), the changes it records, and the bypass map entries it writes. Pure where possible.
+ */
+import {existsSync} from 'node:fs'
+import {conflictError, usageError} from './errors.js'
+import type {Cmd, Runner} from './exec.js'
+import {parseCidr} from './net.js'
+import type {InstancePins} from './pins.js'
+import type {Change} from './record.js'
+import type {InterceptSettings, UpSettings} from './settings.js'
+import * as bpftool from './tools/bpftool.js'
+import * as ip from './tools/ip.js'
+import * as sysctl from './tools/sysctl.js'
+import * as tc from './tools/tc.js'
+
+export const RULE_PRIORITY = 1487
+export const ACCEPT_LOCAL = 'net.ipv4.conf.lo.accept_local'
+/** Every family the proxy listens on gets rules and routes; the other goes direct. */
+export const families = (i: InterceptSettings): (4 | 6)[] => [...(i.proxyAddr4 ? [4 as const] : []), ...(i.proxyAddr6 ? [6 as const] : [])]
+
+export interface InterceptFacts {
+  loIfindex: number
+  /** accept_local before up, restored by down. */
+  oldAcceptLocal: string
+  /** Devices that have no clsact qdisc yet (skfp creates and later removes it). */
+  needsClsact: string[]
+}
+
+/** The uplinks: as given, or the devices of the default routes in the target netns. */
+export async function resolveUplinks(runner: Runner, settings: UpSettings): Promise<UpSettings> {
+  const i = settings.intercept
+  if (!i || i.uplinks.length > 0) return settings
+  const devs = new Set<string>()
+  for (const family of [4, 6] as const) for (const r of await ip.routes(runner, family, 'main', settings.netns)) if (r.dst === 'default' && r.dev) devs.add(r.dev)
+  if (devs.size === 0) throw usageError(`no default route in ${settings.netns ? `netns ${settings.netns}` : 'the host namespace'}`, 'name the interfaces to intercept with --uplink')
+  return {...settings, intercept: {...i, uplinks: [...devs].sort()}}
+}
+
+const markOf = (text?: string) => (text ? Number.parseInt(text.split('/')[0], 16) : undefined)
+
+/** Observes the target netns; refuses, before anything changes, what would collide. */
+export async function gatherInterceptFacts(runner: Runner, settings: UpSettings): Promise<InterceptFacts> {
+  const i = settings.intercept!
+  const ns = settings.netns
+  const links = await ip.links(runner, ns)
+  for (const dev of i.uplinks) {
+    const link = links.find((l) => l.ifname === dev)
+    if (!link) throw usageError(`interface ${dev} does not exist${ns ? ` in netns ${ns}` : ''}`, 'check `ip link` and pass an existing uplink with --uplink')
+    if (link.link_type !== 'ether') throw usageError(`interface ${dev} is not an Ethernet interface (${link.link_type})`, 'skfp intercepts on Ethernet-like uplinks (physical, veth, bridge); give one with --uplink')
+  }
+  const lo = links.find((l) => l.ifname === 'lo')
+  if (!lo) throw usageError('no lo interface', 'the target namespace needs a loopback interface')
+  for (const family of families(i)) {
+    for (const r of await ip.rules(runner, family, ns)) {
+      if (markOf(r.fwmark) === i.fwmark) throw conflictError(`an ip -${family} rule already uses fwmark 0x${i.fwmark.toString(16)} (priority ${r.priority})`, 'choose another mark with --fwmark')
+      if (r.priority === RULE_PRIORITY) throw conflictError(`an ip -${family} rule already sits at priority ${RULE_PRIORITY}`, 'remove it, or run `skfp down` if skfp left it')
+      if (r.table === String(i.table)) throw conflictError(`an ip -${family} rule already looks up table ${i.table}`, 'choose another table with --table')
+    }
+    if ((await ip.routes(runner, family, String(i.table), ns)).length > 0) throw conflictError(`table ${i.table} already has IPv${family} routes`, 'choose another table with --table')
+  }
+  const needsClsact: string[] = []
+  for (const [dev, dir] of [['lo', 'ingress'], ...i.uplinks.map((u) => [u, 'egress'])] as [string, tc.Direction][]) {
+    if ((await tc.filters(runner, dev, dir, ns)).some((f) => f.pref === tc.FILTER_PREF))
+      throw conflictError(`a tc filter already sits at pref ${tc.FILTER_PREF} on ${dev} ${dir}`, 'remove it, or run `skfp down` if skfp left it')
+    if (!tc.hasClsact(await tc.qdiscs(runner, dev, ns)) && !needsClsact.includes(dev)) needsClsact.push(dev)
+  }
+  const oldAcceptLocal = await sysctl.get(runner, ACCEPT_LOCAL, ns)
+  if (oldAcceptLocal === undefined) throw usageError(`cannot read ${ACCEPT_LOCAL}`, 'the target namespace needs IPv4 on lo')
+  return {loIfindex: lo.ifindex, oldAcceptLocal, needsClsact}
+}
+
+/** In the order up applies them; the uplink filters last, so interception starts when all is ready. */
+export function interceptChanges(i: InterceptSettings, facts: InterceptFacts): Change[] {
+  const changes: Change[] = [{kind: 'sysctl', key: ACCEPT_LOCAL, old: facts.oldAcceptLocal, value: '1'}]
+  for (const family of families(i)) changes.push({kind: 'rule', family, fwmark: i.fwmark, table: i.table, priority: RULE_PRIORITY}, {kind: 'route', family, table: i.table})
+  for (const [dev, direction] of [['lo', 'ingress'], ...i.uplinks.map((u) => [u, 'egress'])] as [string, tc.Direction][]) {
+    if (facts.needsClsact.includes(dev)) changes.push({kind: 'qdisc', dev})
+    changes.push({kind: 'tc-filter', dev, direction, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16)})
+  }
+  return changes
+}
+
+const ONE = Uint8Array.of(1)
+
+/** Bypass entries: the CIDRs and ports given, and the family the proxy does not listen on. */
+export function bypassWrites(i: InterceptSettings, pins: InstancePins): Cmd[] {
+  const cidrs = [...i.bypass, ...(i.proxyAddr4 ? [] : ['0.0.0.0/0']), ...(i.proxyAddr6 ? [] : ['::/0'])].map((c) => parseCidr(c))
+  const cmds = cidrs.map((c) => {
+    const key = new Uint8Array(4 + c.addr.length)
+    new DataView(key.buffer).setUint32(0, c.prefix, true)
+    key.set(c.addr, 4)
+    return bpftool.mapUpdate(c.family === 4 ? pins.map.bypass4 : pins.map.bypass6, key, ONE)
+  })
+  for (const port of i.bypassPorts) {
+    const key = new Uint8Array(2)
+    new DataView(key.buffer).setUint16(0, port, true)
+    cmds.push(bpftool.mapUpdate(pins.map.bypassPorts, key, ONE))
+  }
+  return cmds
+}
+
+export interface InterceptObserved {
+  filters: Record<string, boolean>
+  qdiscForeignFilters: Record<string, number>
+  qdiscs: Record<string, boolean>
+  rules: Record<4 | 6, boolean>
+  routes: Record<4 | 6, boolean>
+  sysctl: Record<string, string | undefined>
+}
+
+export const hookKey = (dev: string, dir: string) => `${dev} ${dir}`
+
+/** What of the recorded interception changes is still in place (all gone when the netns is). */
+export async function observeIntercept(runner: Runner, changes: Change[], netns?: string): Promise<InterceptObserved> {
+  const o: InterceptObserved = {filters: {}, qdiscForeignFilters: {}, qdiscs: {}, rules: {4: false, 6: false}, routes: {4: false, 6: false}, sysctl: {}}
+  if (netns && !existsSync(`/run/netns/${netns}`)) return o
+  for (const c of changes) {
+    if (c.kind === 'tc-filter') o.filters[hookKey(c.dev, c.direction)] = (await tc.filters(runner, c.dev, c.direction, netns)).some(tc.isSkfpFilter)
+    if (c.kind === 'qdisc') {
+      o.qdiscs[c.dev] = tc.hasClsact(await tc.qdiscs(runner, c.dev, netns))
+      const all = [...(await tc.filters(runner, c.dev, 'ingress', netns)), ...(await tc.filters(runner, c.dev, 'egress', netns))]
+      o.qdiscForeignFilters[c.dev] = tc.foreignFilters(all).length
+    }
+    if (c.kind === 'rule') o.rules[c.family] = (await ip.rules(runner, c.family, netns)).some((r) => r.priority === c.priority && markOf(r.fwmark) === c.fwmark && r.table === String(c.table))
+    if (c.kind === 'route') o.routes[c.family] = (await ip.routes(runner, c.family, String(c.table), netns)).some((r) => r.dst === 'default' && r.type === 'local')
+    if (c.kind === 'sysctl') o.sysctl[c.key] = await sysctl.get(runner, c.key, netns)
+  }
+  return o
+}
+

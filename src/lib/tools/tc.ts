@@ -1,0 +1,41 @@
+/** tc: clsact qdiscs and skfp's bpf filters (fixed pref and handle, so skfp finds exactly its own). */
+import type {Cmd, Runner} from '../exec.js'
+
+/** Every skfp filter sits at this pref with this handle: never 49152, which tc gives filters added without one. */
+export const FILTER_PREF = 1487
+export const FILTER_HANDLE = '0x5cf0'
+
+export type Direction = 'ingress' | 'egress'
+
+const tc = (args: string[], netns?: string): Cmd => (netns ? {tool: 'tc', args, netns} : {tool: 'tc', args})
+
+export const qdiscAddClsact = (dev: string, netns?: string) => tc(['qdisc', 'add', 'dev', dev, 'clsact'], netns)
+export const qdiscDelClsact = (dev: string, netns?: string) => tc(['qdisc', 'del', 'dev', dev, 'clsact'], netns)
+export const filterAdd = (dev: string, dir: Direction, progPin: string, netns?: string) =>
+  tc(['filter', 'add', 'dev', dev, dir, 'prio', String(FILTER_PREF), 'handle', FILTER_HANDLE, 'bpf', 'direct-action', 'object-pinned', progPin], netns)
+export const filterDel = (dev: string, dir: Direction, netns?: string) => tc(['filter', 'del', 'dev', dev, dir, 'pref', String(FILTER_PREF), 'handle', FILTER_HANDLE, 'bpf'], netns)
+
+export interface Filter {
+  pref: number
+  kind: string
+  options?: {handle?: string; bpf_name?: string; prog?: {id: number}}
+}
+
+export interface Qdisc {
+  kind: string
+  handle: string
+}
+
+async function json<T>(runner: Runner, args: string[], netns?: string): Promise<T[]> {
+  const r = await runner.run(tc(['-j', ...args], netns), {allowFailure: true})
+  return r.exitCode === 0 && r.stdout.trim() ? (JSON.parse(r.stdout) as T[]) : []
+}
+
+/** The filters of one hook (tc prints each filter twice: a header and one with options). */
+export const filters = (runner: Runner, dev: string, dir: Direction, netns?: string) => json<Filter>(runner, ['filter', 'show', 'dev', dev, dir], netns)
+export const qdiscs = (runner: Runner, dev: string, netns?: string) => json<Qdisc>(runner, ['qdisc', 'show', 'dev', dev], netns)
+
+export const isSkfpFilter = (f: Filter) => f.pref === FILTER_PREF && f.kind === 'bpf' && f.options?.handle === FILTER_HANDLE
+/** Filters that are not skfp's (a qdisc with any is not skfp's to remove). */
+export const foreignFilters = (list: Filter[]) => list.filter((f) => f.options && !isSkfpFilter(f))
+export const hasClsact = (list: Qdisc[]) => list.some((q) => q.kind === 'clsact')
