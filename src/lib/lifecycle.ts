@@ -111,10 +111,19 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
     const result = await runPlan(planDown(observed), new Executor(runner), opts)
     out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
   }
+  if (opts.dryRun) return out
   // --all removes everything skfp pinned, the self-test verdict of this boot included
-  if (which.all && !opts.dryRun && existsSync(VERDICT_PIN)) {
-    rmSync(VERDICT_PIN)
-    if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
-  }
+  if (which.all && existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
+  // an up killed between creating the pin root and its instance directory leaves it empty
+  removePinRootIfEmpty()
   return out
+}
+
+/** Another up may be creating its instance directory right now: then the root stays. */
+function removePinRootIfEmpty(): void {
+  try {
+    if (readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
+  } catch (error) {
+    if (!['ENOENT', 'ENOTEMPTY'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error
+  }
 }

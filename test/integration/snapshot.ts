@@ -5,7 +5,7 @@ import {runner} from './helpers.js'
 
 function pinTree(dir: string): string[] {
   if (!existsSync(dir)) return []
-  return readdirSync(dir, {recursive: true}).map((p) => `${p}:${(statSync(join(dir, String(p))).mode & 0o777).toString(8)}`).sort()
+  return ['.', ...readdirSync(dir, {recursive: true}).map(String)].map((p) => `${p}:${(statSync(join(dir, p)).mode & 0o777).toString(8)}`).sort()
 }
 
 async function json(tool: 'bpftool' | 'ip' | 'tc', args: string[], netns?: string): Promise<unknown> {

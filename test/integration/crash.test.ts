@@ -1,0 +1,241 @@
+// Crash at every step: `up` and `down` SIGKILLed right after each step of their plan
+// (SKFP_CRASH_AFTER), then `down` finishes the job, `up` works again, and the host is as it was.
+//
+// Every case runs in a mount namespace of its own where bpffs is not mounted, as on a fresh
+// machine: `up`'s plan then starts with mount-bpffs and pin-root, so those steps are crashed too,
+// and no other instance on the host can change the plan. Pins there are read through
+// /proc/PID/root; programs, maps and cgroup attachments are the kernel's, seen from anywhere.
+import {execa, type ResultPromise} from 'execa'
+import {existsSync, readFileSync, readdirSync, readlinkSync, statSync} from 'node:fs'
+import {join} from 'node:path'
+import {afterAll, describe, expect, it} from 'vitest'
+import {resolveTool, TRUSTED_DIRS} from '../../src/lib/exec.js'
+import type {Sandbox} from '../../src/lib/sandbox.js'
+import {expectedSha} from '../fixtures/transfer.mjs'
+import {leftovers, requireRoot, runner, skfp, transfer, upArgs, withSandbox} from './helpers.js'
+import {hostSnapshot} from './snapshot.js'
+
+const UNSHARE = TRUSTED_DIRS.map((d) => join(d, 'unshare')).find((p) => existsSync(p)) ?? 'unshare (util-linux) is missing'
+
+/** A mount namespace (held by a sleeping process) in which bpffs is unmounted. */
+class FreshBpffs {
+  private constructor(private readonly holder: ResultPromise) {}
+
+  static async start(): Promise<FreshBpffs> {
+    // slave: the netns mounts of the host still show up in here, nothing done in here leaks out
+    const holder = execa(UNSHARE, ['--mount', '--propagation', 'slave', 'sleep', '600'], {reject: false})
+    const fresh = new FreshBpffs(holder)
+    // unshare execs sleep once the namespace is its own: wait for that before unmounting anything
+    const own = () => readlinkSync(`/proc/${holder.pid}/ns/mnt`) !== readlinkSync('/proc/self/ns/mnt') && readlinkSync(`/proc/${holder.pid}/exe`).endsWith('/sleep')
+    for (let i = 0; i < 200 && !own(); i++) await sleep(10)
+    expect(own(), 'unshare did not start a mount namespace').toBe(true)
+    for (let i = 0; i < 10 && fresh.bpffsMounted(); i++) await execa(resolveTool('nsenter'), [...fresh.enter, resolveTool('umount'), '/sys/fs/bpf'], {reject: false})
+    expect(fresh.bpffsMounted(), 'bpffs is still mounted in the fresh mount namespace').toBe(false)
+    return fresh
+  }
+
+  get enter(): string[] {
+    return [`--mount=/proc/${this.holder.pid}/ns/mnt`]
+  }
+
+  /** argv prefix that runs the CLI inside the namespace. */
+  get wrapper(): string[] {
+    return [resolveTool('nsenter'), ...this.enter]
+  }
+
+  /** /sys/fs/bpf as the namespace sees it. */
+  get bpffs(): string {
+    return `/proc/${this.holder.pid}/root/sys/fs/bpf`
+  }
+
+  bpffsMounted(): boolean {
+    return readFileSync(`/proc/${this.holder.pid}/mounts`, 'utf8')
+      .split('\n')
+      .some((line) => line.split(' ')[1] === '/sys/fs/bpf')
+  }
+
+  async stop(): Promise<void> {
+    this.holder.kill('SIGKILL')
+    await this.holder
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** dir itself (an empty pin root is a leftover too) and everything under it, with modes. */
+function pinTree(dir: string): string[] {
+  if (!existsSync(dir)) return []
+  return ['.', ...readdirSync(dir, {recursive: true}).map(String)].map((p) => `${p}:${(statSync(join(dir, p)).mode & 0o777).toString(8)}`).sort()
+}
+
+/**
+ * hostSnapshot with the pins of the fresh namespace, and without the host-wide program and map
+ * lists (other engineers load programs on this machine at the same time): those are checked
+ * through the ids this case's instance pinned (see Owned).
+ */
+async function snapshot(fresh: FreshBpffs, sb: Sandbox, ns: string): Promise<Record<string, unknown>> {
+  const {progs: _progs, maps: _maps, pins: _pins, ...rest} = await hostSnapshot([ns], sb.cgroup)
+  return {...rest, pins: pinTree(`${fresh.bpffs}/skfp`)}
+}
+
+/** Ids of every program and map the instance ever pinned in this case. */
+class Owned {
+  readonly progs = new Set<number>()
+  readonly maps = new Set<number>()
+
+  constructor(private readonly fresh: FreshBpffs, private readonly instance: string) {}
+
+  async collect(): Promise<void> {
+    const dir = `${this.fresh.bpffs}/skfp/${this.instance}`
+    for (const [sub, kind, ids] of [['progs', 'prog', this.progs], ['maps', 'map', this.maps]] as const) {
+      if (!existsSync(join(dir, sub))) continue
+      for (const f of readdirSync(join(dir, sub))) {
+        const r = await runner.run({tool: 'bpftool', args: ['-j', kind, 'show', 'pinned', join(dir, sub, f)]})
+        ids.add(JSON.parse(r.stdout).id)
+      }
+    }
+  }
+
+  /** Those still alive in the kernel (programs and maps are freed a moment after their last reference). */
+  async alive(): Promise<string[]> {
+    let left: string[] = []
+    for (let i = 0; i < 50; i++) {
+      const progs = JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'prog', 'show']})).stdout) as {id: number; name: string}[]
+      const maps = JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'map', 'show']})).stdout) as {id: number; name: string}[]
+      left = [...progs.filter((p) => this.progs.has(p.id)).map((p) => `prog ${p.id}:${p.name}`), ...maps.filter((m) => this.maps.has(m.id)).map((m) => `map ${m.id}:${m.name}`)]
+      if (left.length === 0) return left
+      await sleep(100)
+    }
+    return left
+  }
+}
+
+/** What is left of the instance: its pins in the fresh namespace, and attachments to its cgroup. */
+async function leftoversIn(fresh: FreshBpffs, sb: Sandbox): Promise<string[]> {
+  const left = await leftovers(sb) // the host's bpffs: must never see this instance at all
+  const dir = `${fresh.bpffs}/skfp/${sb.name}`
+  if (existsSync(dir)) left.push(`pins in the fresh namespace: ${readdirSync(dir).join(',')}`)
+  return left
+}
+
+interface Case {
+  sb: Sandbox
+  ns: string
+  fresh: FreshBpffs
+  cli: (args: string[], env?: Record<string, string>) => ReturnType<typeof skfp>
+}
+
+async function inFreshHost<T>(what: string, body: (c: Case) => Promise<T>): Promise<T> {
+  return withSandbox(what, async (sb) => {
+    const ns = await sb.addNetns('a') // before the mount namespace, so /run/netns/… is in it
+    const fresh = await FreshBpffs.start()
+    try {
+      return await body({sb, ns, fresh, cli: (args, env = {}) => skfp(args, env, fresh.wrapper)})
+    } finally {
+      // a failed case may leave pins in there: they go with the namespace, attachments with the cgroup
+      await fresh.stop()
+    }
+  })
+}
+
+/** The step ids of up's plan on a fresh host, and of down's plan on a running instance. */
+async function planIds(): Promise<{up: string[]; down: string[]}> {
+  requireRoot()
+  return inFreshHost('cp', async ({sb, ns, cli}) => {
+    const dryUp = await cli([...upArgs(sb, ns), '--dry-run'])
+    expect(dryUp.exitCode, dryUp.stderr).toBe(0)
+    const up = await cli(upArgs(sb, ns))
+    expect(up.exitCode, up.stderr).toBe(0)
+    const dryDown = await cli(['down', '--instance', sb.name, '--dry-run', '--json'])
+    expect(dryDown.exitCode, dryDown.stderr).toBe(0)
+    const down = await cli(['down', '--instance', sb.name, '--json'])
+    expect(down.exitCode, down.stderr).toBe(0)
+    return {up: dryUp.json.plan.map((s: {id: string}) => s.id), down: dryDown.json.instances[0].plan.map((s: {id: string}) => s.id)}
+  })
+}
+
+const PLANS = await planIds()
+const survived: string[] = []
+
+/** After the crash and the `down` that cleaned it: up works (real traffic on the fastpath), down leaves nothing. */
+async function upWorksThenDownLeavesNothing(c: Case, owned: Owned, before: Record<string, unknown>, label: string): Promise<void> {
+  const {sb, ns, fresh, cli} = c
+  expect(await leftoversIn(fresh, sb), label).toEqual([])
+  const up = await cli(upArgs(sb, ns))
+  expect(up.exitCode, `${label}: up after the crash: ${up.stderr}`).toBe(0)
+  expect(up.json.action).toBe('created')
+  await owned.collect()
+  expect(owned.progs.size, 'the ids of the instance are known').toBeGreaterThanOrEqual(2)
+  const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(1 << 20), '--seed', label])
+  expect(r.serverReceivedSha, label).toBe(expectedSha(`${label}-up`, 1 << 20))
+  expect(r.clientReceivedSha, label).toBe(expectedSha(`${label}-down`, 1 << 20))
+  const s = (await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]
+  expect(s.state, label).toBe('up')
+  expect(s.counters.socketsAdded, label).toBe(2)
+  expect(s.counters.bytesRedirected, label).toBeGreaterThan(0)
+  const down = await cli(['down', '--instance', sb.name, '--json'])
+  expect(down.exitCode, `${label}: final down: ${down.stderr}`).toBe(0)
+  expect(await leftoversIn(fresh, sb), label).toEqual([])
+  expect(await snapshot(fresh, sb, ns), label).toEqual(before)
+  expect(await owned.alive(), `${label}: programs and maps of the instance still in the kernel`).toEqual([])
+  survived.push(label)
+}
+
+describe('crash at every step', () => {
+  afterAll(() => {
+    process.stderr.write(`crash.test: survived ${survived.length} crashes: ${survived.join(', ')}\n`)
+  })
+
+  it('the plans have the expected shape', () => {
+    expect(PLANS.up.slice(0, 2), 'a fresh host: up mounts bpffs and creates the pin root first').toEqual(['mount-bpffs', 'pin-root'])
+    expect(PLANS.up).toEqual(expect.arrayContaining(['lock', 'load', 'record', 'msg-verdict', 'sockops']))
+    expect(PLANS.down).toEqual(expect.arrayContaining(['kill-switch', 'unpin']))
+    expect(PLANS.down.at(-1)).toBe('unpin')
+  })
+
+  it.each(PLANS.up)('up killed after %s: down cleans it, up works again, nothing is left', async (step) => {
+    await inFreshHost('cu', async (c) => {
+      const {sb, ns, fresh, cli} = c
+      const owned = new Owned(fresh, sb.name)
+      const before = await snapshot(fresh, sb, ns)
+      const crashed = await cli(upArgs(sb, ns), {SKFP_CRASH_AFTER: step})
+      expect(crashed.exitCode, `up must be killed after ${step}: ${crashed.stderr}`).toBe(-1)
+      await owned.collect()
+      const s = (await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]
+      const last = step === PLANS.up.at(-1)
+      expect(s.state, `status after a crash after ${step}`).toBe(last ? 'up' : PLANS.up.indexOf(step) < PLANS.up.indexOf('lock') ? 'down' : 'half-up')
+      if (s.state === 'half-up') {
+        const refused = await cli(upArgs(sb, ns))
+        expect(refused.exitCode, 'up on a half-up instance is refused').toBe(4)
+        expect(refused.stderr).toMatch(/half up.*skfp down/)
+      }
+      const down = await cli(['down', '--instance', sb.name, '--json'])
+      expect(down.exitCode, `down after a crash after ${step}: ${down.stderr}`).toBe(0)
+      // nothing of skfp is left in bpffs either (an empty /sys/fs/bpf/skfp is a leftover for host-clean)
+      expect(pinTree(`${fresh.bpffs}/skfp`), `pins after down of a crash after ${step}`).toEqual(before.pins)
+      await upWorksThenDownLeavesNothing(c, owned, before, `up/${step}`)
+    })
+  })
+
+  it.each(PLANS.down)('down killed after %s: down again finishes, up works again, nothing is left', async (step) => {
+    await inFreshHost('cd', async (c) => {
+      const {sb, ns, fresh, cli} = c
+      const owned = new Owned(fresh, sb.name)
+      const before = await snapshot(fresh, sb, ns)
+      const up = await cli(upArgs(sb, ns))
+      expect(up.exitCode, up.stderr).toBe(0)
+      await owned.collect()
+      const crashed = await cli(['down', '--instance', sb.name, '--json'], {SKFP_CRASH_AFTER: step})
+      expect(crashed.exitCode, `down must be killed after ${step}: ${crashed.stderr}`).toBe(-1)
+      const s = (await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]
+      if (step === 'kill-switch') {
+        expect(s.state).toBe('up')
+        expect(s.fastpath.enabled, 'the kill switch is off after a crash right after it').toBe(false)
+      } else expect(s.state, `status after a crash after ${step}`).toBe(step === PLANS.down.at(-1) ? 'down' : 'half-up')
+      const again = await cli(['down', '--instance', sb.name, '--json'])
+      expect(again.exitCode, `down after a crash of down after ${step}: ${again.stderr}`).toBe(0)
+      expect(pinTree(`${fresh.bpffs}/skfp`), `pins after down of a crashed down after ${step}`).toEqual(before.pins)
+      await upWorksThenDownLeavesNothing(c, owned, before, `down/${step}`)
+    })
+  })
+})
