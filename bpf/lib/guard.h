@@ -213,4 +213,10 @@ static __always_inline void skfp_guard_redirected(struct sk_msg_md *msg)
 	st->peer_port = peer->__sk_common.skc_num;
 }
 
+/* Benchmark baseline only (`skfp bench` loopback-fastpath-unguarded): no guard. */
+#ifdef SKFP_NO_GUARD
+#define skfp_guard_allow(msg, cfg) 1
+#define skfp_guard_redirected(msg) ((void)(msg))
+#endif
+
 #endif /* SKFP_LIB_GUARD_H */

@@ -20,6 +20,10 @@ export const TOOLS = {
   ss: 'iproute2',
   iperf3: 'iperf3',
   v2ray: 'v2ray',
+  curl: 'curl',
+  iptables: 'iptables',
+  taskset: 'util-linux',
+  python3: 'python3',
 } as const
 
 export type Tool = keyof typeof TOOLS

@@ -101,6 +101,8 @@ export function bypassWrites(i: InterceptSettings, pins: InstancePins): Cmd[] {
 }
 
 export interface InterceptObserved {
+  /** A listener on the proxy's address and port, per family. */
+  listening: Record<4 | 6, boolean>
   filters: Record<string, boolean>
   qdiscForeignFilters: Record<string, number>
   qdiscs: Record<string, boolean>
@@ -112,9 +114,13 @@ export interface InterceptObserved {
 export const hookKey = (dev: string, dir: string) => `${dev} ${dir}`
 
 /** What of the recorded interception changes is still in place (all gone when the netns is). */
-export async function observeIntercept(runner: Runner, changes: Change[], netns?: string): Promise<InterceptObserved> {
-  const o: InterceptObserved = {filters: {}, qdiscForeignFilters: {}, qdiscs: {}, rules: {4: false, 6: false}, routes: {4: false, 6: false}, sysctl: {}}
+export async function observeIntercept(runner: Runner, i: InterceptSettings, changes: Change[], netns?: string): Promise<InterceptObserved> {
+  const o: InterceptObserved = {listening: {4: false, 6: false}, filters: {}, qdiscForeignFilters: {}, qdiscs: {}, rules: {4: false, 6: false}, routes: {4: false, 6: false}, sysctl: {}}
   if (netns && !existsSync(`/run/netns/${netns}`)) return o
+  const listeners = await ip.tcpListeners(runner, netns)
+  const port = `:${i.proxyPort}`
+  o.listening[4] = !!i.proxyAddr4 && listeners.some((a) => a === `${i.proxyAddr4}${port}` || a === `0.0.0.0${port}` || a === `*${port}`)
+  o.listening[6] = !!i.proxyAddr6 && listeners.some((a) => a === `[${i.proxyAddr6}]${port}` || a === `[::]${port}` || a === `*${port}`)
   for (const c of changes) {
     if (c.kind === 'tc-filter') o.filters[hookKey(c.dev, c.direction)] = (await tc.filters(runner, c.dev, c.direction, netns)).some(tc.isSkfpFilter)
     if (c.kind === 'qdisc') {

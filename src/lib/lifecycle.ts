@@ -23,6 +23,8 @@ export interface UpResult {
 export interface UpOptions extends RunPlanOptions {
   replace?: boolean
   debugObject?: boolean
+  /** Another datapath object (the benchmark's unguarded build); built objects are not checked. */
+  object?: string
 }
 
 /** Checks that do not change the host: privilege, tools, cgroup, netns. */
@@ -48,7 +50,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     const result = await runPlan(decision.steps, new Executor(runner), opts)
     return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
   }
-  if (!opts.dryRun && !isBuilt(target)) {
+  if (!opts.dryRun && !opts.object && !isBuilt(target)) {
     resolveTool('clang')
     await build(runner, target)
   }
@@ -57,7 +59,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
-    object: datapathObject(target),
+    object: opts.object ?? datapathObject(target),
     bootId: bootId(),
     bpffsMounted: bpffsMounted(mounts),
     mountCgroup2: cgroup2Mount(mounts) ? undefined : CGROUP2_FALLBACK,

@@ -43,7 +43,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     sockopsAttached,
     counters: existsSync(pins.map.counters) ? decodeCounters(await bpftool.perCpuSums(runner, pins.map.counters)) : undefined,
     sockets: existsSync(pins.map.socks) ? await bpftool.mapEntryCount(runner, pins.map.socks) : undefined,
-    intercept: record?.settings.intercept ? await observeIntercept(runner, record.changes, record.settings.netns) : undefined,
+    intercept: record?.settings.intercept ? await observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined,
   }
 }
 

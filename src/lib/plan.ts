@@ -90,6 +90,7 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
   }
   process.on('SIGINT', onSigint)
   const crashAfter = process.env.SKFP_CRASH_AFTER // test-only: simulates a crash (kill -9) after that step
+  const [pauseAfter, pauseMs] = (process.env.SKFP_PAUSE_AFTER ?? '').split(':') // test-only: STEP:MS holds the run there
   const output = new ProcessOutput(process.stderr, process.stderr)
   const list = new Listr(
     steps.map((step) => ({
@@ -103,6 +104,7 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
           if (i === 0) applied.push(step)
         }
         if (crashAfter === step.id) process.kill(process.pid, 'SIGKILL')
+        if (pauseAfter === step.id) await new Promise((r) => setTimeout(r, Number(pauseMs)))
       },
     })),
     {

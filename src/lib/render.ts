@@ -14,6 +14,13 @@ export function renderStatus(s: InstanceStatus): string {
   const p = s.programs
   lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
   lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
+  const i = s.intercept
+  if (i) {
+    const yes = (v: boolean | null) => (v === null ? '-' : v ? 'yes' : chalk.yellow('NO'))
+    lines.push(`  intercept  ${i.uplinks.map((u) => `${u.dev} ${u.attached ? 'attached' : chalk.yellow('NOT attached')}`).join(', ')}; lo ${i.loAttached ? 'attached' : chalk.yellow('NOT attached')}`)
+    lines.push(`  routing    rules v4 ${yes(i.rules.v4)} v6 ${yes(i.rules.v6)}, local routes v4 ${yes(i.routes.v4)} v6 ${yes(i.routes.v6)}`)
+    lines.push(`  proxy      port ${i.proxy.port} on ${[i.proxy.addr4, i.proxy.addr6].filter(Boolean).join(' and ')}: listening v4 ${yes(i.proxy.listening.v4)} v6 ${yes(i.proxy.listening.v6)}; when down: ${i.proxyDown}`)
+  }
   if (s.counters)
     for (const [name, value] of Object.entries(s.counters)) if (value) lines.push(`  ${name.padEnd(24)} ${value.toLocaleString('en-US')}`)
   return lines.join('\n')

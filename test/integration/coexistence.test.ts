@@ -1,28 +1,39 @@
 // Concurrency, neighbours and foreign state: skfp shares the host with itself and with others.
-import {mkdirSync, statSync, readdirSync} from 'node:fs'
+import {readdirSync, rmSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {PROJECT_ROOT} from '../../src/lib/build.js'
-import {multiarchInclude} from '../../src/lib/tools/clang.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
-import {leftovers, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
+import {foreignObject, leftovers, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
 
 const MiB = 1024 * 1024
 
 describe('coexistence', () => {
-  it('two ups of one instance at once: one wins, the other fails cleanly', async () => {
+  it('two ups of one instance at once: one wins, the other fails cleanly (the lock is the bpffs instance directory)', async () => {
     await withSandbox('cc', async (sb) => {
       const ns = await sb.addNetns('a')
-      const [a, b] = await Promise.all([skfp(upArgs(sb, ns)), skfp(upArgs(sb, ns))])
-      const codes = [a.exitCode, b.exitCode].sort()
-      expect(codes, a.stderr + b.stderr).toEqual([0, 4])
-      const loser = a.exitCode === 4 ? a : b
-      expect(loser.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up|runs with other settings/)
-      const s = await status(sb.name)
-      expect(s.state).toBe('up')
+      // the first up holds its instance directory for a while (test-only pause), the second arrives meanwhile
+      const first = skfp(upArgs(sb, ns), {SKFP_PAUSE_AFTER: 'lock:1500'})
+      await new Promise((r) => setTimeout(r, 700))
+      const second = await skfp(upArgs(sb, ns))
+      expect(second.exitCode, second.stderr).toBe(4)
+      expect(second.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up/)
+      const a = await first
+      expect(a.exitCode, a.stderr).toBe(0)
+      expect(a.json.action).toBe('created')
+      expect((await status(sb.name)).state).toBe('up')
       const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(4 * MiB), '--seed', 'cc'])
       expect(r.serverReceivedSha).toBe(expectedSha('cc-up', 4 * MiB))
       expect((await status(sb.name)).counters.socketsAdded).toBe(2)
+    })
+  })
+
+  it('two ups of one instance started together: exactly one creates it, the other is refused or finds it up', async () => {
+    await withSandbox('cr', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const results = await Promise.all([skfp(upArgs(sb, ns)), skfp(upArgs(sb, ns))])
+      const outcomes = results.map((r) => (r.exitCode === 0 ? r.json.action : `exit ${r.exitCode}`)).sort()
+      expect(['created,unchanged', 'created,exit 4'], results.map((r) => r.stderr).join('\n')).toContain(outcomes.join(','))
+      expect((await status(sb.name)).state).toBe('up')
     })
   })
 
@@ -48,12 +59,10 @@ describe('coexistence', () => {
   it('a foreign sock_ops program on the cgroup stays attached through up and down', async () => {
     await withSandbox('fo', async (sb) => {
       const ns = await sb.addNetns('a')
-      const dir = join(PROJECT_ROOT, 'build', 'test')
-      mkdirSync(dir, {recursive: true})
-      const obj = join(dir, 'foreign.bpf.o')
-      await runner.run({tool: 'clang', args: ['-O2', '-g', '-target', 'bpf', `-I${multiarchInclude()}`, '-c', join(PROJECT_ROOT, 'test', 'fixtures', 'foreign.bpf.c'), '-o', obj]})
-      const pin = `/sys/fs/bpf/${sb.name}-foreign`
-      await runner.run({tool: 'bpftool', args: ['prog', 'load', obj, pin]})
+      const obj = await foreignObject()
+      const dir = `/sys/fs/bpf/${sb.name}-foreign`
+      const pin = `${dir}/foreign_sockops`
+      await runner.run({tool: 'bpftool', args: ['prog', 'loadall', obj, dir]})
       try {
         await runner.run({tool: 'bpftool', args: ['cgroup', 'attach', sb.cgroup, 'sock_ops', 'pinned', pin, 'multi']})
         const attached = async () => JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'cgroup', 'show', sb.cgroup]})).stdout).map((a: {name: string}) => a.name).sort()
@@ -68,7 +77,7 @@ describe('coexistence', () => {
         await runner.run({tool: 'bpftool', args: ['cgroup', 'detach', sb.cgroup, 'sock_ops', 'pinned', pin]})
       } finally {
         await runner.run({tool: 'bpftool', args: ['cgroup', 'detach', sb.cgroup, 'sock_ops', 'pinned', pin]}, {allowFailure: true})
-        await import('node:fs').then((fs) => fs.rmSync(pin, {force: true}))
+        rmSync(dir, {recursive: true, force: true})
       }
     })
   })

@@ -1,12 +1,13 @@
 /** Shared by the integration tests: run the real CLI, make sandboxes, read kernel state. */
 import {execa} from 'execa'
 import {randomBytes} from 'node:crypto'
-import {existsSync, readdirSync} from 'node:fs'
+import {existsSync, mkdirSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 import {expect} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {ExecaRunner} from '../../src/lib/exec.js'
 import {Sandbox} from '../../src/lib/sandbox.js'
+import {multiarchInclude} from '../../src/lib/tools/clang.js'
 import {TEST_PREFIX} from './prefix.js'
 
 export {TEST_PREFIX}
@@ -78,4 +79,13 @@ export async function leftovers(sb: Sandbox): Promise<string[]> {
     if (attached.length) left.push(`cgroup attachments: ${JSON.stringify(attached)}`)
   }
   return left
+}
+
+/** test/fixtures/foreign.bpf.c compiled: programs "someone else" attaches (sock_ops and tc). */
+export async function foreignObject(): Promise<string> {
+  const dir = join(PROJECT_ROOT, 'build', 'test')
+  mkdirSync(dir, {recursive: true})
+  const obj = join(dir, 'foreign.bpf.o')
+  await runner.run({tool: 'clang', args: ['-O2', '-g', '-target', 'bpf', `-I${multiarchInclude()}`, '-c', join(PROJECT_ROOT, 'test', 'fixtures', 'foreign.bpf.c'), '-o', obj]})
+  return obj
 }

@@ -2,19 +2,15 @@
  * The bench's skfp instance (named like the sandbox, so destroy() always takes it down): the
  * fastpath alone, the interception with or without the fastpath, or the unguarded fastpath.
  */
-import {existsSync, mkdirSync, readFileSync} from 'node:fs'
+import {mkdirSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {PROJECT_ROOT} from '../build.js'
 import type {Runner} from '../exec.js'
-import {bootId, bpffsMounted, readMounts} from '../host.js'
 import {downInstances, upInstance} from '../lifecycle.js'
 import {observeInstance} from '../observe.js'
-import {instancePins, PIN_ROOT} from '../pins.js'
-import {Executor, runPlan} from '../plan.js'
-import {DEFAULT_FASTPATH_QUEUE, type InterceptSettings, type UpSettings} from '../settings.js'
+import {sandboxSettings, type InterceptSettings, type UpSettings} from '../settings.js'
 import {statusOf} from '../status.js'
 import {compileBpf} from '../tools/clang.js'
-import {planUp} from '../up.js'
 import {FWMARK, PROXY_MARK, PROXY_PORT, TABLE, UPLINK} from './topology.js'
 
 export interface InstanceContext {
@@ -26,15 +22,7 @@ export interface InstanceContext {
 
 const silent = {renderer: 'silent' as const, log: () => {}}
 
-const fastpathSettings = (ctx: InstanceContext, netns: string): UpSettings => ({
-  instance: ctx.name,
-  cgroup: ctx.cgroup,
-  netns,
-  proxyMark: 0,
-  fastpath: 'on',
-  fastpathQueue: DEFAULT_FASTPATH_QUEUE,
-  intercept: null,
-})
+const fastpathSettings = (ctx: InstanceContext, netns: string): UpSettings => sandboxSettings(ctx.name, ctx.cgroup, netns)
 
 export async function upFastpath(ctx: InstanceContext, netns: string): Promise<void> {
   await upInstance(fastpathSettings(ctx, netns), silent, ctx.runner)
@@ -48,12 +36,6 @@ export async function down(ctx: InstanceContext): Promise<void> {
 export async function redirectedBytes(ctx: InstanceContext): Promise<number | null> {
   const status = statusOf(await observeInstance(ctx.runner, ctx.name))
   return status.counters ? Number(status.counters.bytesRedirected) : null
-}
-
-/** Whether `skfp up` has the interception yet (its --uplink flag); until then tc scenarios are skipped. */
-export async function interceptionAvailable(): Promise<boolean> {
-  const up = (await import('../../commands/up.js')).default as {flags?: Record<string, unknown>}
-  return !!up.flags && 'uplink' in up.flags
 }
 
 /** The interception on the host namespace's uplink, handing its TCP to the proxy on 127.0.0.1:PROXY_PORT. */
@@ -73,29 +55,12 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
   await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, silent, ctx.runner)
 }
 
-/** The fastpath-safety benchmark's baseline: bpf/lib/guard.h compiled out with -DSKFP_NO_GUARD. */
-export function unguardedSupported(): boolean {
-  return readFileSync(join(PROJECT_ROOT, 'bpf', 'lib', 'guard.h'), 'utf8').includes('SKFP_NO_GUARD')
-}
-
 const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'skfp-noguard.bpf.o')
 
-/**
- * up with the unguarded object: the same plan `up` runs, with another object file. (lifecycle's
- * upInstance always loads build/bpfel/skfp.bpf.o.)
- */
+/** The fastpath-safety benchmark's baseline: up with bpf/lib/guard.h compiled out (-DSKFP_NO_GUARD). */
 export async function upUnguarded(ctx: InstanceContext, netns: string): Promise<void> {
   const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'skfp.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false)
   mkdirSync(dirname(UNGUARDED_OBJECT), {recursive: true})
   await ctx.runner.run({...cmd, args: ['-DSKFP_NO_GUARD', ...cmd.args]}, {timeoutMs: 180_000})
-  const settings = fastpathSettings(ctx, netns)
-  const steps = planUp(settings, {
-    pins: instancePins(ctx.name),
-    object: UNGUARDED_OBJECT,
-    bootId: bootId(),
-    bpffsMounted: bpffsMounted(readMounts()),
-    pinRootExists: existsSync(PIN_ROOT),
-    fastpath: true,
-  })
-  await runPlan(steps, new Executor(ctx.runner), silent)
+  await upInstance(fastpathSettings(ctx, netns), {...silent, object: UNGUARDED_OBJECT}, ctx.runner)
 }

@@ -8,7 +8,6 @@ import {programPath} from '../build.js'
 import {resolveTool, runProgram} from '../exec.js'
 import {waitForOutput} from '../iperf.js'
 import type {Sandbox} from '../sandbox.js'
-import {program} from './programs.js'
 
 export const IPERF_PORT = 5201
 export const ECHO_PORT = 7171
@@ -41,6 +40,7 @@ export interface Throughput {
   receiverPct: number
   proxyPct: number | null
   errors: number
+  error?: string
 }
 
 /**
@@ -59,9 +59,9 @@ export async function throughput(sb: Sandbox, at: {clientNs: string; serverNs: s
   try {
     const end = JSON.parse(r.stdout).end
     const cpu = end.cpu_utilization_percent
-    return {gbps: end.sum_received.bits_per_second / 1e9, senderPct: cpu.host_total, receiverPct: cpu.remote_total, proxyPct, errors: r.exitCode === 0 ? 0 : 1}
+    return {gbps: end.sum_received.bits_per_second / 1e9, senderPct: cpu.host_total, receiverPct: cpu.remote_total, proxyPct, errors: r.exitCode === 0 ? 0 : 1, error: r.exitCode === 0 ? undefined : `iperf3 exit ${r.exitCode}`}
   } catch {
-    return {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct, errors: 1}
+    return {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct, errors: 1, error: `iperf3: ${(r.stderr || r.stdout).slice(-200)}`}
   }
 }
 
@@ -70,6 +70,7 @@ export interface RoundTrips {
   p99Us: number
   p999Us: number
   errors: number
+  error?: string
 }
 
 export const rttCount = (seconds: number) => Math.min(20_000, 5_000 * seconds)
@@ -77,9 +78,9 @@ export const rttCount = (seconds: number) => Math.min(20_000, 5_000 * seconds)
 function parseRtt(stdout: string): RoundTrips {
   try {
     const j = JSON.parse(stdout.trim().split('\n').pop()!)
-    return {p50Us: j.p50Us ?? 0, p99Us: j.p99Us ?? 0, p999Us: j.p999Us ?? 0, errors: j.errors ?? 1}
+    return {p50Us: j.p50Us ?? 0, p99Us: j.p99Us ?? 0, p999Us: j.p999Us ?? 0, errors: j.errors ?? 1, error: j.error}
   } catch {
-    return {p50Us: 0, p99Us: 0, p999Us: 0, errors: 1}
+    return {p50Us: 0, p99Us: 0, p999Us: 0, errors: 1, error: `no result: ${stdout.slice(0, 200)}`}
   }
 }
 
@@ -107,14 +108,15 @@ export async function tcpRoundTrips(sb: Sandbox, clientNs: string, connect: stri
 export interface ConnRate {
   perSec: number
   errors: number
+  error?: string
 }
 
 function parseConnRate(stdout: string): ConnRate {
   try {
     const j = JSON.parse(stdout.trim().split('\n').pop()!)
-    return {perSec: j.perSec ?? 0, errors: j.errors ?? 1}
+    return {perSec: j.perSec ?? 0, errors: j.errors ?? 1, error: j.firstError ?? j.error}
   } catch {
-    return {perSec: 0, errors: 1}
+    return {perSec: 0, errors: 1, error: `no result: ${stdout.slice(0, 200)}`}
   }
 }
 
@@ -126,7 +128,7 @@ export async function tcpConnRate(sb: Sandbox, clientNs: string, connect: string
 
 /** Pins every thread of a running process (and the threads it creates later) to PIN_CPU. */
 export async function pinProcess(pid: number): Promise<void> {
-  await runProgram([program('taskset'), '-a', '-p', '-c', String(PIN_CPU), String(pid)])
+  await runProgram([resolveTool('taskset'), '-a', '-p', '-c', String(PIN_CPU), String(pid)])
 }
 
 /** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3). */
@@ -136,9 +138,9 @@ export async function unixSocket(sb: Sandbox, ns: string, seconds: number, step:
   let stream: Throughput
   try {
     const j = JSON.parse(s.stdout)
-    stream = {gbps: j.gbps, senderPct: j.senderCpuPct, receiverPct: j.receiverCpuPct, proxyPct: null, errors: j.errors}
+    stream = {gbps: j.gbps, senderPct: j.senderCpuPct, receiverPct: j.receiverCpuPct, proxyPct: null, errors: j.errors, error: j.error}
   } catch {
-    stream = {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1}
+    stream = {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1, error: `no result: ${s.stdout.slice(0, 200)}`}
   }
   const count = String(rttCount(seconds))
   const rtt = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE)])).stdout)

@@ -3,12 +3,21 @@
  * takes down what it set up (the instance, the proxy) before the next one runs.
  */
 import type {Sandbox} from '../sandbox.js'
-import {resolveTool} from '../exec.js'
-import {down, interceptionAvailable, redirectedBytes, unguardedSupported, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
+import {resolveTool, type Tool} from '../exec.js'
+import {down, redirectedBytes, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
 import {pinProcess, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, unixSocket} from './measure.js'
-import {installed, program} from './programs.js'
 import {iptablesTproxy, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
 import type {ScenarioName, ScenarioResult} from './types.js'
+
+/** Whether a tool is installed (a scenario that needs a missing one is skipped, not failed). */
+function installed(tool: Tool): boolean {
+  try {
+    resolveTool(tool)
+    return true
+  } catch {
+    return false
+  }
+}
 
 export interface BenchContext extends InstanceContext {
   sb: Sandbox
@@ -37,6 +46,12 @@ interface TcpPath {
   /** The address the client dials and the servers listen on. */
   connect: string
   proxy?: Proxy
+}
+
+/** errorDetails: "measurement: first error", present only when something failed. */
+function details(parts: Record<string, {error?: string}>): {errorDetails?: string[]} {
+  const found = Object.entries(parts).flatMap(([what, p]) => (p.error ? [`${what}: ${p.error}`] : []))
+  return found.length ? {errorDetails: found} : {}
 }
 
 /** Runs one measurement unless the run was interrupted. */
@@ -70,6 +85,7 @@ async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath):
       rttP99PinnedUs: pinned.p99Us,
       connPerSec: rate.perSec,
       errors: t.errors + rtt.errors + rate.errors + pinned.errors + proxyErrors,
+      ...details({throughput: t, rtt, connrate: rate, pinnedRtt: pinned, proxy: {error: proxyErrors ? `${proxyErrors} upstream connects failed` : undefined}}),
     }
   } finally {
     await stopEcho()
@@ -109,8 +125,7 @@ async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: bool
   }
 }
 
-const noInterception = async () => ((await interceptionAvailable()) ? undefined : 'interception not available')
-const noV2ray = async () => (installed(() => resolveTool('v2ray')) ? noInterception() : 'v2ray not installed (apt-get install v2ray)')
+const noV2ray = async () => (installed('v2ray') ? undefined : 'v2ray not installed (apt-get install v2ray)')
 
 export const SCENARIO_DEFS: ScenarioDef[] = [
   {
@@ -123,7 +138,6 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
   {name: 'loopback-fastpath', run: (ctx) => loopbackWith(ctx, 'loopback-fastpath', (ns) => upFastpath(ctx, ns))},
   {
     name: 'loopback-fastpath-unguarded',
-    unavailable: async () => (unguardedSupported() ? undefined : 'bpf/lib/guard.h does not honour -DSKFP_NO_GUARD'),
     run: (ctx) => loopbackWith(ctx, 'loopback-fastpath-unguarded', (ns) => upUnguarded(ctx, ns)),
   },
   {
@@ -141,12 +155,13 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
         rttP99PinnedUs: u.pinned.p99Us,
         connPerSec: u.rate.perSec,
         errors: u.stream.errors + u.rtt.errors + u.rate.errors + u.pinned.errors,
+        ...details({stream: u.stream, rtt: u.rtt, connrate: u.rate, pinnedRtt: u.pinned}),
       }
     },
   },
   {
     name: 'proxy-iptables',
-    unavailable: async () => (installed(() => program('iptables')) ? undefined : 'iptables not installed (apt-get install iptables)'),
+    unavailable: async () => (installed('iptables') ? undefined : 'iptables not installed (apt-get install iptables)'),
     run: async (ctx) => {
       const topo = (ctx.topology.iptables ??= await proxyTopology(ctx.sb, 'ipt'))
       await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR)
@@ -158,8 +173,8 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
       }
     },
   },
-  {name: 'proxy-tc', unavailable: noInterception, run: (ctx) => intercepted(ctx, 'proxy-tc', false, (ns) => startRelay(ctx.sb, ns))},
-  {name: 'proxy-tc-fastpath', unavailable: noInterception, run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath', true, (ns) => startRelay(ctx.sb, ns))},
+  {name: 'proxy-tc', run: (ctx) => intercepted(ctx, 'proxy-tc', false, (ns) => startRelay(ctx.sb, ns))},
+  {name: 'proxy-tc-fastpath', run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath', true, (ns) => startRelay(ctx.sb, ns))},
   {name: 'proxy-v2ray-tc', unavailable: noV2ray, run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc', false, (ns) => startV2ray(ctx.sb, ns, ctx.workDir))},
   {
     name: 'proxy-v2ray-tc-fastpath',

@@ -9,7 +9,6 @@ import {PROJECT_ROOT, programPath} from '../build.js'
 import {resolveTool} from '../exec.js'
 import {waitForOutput} from '../iperf.js'
 import type {Sandbox} from '../sandbox.js'
-import {program} from './programs.js'
 
 export const UPLINK = 'up0'
 export const HOST_ADDR = '198.18.0.1'
@@ -42,7 +41,7 @@ export async function iptablesTproxy(sb: Sandbox, ns: string, dst: string): Prom
   const mark = (n: number) => `0x${n.toString(16)}`
   await sb.cmd(ns, ['-4', 'rule', 'add', 'fwmark', mark(FWMARK), 'lookup', String(TABLE)])
   await sb.cmd(ns, ['-4', 'route', 'add', 'local', 'default', 'dev', 'lo', 'table', String(TABLE)])
-  const iptables = (args: string[]) => sb.run(ns, [program('iptables'), '-w', '-t', 'mangle', ...args], {outsideCgroup: true})
+  const iptables = (args: string[]) => sb.run(ns, [resolveTool('iptables'), '-w', '-t', 'mangle', ...args], {outsideCgroup: true})
   await iptables(['-A', 'OUTPUT', '-p', 'tcp', '-m', 'mark', '--mark', mark(PROXY_MARK), '-j', 'RETURN'])
   await iptables(['-A', 'OUTPUT', '-p', 'tcp', '-d', dst, '-j', 'MARK', '--set-mark', mark(FWMARK)])
   await iptables(['-A', 'PREROUTING', '-p', 'tcp', '-m', 'mark', '--mark', mark(FWMARK), '-j', 'TPROXY', '--on-ip', '127.0.0.1', '--on-port', String(PROXY_PORT), '--tproxy-mark', mark(FWMARK)])

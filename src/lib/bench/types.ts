@@ -52,6 +52,8 @@ export interface ScenarioResult {
   connPerSec: number
   /** Failed transfers, round trips, connections, upstream connects of the proxy: must be 0. */
   errors: number
+  /** The first error of each failed measurement (only when errors > 0). */
+  errorDetails?: string[]
   /** Bytes sk_msg redirected (scenarios with an instance up): shows the fastpath carried the traffic. */
   redirectedBytes?: number | null
   /** Throughput / loopback's and / proxy-iptables's in this run (null when that one did not run). */

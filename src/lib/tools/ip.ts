@@ -55,3 +55,12 @@ export async function routes(runner: Runner, family: 4 | 6, table: string, netns
   throw new SkfpError('tool', `ip route show table ${table} failed (exit ${r.exitCode})`, tail(r.stderr, 1), {stderrTail: tail(r.stderr)})
 }
 export const netnsList = async (runner: Runner) => (await json<{name: string}[]>(runner, ['netns', 'list'])).map((n) => n.name)
+
+/** Local addresses of TCP listeners (`ss -Hltn`; ss has no JSON output, so only the 4th column is read). */
+export async function tcpListeners(runner: Runner, netns?: string): Promise<string[]> {
+  const r = await runner.run(netns ? {tool: 'ss', args: ['-Hltn'], netns} : {tool: 'ss', args: ['-Hltn']}, {allowFailure: true})
+  return r.stdout
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/)[3])
+    .filter((addr): addr is string => !!addr)
+}

@@ -1,0 +1,61 @@
+/**
+ * `skfp bench`: a short run (1 s per scenario, a subset) checks the --json contract, that every
+ * scenario completed with 0 errors and positive figures, and that the host is clean afterwards.
+ * The speed targets belong to the benchmark itself, not to the test suite.
+ */
+import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {afterAll, describe, expect, it} from 'vitest'
+import {cgroup2Mount} from '../../src/lib/host.js'
+import * as ip from '../../src/lib/tools/ip.js'
+import {requireRoot, runner, skfp} from './helpers.js'
+
+const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath']
+
+describe('skfp bench', () => {
+  const out = mkdtempSync(join(tmpdir(), 'skfp-tt-bench-'))
+  afterAll(() => rmSync(out, {recursive: true, force: true}))
+
+  it('runs the scenarios one after another, prints the documented JSON, writes it with a chart, and leaves nothing behind', async () => {
+    requireRoot()
+    const rulesBefore = await ip.rules(runner, 4)
+    const r = await skfp(['bench', '--duration', '1', '--scenarios', SCENARIOS.join(','), '--json', '--out', out])
+    expect(r.exitCode, r.stderr).toBe(0)
+    const {machine, scenarios, targets, clean} = r.json
+
+    expect(machine).toMatchObject({kernel: expect.any(String), os: expect.any(String), cpus: expect.any(Number), cpuModel: expect.any(String), skfpVersion: expect.any(String)})
+    expect(scenarios.map((s: {name: string}) => s.name)).toEqual(SCENARIOS)
+    for (const s of scenarios) {
+      expect(s, s.name).not.toHaveProperty('failed')
+      expect(s, s.name).not.toHaveProperty('skipped')
+      expect(s.errors, `${s.name}: ${s.errorDetails}`).toBe(0)
+      for (const k of ['throughputGbps', 'rttP50Us', 'rttP99Us', 'rttP999Us', 'rttP50PinnedUs', 'rttP99PinnedUs', 'connPerSec']) expect(s[k], `${s.name} ${k}`).toBeGreaterThan(0)
+      expect(s.cpu.senderPct, s.name).toBeGreaterThan(0)
+      expect(s.cpu.receiverPct, s.name).toBeGreaterThan(0)
+      if (s.name.startsWith('proxy-')) expect(s.cpu.proxyPct, s.name).toBeGreaterThan(0)
+      else expect(s.cpu.proxyPct, s.name).toBeNull()
+      if (s.name.endsWith('-fastpath')) expect(s.redirectedBytes, `${s.name}: the fastpath carried the traffic`).toBeGreaterThan(0)
+      expect(s.ratios.loopback, s.name).toBeGreaterThan(0)
+      expect(s.ratios.proxyIptables, s.name).toBeGreaterThan(0)
+    }
+    expect(targets.length).toBeGreaterThan(0)
+    for (const t of targets) expect(t).toMatchObject({what: expect.any(String), goal: expect.any(String)})
+
+    expect(JSON.parse(readFileSync(join(out, 'bench.json'), 'utf8'))).toEqual(r.json)
+    expect(readFileSync(join(out, 'bench.svg'), 'utf8')).toMatch(/^<svg[^]*loopback-fastpath[^]*<\/svg>\n$/)
+
+    // nothing named skfp-bench is left, and the host's own routing rules are as they were
+    expect(clean).toBe(true)
+    expect((await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
+    expect(readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
+    expect(existsSync('/sys/fs/bpf/skfp/skfp-bench')).toBe(false)
+    expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
+  })
+
+  it('refuses an unknown scenario before touching anything', async () => {
+    const r = await skfp(['bench', '--scenarios', 'loopback,nope', '--json'])
+    expect(r.exitCode).toBe(2)
+    expect(r.json.error.message).toContain('nope')
+  })
+})

@@ -1,0 +1,61 @@
+/** A host netns whose uplink (veth up0) leads to a remote netns; the remote's service addresses
+ * (198.19.1.1, 2001:2::1) are reachable only through the uplink, like the internet. */
+import {readFileSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import {PROJECT_ROOT} from '../../src/lib/build.js'
+import {resolveTool} from '../../src/lib/exec.js'
+import {waitForOutput} from '../../src/lib/iperf.js'
+import type {Sandbox} from '../../src/lib/sandbox.js'
+
+export const REMOTE4 = '198.19.1.1'
+export const REMOTE6 = '2001:2::1'
+export const PROXY_PORT = 7893
+export const PROXY_MARK = 255
+
+export async function proxyTopology(sb: Sandbox): Promise<{host: string; remote: string}> {
+  const host = await sb.addNetns('h')
+  const remote = await sb.addNetns('r')
+  await sb.link({netns: host, dev: 'up0', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: remote, dev: 'up0', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+  await sb.cmd(host, ['route', 'add', 'default', 'via', '198.18.0.2'])
+  await sb.cmd(host, ['-6', 'route', 'add', 'default', 'via', 'fd00:18::2'])
+  await sb.cmd(remote, ['addr', 'add', `${REMOTE4}/32`, 'dev', 'lo'])
+  await sb.cmd(remote, ['-6', 'addr', 'add', `${REMOTE6}/128`, 'dev', 'lo'])
+  // neighbours fixed up front: neighbour discovery on a brand-new veth can take a second, which
+  // would show up as a SYN retransmit in the timing tests
+  const remoteMac = JSON.parse((await sb.cmd(remote, ['-j', 'link', 'show', 'up0'])).stdout)[0].address
+  for (const gw of ['198.18.0.2', 'fd00:18::2']) await sb.cmd(host, ['neigh', 'replace', gw, 'lladdr', remoteMac, 'dev', 'up0', 'nud', 'permanent'])
+  return {host, remote}
+}
+
+export function interceptArgs(sb: Sandbox, host: string, extra: string[] = []): string[] {
+  return ['up', '--instance', sb.name, '--netns', host, '--cgroup', sb.cgroup, '--fastpath', 'off', '--proxy-port', String(PROXY_PORT), '--proxy-mark', String(PROXY_MARK), '--json', ...extra]
+}
+
+/** v2ray from templates/v2ray.json, with an access log, inside the host netns and the cgroup. */
+export async function startV2ray(sb: Sandbox, host: string): Promise<{child: ReturnType<Sandbox['start']>; log: string}> {
+  const log = join(PROJECT_ROOT, 'build', `${sb.name}-v2ray-access.log`)
+  const config = JSON.parse(
+    readFileSync(join(PROJECT_ROOT, 'templates', 'v2ray.json'), 'utf8')
+      .replaceAll('{{proxyPort}}', String(PROXY_PORT))
+      .replaceAll('{{proxyMark}}', String(PROXY_MARK))
+      .replaceAll('{{proxyAddr4}}', '127.0.0.1')
+      .replaceAll('{{proxyAddr6}}', '::1'),
+  )
+  config.log = {access: log, loglevel: 'warning'}
+  const file = join(PROJECT_ROOT, 'build', `${sb.name}-v2ray.json`)
+  writeFileSync(file, JSON.stringify(config))
+  writeFileSync(log, '')
+  const child = sb.start(host, [resolveTool('v2ray'), '-config', file])
+  await waitForOutput(child, /started/)
+  return {child, log}
+}
+
+export const curl = (sb: Sandbox, host: string, url: string, timeoutS = 5, format = '%{http_code}') =>
+  sb.run(host, [resolveTool('curl'), '-s', '-o', '/dev/null', '-m', String(timeoutS), '-w', format, url], {allowFailure: true})
+
+export async function startHttp(sb: Sandbox, remote: string, port = 8080): Promise<void> {
+  for (const addr of [REMOTE4, REMOTE6]) {
+    const child = sb.start(remote, [resolveTool('python3'), '-u', '-m', 'http.server', '--bind', addr, String(port)], {outsideCgroup: true})
+    await waitForOutput(child, /Serving HTTP/)
+  }
+}
