@@ -1,6 +1,7 @@
 /** A snapshot of everything skfp could touch, to prove a refused command changed nothing. */
 import {existsSync, readdirSync, statSync} from 'node:fs'
 import {join} from 'node:path'
+import {expect} from 'vitest'
 import {runner} from './helpers.js'
 
 function pinTree(dir: string): string[] {
@@ -30,4 +31,14 @@ export async function hostSnapshot(netnses: string[], cgroup: string): Promise<R
     snap[`${at}:sysctl`] = (await runner.run({tool: 'sysctl', args: ['-n', 'net.ipv4.conf.lo.accept_local', 'net.ipv4.conf.all.rp_filter'], ...(ns ? {netns: ns} : {})}, {allowFailure: true})).stdout
   }
   return snap
+}
+
+/** The host is as in `before`, allowing the kernel up to 3 s to free maps (it does so in deferred work). */
+export async function expectRestored(before: Record<string, unknown>, netnses: string[], cgroup: string): Promise<void> {
+  let now = await hostSnapshot(netnses, cgroup)
+  for (let i = 0; i < 30 && JSON.stringify(now) !== JSON.stringify(before); i++) {
+    await new Promise((r) => setTimeout(r, 100))
+    now = await hostSnapshot(netnses, cgroup)
+  }
+  expect(now).toEqual(before)
 }
