@@ -42,8 +42,10 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const tools: Tool[] = ['bpftool', 'mount', ...(wanted.netns ? (['nsenter'] as const) : []), ...(wanted.intercept ? (['tc', 'ip', 'sysctl'] as const) : [])]
   const settings = await resolveUplinks(runner, preflight(wanted, tools))
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
-  const fastpath = await resolveFastpath(settings, runner, opts)
   const observed = await observeInstance(runner, settings.instance)
+  // everything is validated (collisions included) before `auto` may run the self-test
+  let interceptFacts = settings.intercept && instanceState(observed) === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
+  const fastpath = await resolveFastpath(settings, runner, opts)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
   if (decision.kind === 'switch-fastpath') {
@@ -56,6 +58,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   }
   const exec = new Executor(runner)
   if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, opts)
+  if (settings.intercept && !interceptFacts) interceptFacts = await gatherInterceptFacts(runner, settings)
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
@@ -65,7 +68,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     mountCgroup2: cgroup2Mount(mounts) ? undefined : CGROUP2_FALLBACK,
     pinRootExists: existsSync(PIN_ROOT),
     fastpath,
-    intercept: settings.intercept ? await gatherInterceptFacts(runner, settings) : undefined,
+    intercept: interceptFacts,
   })
   const result = await runPlan(steps, exec, opts)
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}

@@ -5,7 +5,7 @@ import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {skfp, withSandbox} from './helpers.js'
-import {hostSnapshot} from './snapshot.js'
+import {expectRestored, hostSnapshot} from './snapshot.js'
 
 type Case = [name: string, args: (ctx: {ns: string; cg: string; file: string}) => string[], exitCode: number, line: RegExp]
 
@@ -37,12 +37,42 @@ export const cases: Case[] = [
   ['status of a bad instance', () => ['status', '--instance', '../x'], 2, /bad instance name/],
   ['down of a bad instance', () => ['down', '--instance', 'A'], 2, /bad instance name/],
   ['unknown flag', (c) => up(c, {}, ['--frobnicate']), 2, /^skfp: Nonexistent flag: --frobnicate: see `skfp up --help`$/],
+  // interception
+  ['unknown interface', (c) => ix(c, {uplink: 'nope0'}), 2, /interface nope0 does not exist in netns .*: check `ip link`/],
+  ['interface with a space', (c) => ix(c, {uplink: 'eth 0'}), 2, /bad interface name "eth 0"/],
+  ['interface with ;', (c) => ix(c, {uplink: 'eth0;reboot'}), 2, /bad interface name/],
+  ['interface with $(…)', (c) => ix(c, {uplink: '$(id)'}), 2, /bad interface name/],
+  ['interface of 16 characters', (c) => ix(c, {uplink: 'a'.repeat(16)}), 2, /bad interface name/],
+  ['interface that is an option', (c) => ix(c, {uplink: '-all'}), 2, /bad interface name/],
+  ['lo as the uplink', (c) => ix(c, {uplink: 'lo'}), 2, /--uplink lo is not an uplink/],
+  ['proxy port 0', (c) => ix(c, {'proxy-port': '0'}), 2, /--proxy-port "0" is out of range: give a whole number from 1 to 65535/],
+  ['proxy port 65536', (c) => ix(c, {'proxy-port': '65536'}), 2, /--proxy-port "65536" is out of range/],
+  ['proxy port -1', (c) => ix(c, {'proxy-port': '-1'}), 2, /--proxy-port "-1" is out of range/],
+  ['proxy port abc', (c) => ix(c, {'proxy-port': 'abc'}), 2, /--proxy-port "abc" is out of range/],
+  ['bypass port 70000', (c) => ix(c, {'bypass-port': '70000'}), 2, /--bypass-port "70000" is out of range/],
+  ['fwmark 0', (c) => ix(c, {fwmark: '0'}), 2, /--fwmark "0" is out of range/],
+  ['fwmark equal to the proxy mark', (c) => ix(c, {fwmark: '255'}), 2, /--fwmark 255 equals --proxy-mark: the two marks must differ/],
+  ['table 254 (main)', (c) => ix(c, {table: '254'}), 2, /--table 254 is a table the kernel uses/],
+  ['table out of range', (c) => ix(c, {table: '4294967296'}), 2, /--table .* is out of range/],
+  ['malformed CIDR', (c) => ix(c, {bypass: '10.0.0.0/33'}), 2, /--bypass "10.0.0.0\/33" is not a CIDR: give an address/],
+  ['CIDR that is not an address', (c) => ix(c, {bypass: 'example.com/8'}), 2, /is not a CIDR/],
+  ['proxy address that is not one', (c) => ix(c, {'proxy-addr': '127.0.0.256'}), 2, /--proxy-addr "127.0.0.256" is not an IP address/],
+  ['interception without a proxy mark', (c) => ix(c, {'proxy-mark': undefined}), 2, /interception needs --proxy-mark/],
+  ['bypass without interception', (c) => up(c, {bypass: '10.0.0.0/8'}), 2, /--bypass needs --proxy-port/],
+  ['proxy-down mode', (c) => ix(c, {'proxy-down': 'maybe'}), 2, /--proxy-down "maybe" is not a mode: use fail-fast, fail-closed or pass/],
+  ['no default route and no --uplink', (c) => ix(c, {uplink: undefined}), 2, /no default route in netns .*: name the interfaces to intercept with --uplink/],
 ]
+
+/** up with interception on the sandbox's veth uplink (up0), some flags replaced. */
+const ix = (ctx: {ns: string; cg: string}, over: Record<string, string | undefined> = {}) =>
+  up(ctx, {'proxy-port': '7893', 'proxy-mark': '255', uplink: 'up0', ...over})
 
 describe('bad input is refused cleanly, host unchanged', () => {
   it.each(cases)('%s', async (_name, args, exitCode, line) => {
     await withSandbox('bad', async (sb) => {
       const ns = await sb.addNetns('a')
+      const peer = await sb.addNetns('b')
+      await sb.link({netns: ns, dev: 'up0', addrs: ['198.18.0.1/30']}, {netns: peer, dev: 'up0', addrs: ['198.18.0.2/30']})
       const file = join(PROJECT_ROOT, 'build', 'not-a-cgroup')
       writeFileSync(file, '')
       const before = await hostSnapshot([ns], sb.cgroup)
@@ -51,7 +81,26 @@ describe('bad input is refused cleanly, host unchanged', () => {
       const lines = r.stderr.trim().split('\n')
       expect(lines.length, r.stderr).toBe(1)
       expect(lines[0]).toMatch(line)
-      expect(await hostSnapshot([ns], sb.cgroup)).toEqual(before)
+      await expectRestored(before, [ns], sb.cgroup)
+    })
+  })
+
+  it.each([
+    ['a rule with the fwmark', ['rule', 'add', 'fwmark', '0x5cf0', 'lookup', '99', 'priority', '99'], /an ip -4 rule already uses fwmark 0x5cf0 .*: choose another mark with --fwmark/],
+    ['a rule at skfp\'s priority', ['rule', 'add', 'fwmark', '0x99', 'lookup', '99', 'priority', '1487'], /an ip -4 rule already sits at priority 1487/],
+    ['routes in the table', ['route', 'add', 'local', '198.18.9.9', 'dev', 'lo', 'table', '1487'], /table 1487 already has IPv4 routes: choose another table with --table/],
+  ])('collision with %s: refused (exit 4), nothing changed', async (_name, setup, line) => {
+    await withSandbox('col', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const peer = await sb.addNetns('b')
+      await sb.link({netns: ns, dev: 'up0', addrs: ['198.18.0.1/30']}, {netns: peer, dev: 'up0', addrs: ['198.18.0.2/30']})
+      await sb.cmd(ns, setup)
+      const before = await hostSnapshot([ns], sb.cgroup)
+      const r = await skfp(ix({ns, cg: sb.cgroup}))
+      expect(r.exitCode, r.stderr).toBe(4)
+      expect(r.stderr.trim().split('\n')).toHaveLength(1)
+      expect(r.stderr.trim()).toMatch(line)
+      await expectRestored(before, [ns], sb.cgroup)
     })
   })
 
@@ -62,7 +111,7 @@ describe('bad input is refused cleanly, host unchanged', () => {
       const r = await skfp(up({ns, cg: sb.cgroup}), {HOME: '/tmp'}, ['/usr/bin/setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'])
       expect(r.exitCode).toBe(3)
       expect(r.stderr.trim()).toBe('skfp: skfp needs root: run it with sudo, or as root')
-      expect(await hostSnapshot([ns], sb.cgroup)).toEqual(before)
+      await expectRestored(before, [ns], sb.cgroup)
     })
   })
 
@@ -73,7 +122,7 @@ describe('bad input is refused cleanly, host unchanged', () => {
       const r = await skfp(up({ns, cg: sb.cgroup}), {}, ['/usr/bin/unshare', '--mount', '--propagation', 'private', process.execPath, join(PROJECT_ROOT, 'test', 'fixtures', 'without-tool.mjs'), 'bpftool', '--'])
       expect(r.exitCode).toBe(3)
       expect(r.stderr.trim()).toMatch(/^skfp: bpftool not found in .*: install it: apt-get install bpftool$/)
-      expect(await hostSnapshot([ns], sb.cgroup)).toEqual(before)
+      await expectRestored(before, [ns], sb.cgroup)
     })
   })
 })

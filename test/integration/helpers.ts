@@ -89,3 +89,13 @@ export async function foreignObject(): Promise<string> {
   await runner.run({tool: 'clang', args: ['-O2', '-g', '-target', 'bpf', `-I${multiarchInclude()}`, '-c', join(PROJECT_ROOT, 'test', 'fixtures', 'foreign.bpf.c'), '-o', obj]})
   return obj
 }
+
+/** Sockets leave the sockhash as they close: waits (up to 5 s) for it to be empty; returns what is left. */
+export async function socketsDrainTo0(instance: string): Promise<number> {
+  let sockets = -1
+  for (let i = 0; i < 50 && sockets !== 0; i++) {
+    sockets = (await status(instance)).fastpath.sockets
+    if (sockets !== 0) await new Promise((r) => setTimeout(r, 100))
+  }
+  return sockets
+}

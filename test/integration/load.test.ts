@@ -12,7 +12,7 @@ import type {Sandbox} from '../../src/lib/sandbox.js'
 import {DEFAULT_FASTPATH_QUEUE} from '../../src/lib/settings.js'
 import {compileBpf} from '../../src/lib/tools/clang.js'
 import {planUp} from '../../src/lib/up.js'
-import {leftovers, runner, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {leftovers, runner, skfp, status, upArgs, withSandbox, socketsDrainTo0} from './helpers.js'
 
 const HOLD = programPath('skfp-hold')
 const PINGPONG = programPath('skfp-pingpong')
@@ -40,15 +40,6 @@ async function hold(sb: Sandbox, ns: string, args: string[], whileOpen: (open: a
 }
 
 /** The sockhash drains by itself as sockets close. */
-async function socketsDrainTo0(instance: string): Promise<number> {
-  let sockets = -1
-  for (let i = 0; i < 50 && sockets !== 0; i++) {
-    sockets = (await status(instance)).fastpath.sockets
-    if (sockets !== 0) await sleep(100)
-  }
-  return sockets
-}
-
 describe('load', () => {
   it('10 000 concurrent connections over 127.0.0.1 and ::1: 20 000 sockets in the sockhash, data intact, back to 0', async () => {
     await withSandbox('ld', async (sb) => {
