@@ -18,6 +18,7 @@
  * stdout, exit 2. A failure in the middle of an rtt run ends the run:
  * the figures so far are printed with "errors":1 and "error":"...", exit 1. */
 #include "common.h"
+#include "latency.h"
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 
@@ -167,23 +168,6 @@ static int run_server(void)
 
 /* ---- rtt -------------------------------------------------------------- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest-rank percentile (per mille) of sorted v[n]. */
-static double pct_us(const uint64_t *v, long n, long permille)
-{
-	long k = (n * permille + 999) / 1000;
-	if (k < 1)
-		k = 1;
-	if (k > n)
-		k = n;
-	return (double)v[k - 1] / 1000.0;
-}
-
 static int run_rtt(void)
 {
 	char abuf[INET6_ADDRSTRLEN + 16], err[256] = "";
@@ -192,7 +176,6 @@ static int run_rtt(void)
 	char *sbuf = malloc(O.size), *rbuf = malloc(O.size);
 	long done = 0, warm = O.warmup >= 0 ? O.warmup : (O.count / 10 < 1000 ? O.count / 10 : 1000);
 	uint64_t sum = 0;
-	struct json j;
 	int fd;
 
 	if (!lat || !sbuf || !rbuf)
@@ -222,25 +205,7 @@ static int run_rtt(void)
 		}
 	}
 	close(fd);
-	qsort(lat, (size_t)done, sizeof(*lat), cmp_u64);
-	json_begin(&j);
-	json_int(&j, "count", done);
-	json_int(&j, "size", (long long)O.size);
-	if (done) {
-		json_dbl(&j, "p50Us", pct_us(lat, done, 500));
-		json_dbl(&j, "p99Us", pct_us(lat, done, 990));
-		json_dbl(&j, "p999Us", pct_us(lat, done, 999));
-		json_dbl(&j, "minUs", (double)lat[0] / 1000.0);
-		json_dbl(&j, "maxUs", (double)lat[done - 1] / 1000.0);
-		json_dbl(&j, "meanUs", (double)sum / (double)done / 1000.0);
-	}
-	json_int(&j, "warmup", warm);
-	json_int(&j, "cpu", O.cpu);
-	json_int(&j, "errors", err[0] ? 1 : 0);
-	if (err[0])
-		json_str(&j, "error", err);
-	json_end_print(&j);
-	return err[0] ? 1 : 0;
+	return rtt_report(lat, done, sum, (long long)O.size, warm, O.cpu, err);
 }
 
 /* ---- connrate --------------------------------------------------------- */

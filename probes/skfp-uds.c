@@ -22,6 +22,7 @@
  * Set-up failures print {"error":"..."} on stdout and exit 2; a failure in the
  * middle of a run is counted in "errors" (the run stops), exit 1. */
 #include "common.h"
+#include "latency.h"
 #include <stddef.h>
 #include <sys/un.h>
 
@@ -129,23 +130,6 @@ static int run_stream(void)
 
 /* ---- rtt -------------------------------------------------------------- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
-/* Nearest rank, permille in 1..1000. */
-static double pct_us(const uint64_t *v, long n, int permille)
-{
-	long k = (long)(((double)permille * (double)n + 999.0) / 1000.0);
-	if (k < 1)
-		k = 1;
-	if (k > n)
-		k = n;
-	return (double)v[k - 1] / 1000.0;
-}
-
 static void *echo_main(void *arg)
 {
 	int fd = *(int *)arg;
@@ -170,7 +154,6 @@ static int run_rtt(void)
 	char *sbuf, *rbuf, err[256] = "";
 	pthread_t echo;
 	int sv[2];
-	struct json j;
 
 	if (!O.size)
 		O.size = 1;
@@ -205,25 +188,7 @@ static int run_rtt(void)
 	}
 	shutdown(sv[0], SHUT_RDWR);
 	pthread_join(echo, NULL);
-	qsort(lat, (size_t)done, sizeof(*lat), cmp_u64);
-	json_begin(&j);
-	json_int(&j, "count", done);
-	json_int(&j, "size", (long long)O.size);
-	if (done) {
-		json_dbl(&j, "p50Us", pct_us(lat, done, 500));
-		json_dbl(&j, "p99Us", pct_us(lat, done, 990));
-		json_dbl(&j, "p999Us", pct_us(lat, done, 999));
-		json_dbl(&j, "minUs", (double)lat[0] / 1000.0);
-		json_dbl(&j, "maxUs", (double)lat[done - 1] / 1000.0);
-		json_dbl(&j, "meanUs", (double)sum / (double)done / 1000.0);
-	}
-	json_int(&j, "warmup", warm);
-	json_int(&j, "cpu", O.cpu);
-	json_int(&j, "errors", err[0] ? 1 : 0);
-	if (err[0])
-		json_str(&j, "error", err);
-	json_end_print(&j);
-	return err[0] ? 1 : 0;
+	return rtt_report(lat, done, sum, (long long)O.size, warm, O.cpu, err);
 }
 
 /* ---- connrate --------------------------------------------------------- */

@@ -16,5 +16,5 @@ export const compileBpf = (source: string, object: string, target: BpfTarget, de
 
 export const compileProgram = (source: string, binary: string): Cmd => ({
   tool: 'clang',
-  args: ['-O2', '-Wall', '-Wextra', '-pthread', '-o', binary, source],
+  args: ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', binary, source],
 })
