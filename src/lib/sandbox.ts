@@ -11,6 +11,7 @@ import {cgroup2Mount} from './host.js'
 import {downInstances} from './lifecycle.js'
 import {listInstances} from './observe.js'
 import * as ip from './tools/ip.js'
+import * as sysctl from './tools/sysctl.js'
 
 type Child = ReturnType<typeof startProgram>
 
@@ -45,6 +46,9 @@ export class Sandbox {
   async link(a: {netns: string; dev: string; addrs: string[]}, b: {netns: string; dev: string; addrs: string[]}): Promise<void> {
     await this.runner.run(ip.vethAdd(a.dev, b.dev, b.netns, a.netns))
     for (const end of [a, b]) {
+      // no duplicate address detection: link-local addresses and their routes exist at once,
+      // instead of appearing a moment later in the middle of a test
+      await this.runner.run(sysctl.set(`net.ipv6.conf.${end.dev}.accept_dad`, '0', end.netns))
       for (const cidr of end.addrs) await this.runner.run(ip.addrAdd(cidr, end.dev, end.netns))
       await this.runner.run(ip.linkUp(end.dev, end.netns))
     }

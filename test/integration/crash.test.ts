@@ -12,7 +12,7 @@ import {afterAll, describe, expect, it} from 'vitest'
 import {resolveTool, TRUSTED_DIRS} from '../../src/lib/exec.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
-import {leftovers, requireRoot, runner, skfp, transfer, upArgs, withSandbox} from './helpers.js'
+import {leftovers, requireRoot, runner, skfp, transfer, upArgs as fastpathUpArgs, withSandbox} from './helpers.js'
 import {hostSnapshot} from './snapshot.js'
 
 const UNSHARE = TRUSTED_DIRS.map((d) => join(d, 'unshare')).find((p) => existsSync(p)) ?? 'unshare (util-linux) is missing'
@@ -128,6 +128,8 @@ interface Case {
 async function inFreshHost<T>(what: string, body: (c: Case) => Promise<T>): Promise<T> {
   return withSandbox(what, async (sb) => {
     const ns = await sb.addNetns('a') // before the mount namespace, so /run/netns/… is in it
+    const peer = await sb.addNetns('b') // the uplink's far end: interception's steps are crashed too
+    await sb.link({netns: ns, dev: 'up0', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: peer, dev: 'up0', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
     const fresh = await FreshBpffs.start()
     try {
       return await body({sb, ns, fresh, cli: (args, env = {}) => skfp(args, env, fresh.wrapper)})
@@ -152,6 +154,11 @@ async function planIds(): Promise<{up: string[]; down: string[]}> {
     expect(down.exitCode, down.stderr).toBe(0)
     return {up: dryUp.json.plan.map((s: {id: string}) => s.id), down: dryDown.json.instances[0].plan.map((s: {id: string}) => s.id)}
   })
+}
+
+/** up with the fastpath and interception on the veth uplink: every kind of step skfp has. */
+function upArgs(sb: Sandbox, ns: string): string[] {
+  return fastpathUpArgs(sb, ns, ['--proxy-port', '7893', '--proxy-mark', '255', '--uplink', 'up0'])
 }
 
 const PLANS = await planIds()
@@ -189,6 +196,17 @@ describe('crash at every step', () => {
   it('the plans have the expected shape', () => {
     expect(PLANS.up.slice(0, 2), 'a fresh host: up mounts bpffs and creates the pin root first').toEqual(['mount-bpffs', 'pin-root'])
     expect(PLANS.up).toEqual(expect.arrayContaining(['lock', 'load', 'record', 'msg-verdict', 'sockops']))
+    expect(PLANS.up.slice(PLANS.up.indexOf('sockops') + 1)).toEqual([
+      'sysctl-net.ipv4.conf.lo.accept_local',
+      'rule-v4',
+      'route-v4',
+      'rule-v6',
+      'route-v6',
+      'qdisc-lo',
+      'tc-filter-lo-ingress',
+      'qdisc-up0',
+      'tc-filter-up0-egress',
+    ])
     expect(PLANS.down).toEqual(expect.arrayContaining(['kill-switch', 'unpin']))
     expect(PLANS.down.at(-1)).toBe('unpin')
   })

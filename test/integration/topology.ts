@@ -22,8 +22,10 @@ export async function proxyTopology(sb: Sandbox): Promise<{host: string; remote:
   await sb.cmd(remote, ['-6', 'addr', 'add', `${REMOTE6}/128`, 'dev', 'lo'])
   // neighbours fixed up front: neighbour discovery on a brand-new veth can take a second, which
   // would show up as a SYN retransmit in the timing tests
-  const remoteMac = JSON.parse((await sb.cmd(remote, ['-j', 'link', 'show', 'up0'])).stdout)[0].address
+  const mac = async (ns: string) => JSON.parse((await sb.cmd(ns, ['-j', 'link', 'show', 'up0'])).stdout)[0].address
+  const [hostMac, remoteMac] = [await mac(host), await mac(remote)]
   for (const gw of ['198.18.0.2', 'fd00:18::2']) await sb.cmd(host, ['neigh', 'replace', gw, 'lladdr', remoteMac, 'dev', 'up0', 'nud', 'permanent'])
+  for (const h of ['198.18.0.1', 'fd00:18::1']) await sb.cmd(remote, ['neigh', 'replace', h, 'lladdr', hostMac, 'dev', 'up0', 'nud', 'permanent'])
   return {host, remote}
 }
 

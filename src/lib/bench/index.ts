@@ -28,28 +28,10 @@ export interface BenchOptions {
 }
 
 export async function runBench(runner: Runner, opts: BenchOptions): Promise<BenchResult> {
-  requireRoot()
-  resolveTool('iperf3')
-  const target = {target: 'bpfel' as const, debug: false}
-  if (!isBuilt(target)) await build(runner, target)
-  await removeLeftovers(runner, BENCH_NAME)
-  const sb = await Sandbox.create(runner, BENCH_NAME)
-  const workDir = mkdtempSync(join(tmpdir(), `${BENCH_NAME}-`))
-  // Ctrl-C: kill everything in the sandbox's cgroup now; the loop stops at the next step and the
-  // finally below removes the sandbox. A second Ctrl-C quits at once (the next run sweeps). The
-  // listener stays registered until the end: execa's exit hook re-raises a signal nobody else handles.
-  const abort = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (abort.signal.aborted) process.exit(130)
-    opts.say(`${signal}: stopping, then removing the sandbox… (again to quit at once)`)
-    abort.abort()
-    killCgroupProcesses(sb.cgroup)
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
-  const outcomes: (Measured | SkippedScenario | FailedScenario)[] = []
-  try {
-    const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, workDir, signal: abort.signal, topology: {}}
+  await prepareBench(runner)
+  const outcomes = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
+    const outcomes: (Measured | SkippedScenario | FailedScenario)[] = []
+    const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, workDir, signal, topology: {}}
     for (const def of SCENARIO_DEFS.filter((d) => opts.scenarios.includes(d.name))) {
       const skipped = await def.unavailable?.()
       if (skipped) {
@@ -59,25 +41,69 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
       }
       opts.say(`${def.name}…`)
       try {
-        abort.signal.throwIfAborted()
+        signal.throwIfAborted()
         const m = await def.run(ctx)
-        abort.signal.throwIfAborted()
+        signal.throwIfAborted()
         opts.say(`  ${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
         outcomes.push(m)
       } catch (error) {
-        if (abort.signal.aborted) throw new SkfpError('usage', 'interrupted', 'the sandbox was removed; nothing is left')
+        if (signal.aborted) throw interrupted()
         opts.say(`  failed: ${(error as Error).message}`)
         outcomes.push({name: def.name, failed: (error as Error).message})
       }
     }
+    return outcomes
+  })
+  const scenarios = withRatios(outcomes)
+  return {machine: describeMachine(), durationS: opts.seconds, scenarios, targets: checkTargets(scenarios), clean: await isClean(runner)}
+}
+
+/** What every benchmark needs before its sandbox: root, iperf3, the built datapath and probes. */
+export async function prepareBench(runner: Runner): Promise<void> {
+  requireRoot()
+  resolveTool('iperf3')
+  const target = {target: 'bpfel' as const, debug: false}
+  if (!isBuilt(target)) await build(runner, target)
+}
+
+export const interrupted = () => new SkfpError('usage', 'interrupted', 'the sandbox was removed; nothing is left')
+
+export interface BenchSandbox {
+  sb: Sandbox
+  /** A private directory for generated files, removed with the sandbox. */
+  workDir: string
+  /** Aborted on Ctrl-C, after every process in the sandbox's cgroup was killed. */
+  signal: AbortSignal
+}
+
+/**
+ * Runs body in a fresh skfp-bench sandbox (a crashed run's leftovers swept first) and removes it
+ * afterwards, also on failure and Ctrl-C.
+ */
+export async function inBenchSandbox<T>(runner: Runner, say: (line: string) => void, body: (bench: BenchSandbox) => Promise<T>): Promise<T> {
+  await removeLeftovers(runner, BENCH_NAME)
+  const sb = await Sandbox.create(runner, BENCH_NAME)
+  const workDir = mkdtempSync(join(tmpdir(), `${BENCH_NAME}-`))
+  // Ctrl-C: kill everything in the sandbox's cgroup now; the body stops at its next step and the
+  // finally below removes the sandbox. A second Ctrl-C quits at once (the next run sweeps). The
+  // listener stays registered until the end: execa's exit hook re-raises a signal nobody else handles.
+  const abort = new AbortController()
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (abort.signal.aborted) process.exit(130)
+    say(`${signal}: stopping, then removing the sandbox… (again to quit at once)`)
+    abort.abort()
+    killCgroupProcesses(sb.cgroup)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    return await body({sb, workDir, signal: abort.signal})
   } finally {
     process.off('SIGINT', onSignal)
     process.off('SIGTERM', onSignal)
     await sb.destroy()
     rmSync(workDir, {recursive: true, force: true})
   }
-  const scenarios = withRatios(outcomes)
-  return {machine: describeMachine(), durationS: opts.seconds, scenarios, targets: checkTargets(scenarios), clean: await isClean(runner)}
 }
 
 function killCgroupProcesses(cgroup: string): void {
