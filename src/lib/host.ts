@@ -5,7 +5,6 @@ import {BPFFS} from './pins.js'
 import {environmentError, usageError} from './errors.js'
 
 const CGROUP2_SUPER_MAGIC = 0x63677270
-const BPF_FS_MAGIC = 0xcafe4a11
 
 export interface Mount {
   source: string
@@ -56,13 +55,6 @@ export function validateCgroup(path: string): string {
   return abs
 }
 
-export function isBpffs(path: string): boolean {
-  try {
-    return statfsSync(path).type === BPF_FS_MAGIC
-  } catch {
-    return false
-  }
-}
 
 export function validateNetns(name: string): string {
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name) || name.startsWith('-') || name === '.' || name === '..')

@@ -10,7 +10,6 @@ export const netnsDel = (name: string): Cmd => ip(['netns', 'del', name])
 export const linkUp = (dev: string, netns?: string): Cmd => ip(['link', 'set', 'dev', dev, 'up'], netns)
 export const vethAdd = (a: string, b: string, bNetns: string, netns?: string): Cmd => ip(['link', 'add', a, 'type', 'veth', 'peer', 'name', b, 'netns', bNetns], netns)
 export const addrAdd = (cidr: string, dev: string, netns?: string): Cmd => ip([...(cidr.includes(':') ? ['-6'] : []), 'addr', 'add', cidr, 'dev', dev, ...(cidr.includes(':') ? ['nodad'] : [])], netns)
-export const routeAddDefault = (via: string, netns?: string): Cmd => ip([...(via.includes(':') ? ['-6'] : []), 'route', 'add', 'default', 'via', via], netns)
 
 export const ruleAdd = (family: 4 | 6, fwmark: number, table: number, priority: number, netns?: string): Cmd =>
   ip([...fam(family), 'rule', 'add', 'fwmark', `0x${fwmark.toString(16)}`, 'lookup', String(table), 'priority', String(priority)], netns)
