@@ -3,7 +3,8 @@ import {SkfpCommand} from '../lib/base-command.js'
 import {EXIT_CODES} from '../lib/errors.js'
 import {parseScenarioList, runBench, saveRun} from '../lib/bench/index.js'
 import {renderReport} from '../lib/bench/report.js'
-import {parseMinutes, renderSoak, runSoak, saveSoak, type SoakResult} from '../lib/bench/soak.js'
+import {parseMinutes, runSoak, type SoakResult} from '../lib/bench/soak.js'
+import {renderSoak, saveSoak} from '../lib/bench/soak-report.js'
 import {SCENARIOS, type BenchResult} from '../lib/bench/types.js'
 
 export default class Bench extends SkfpCommand {

@@ -6,21 +6,17 @@
  * errors must be 0, and once the load has stopped and its sockets are closed, nothing may stay
  * above where it started (leak).
  */
-import {mkdirSync, readFileSync, writeFileSync} from 'node:fs'
-import {join} from 'node:path'
 import {programPath} from '../build.js'
 import type {Counters} from '../config.js'
 import {usageError} from '../errors.js'
 import {resolveTool, type Runner} from '../exec.js'
 import {waitForOutput} from '../iperf.js'
-import {observeInstance} from '../observe.js'
-import {instancePins} from '../pins.js'
 import type {Sandbox} from '../sandbox.js'
-import {statusOf} from '../status.js'
 import {inBenchSandbox, interrupted, isClean, prepareBench} from './index.js'
 import {down, upInterception} from './instance.js'
 import {ECHO_PORT, IPERF_PORT} from './measure.js'
 import {proxyTopology, REMOTE_ADDR, startRelay} from './topology.js'
+import {kernelPageSize, sample} from './soak-sample.js'
 
 /** One reading. Host-wide: tcpMemBytes, socketsUsed (other work on the host shows in them too). */
 export interface SoakSample {
@@ -216,7 +212,7 @@ async function soak(runner: Runner, sb: Sandbox, topo: {host: string; remote: st
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`
+export const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`
 const line = (s: SoakSample) => `TCP mem ${MiB(s.tcpMemBytes)} (host), ${s.tcpInUse} TCP sockets, ${s.sockhashEntries} in the sockhash, BPF ${MiB(s.bpfMemBytes)}, ${s.connections} connections`
 
 /**
@@ -244,51 +240,6 @@ async function settled(
 function peakOf(samples: SoakSample[]): SoakFigures {
   const max = (k: keyof SoakFigures) => Math.max(...samples.map((s) => s[k]))
   return {tcpMemBytes: max('tcpMemBytes'), socketsUsed: max('socketsUsed'), tcpInUse: max('tcpInUse'), sockhashEntries: max('sockhashEntries'), bpfMemBytes: max('bpfMemBytes')}
-}
-
-async function sample(runner: Runner, instance: string, nsPids: number[], pageSize: number, phase: SoakSample['phase'], t0: number, connections: number): Promise<SoakSample> {
-  const host = parseSockstat(readFileSync('/proc/net/sockstat', 'utf8'))
-  const tcpInUse = nsPids.map((pid) => parseSockstat(readFileSync(`/proc/${pid}/net/sockstat`, 'utf8')).tcpInUse).reduce((a, b) => a + b, 0)
-  const status = statusOf(await observeInstance(runner, instance))
-  return {
-    tSec: Math.round((performance.now() - t0) / 100) / 10,
-    phase,
-    tcpMemBytes: host.tcpMemPages * pageSize,
-    socketsUsed: host.socketsUsed,
-    tcpInUse,
-    sockhashEntries: status.fastpath.sockets ?? 0,
-    bpfMemBytes: await bpfMemory(runner, instancePins(instance).dir),
-    counters: status.counters,
-    connections,
-  }
-}
-
-export function parseSockstat(text: string): {socketsUsed: number; tcpInUse: number; tcpMemPages: number} {
-  const field = (re: RegExp) => Number(re.exec(text)?.[1] ?? Number.NaN)
-  return {socketsUsed: field(/^sockets: used (\d+)/m), tcpInUse: field(/^TCP: inuse (\d+)/m), tcpMemPages: field(/^TCP:.* mem (\d+)/m)}
-}
-
-/** The page size sockstat counts in (4 KiB, 16 KiB or 64 KiB depending on the kernel). */
-function kernelPageSize(): number {
-  const kb = /^KernelPageSize:\s+(\d+) kB/m.exec(readFileSync('/proc/self/smaps', 'utf8'))
-  return kb ? Number(kb[1]) * 1024 : 4096
-}
-
-interface BpfObject {
-  id: number
-  bytes_memlock?: number
-  map_ids?: number[]
-  pinned?: string[]
-}
-
-/** bytes_memlock of the programs pinned under dir and of every map they use or that is pinned there. */
-export async function bpfMemory(runner: Runner, dir: string): Promise<number> {
-  const show = async (what: 'prog' | 'map') => JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', '-f', what, 'show']})).stdout || '[]') as BpfObject[]
-  const mine = (o: BpfObject) => (o.pinned ?? []).some((p) => p.startsWith(`${dir}/`))
-  const progs = (await show('prog')).filter(mine)
-  const mapIds = new Set(progs.flatMap((p) => p.map_ids ?? []))
-  const maps = (await show('map')).filter((m) => mapIds.has(m.id) || mine(m))
-  return [...progs, ...maps].reduce((sum, o) => sum + (o.bytes_memlock ?? 0), 0)
 }
 
 /** One iperf3 run through the proxy. */
@@ -328,68 +279,4 @@ function lastJson(stdout: string): any {
   } catch {
     return undefined
   }
-}
-
-/** Human summary. */
-export function renderSoak(r: SoakResult): string {
-  const row = (what: string, k: keyof SoakFigures, fmt: (n: number) => string = String) => `  ${what.padEnd(28)} ${fmt(r.start[k]).padStart(10)} ${fmt(r.peak[k]).padStart(10)} ${fmt(r.end[k]).padStart(10)}`
-  return [
-    `soak: ${r.minutes} min, ${r.samples.length} samples; ${r.load.connections} short connections (${r.load.proxyConnections} through the proxy, ${r.load.loopbackConnections} over loopback), ${r.load.bulkRuns} bulk runs (${(r.load.bulkBytes / 2 ** 30).toFixed(1)} GiB), ${r.load.loopbackRoundTrips} loopback round trips`,
-    `  ${''.padEnd(28)} ${'start'.padStart(10)} ${'peak'.padStart(10)} ${'end'.padStart(10)}`,
-    row('TCP memory (host)', 'tcpMemBytes', MiB),
-    row('sockets used (host)', 'socketsUsed'),
-    row('TCP sockets (sandbox)', 'tcpInUse'),
-    row('sockhash entries', 'sockhashEntries'),
-    row('BPF memory (instance)', 'bpfMemBytes', MiB),
-    `errors: ${r.errors}${r.errorDetails.length ? ` (${r.errorDetails.join('; ')})` : ''}`,
-    `leak: ${r.leak ? `YES: ${r.leaks.join('; ')}` : 'no'}`,
-  ].join('\n')
-}
-
-/** --out DIR: soak.json (the --json document) and soak.svg. */
-export function saveSoak(dir: string, result: SoakResult): string[] {
-  mkdirSync(dir, {recursive: true})
-  const files = [join(dir, 'soak.json'), join(dir, 'soak.svg')]
-  writeFileSync(files[0], `${JSON.stringify(result, null, 2)}\n`)
-  writeFileSync(files[1], renderSoakChart(result))
-  return files
-}
-
-const W = 640
-const H = 160
-const LEFT = 70
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;')
-
-/** One panel: a line per series over the soak's time, scaled to the largest value of the panel. */
-function linePanel(title: string, samples: SoakSample[], series: {label: string; color: string; value: (s: SoakSample) => number}[], unit: (n: number) => string, top: number): string {
-  const tMax = Math.max(...samples.map((s) => s.tSec), 1e-9)
-  const vMax = Math.max(...samples.flatMap((s) => series.map((l) => l.value(s))), 1e-9)
-  const x = (t: number) => LEFT + (t / tMax) * W
-  const y = (v: number) => top + 28 + H - (v / vMax) * H
-  const lines = series.map((l, i) => {
-    const points = samples.map((s) => `${x(s.tSec).toFixed(1)},${y(l.value(s)).toFixed(1)}`).join(' ')
-    return `<polyline fill="none" stroke="${l.color}" stroke-width="2" points="${points}"/><text x="${LEFT + 8 + i * 200}" y="${top + 28 + H + 30}" fill="${l.color}">${esc(l.label)}</text>`
-  })
-  return [
-    `<text x="16" y="${top + 16}" font-weight="bold">${esc(title)}</text>`,
-    `<line x1="${LEFT}" y1="${top + 28 + H}" x2="${LEFT + W}" y2="${top + 28 + H}" stroke="#999"/>`,
-    `<text x="${LEFT - 6}" y="${top + 32}" text-anchor="end">${esc(unit(vMax))}</text>`,
-    `<text x="${LEFT - 6}" y="${top + 28 + H}" text-anchor="end">0</text>`,
-    `<text x="${LEFT + W}" y="${top + 28 + H + 14}" text-anchor="end">${(tMax / 60).toFixed(1)} min</text>`,
-    ...lines,
-  ].join('\n')
-}
-
-export function renderSoakChart(r: SoakResult): string {
-  const panelH = H + 70
-  const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`
-  return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${LEFT + W + 40}" height="${40 + 2 * panelH}" font-family="sans-serif" font-size="12">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="16" y="20" fill="#555">skfp bench --soak ${r.minutes}: ${r.load.connections} connections, ${r.errors} errors, leak: ${r.leak ? 'yes' : 'no'}</text>`,
-    linePanel('Memory', r.samples, [{label: 'TCP memory (host)', color: '#3b7dd8', value: (s) => s.tcpMemBytes}, {label: 'BPF memory (instance)', color: '#e07b39', value: (s) => s.bpfMemBytes}], mib, 32),
-    linePanel('Sockets', r.samples, [{label: 'sockhash entries', color: '#3b7dd8', value: (s) => s.sockhashEntries}, {label: 'TCP sockets (sandbox)', color: '#e07b39', value: (s) => s.tcpInUse}], String, 32 + panelH),
-    '</svg>',
-    '',
-  ].join('\n')
 }
