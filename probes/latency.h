@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* Round-trip statistics shared by skfp-pingpong and skfp-uds: one report format for both. */
+/* Round-trip and connection-rate reports shared by skfp-pingpong and skfp-uds: one format for both. */
 #ifndef SKFP_PROBES_LATENCY_H
 #define SKFP_PROBES_LATENCY_H
 
@@ -48,6 +48,23 @@ static int rtt_report(uint64_t *lat, long done, uint64_t sum, long long size, lo
 		json_str(&j, "error", err);
 	json_end_print(&j);
 	return err[0] ? 1 : 0;
+}
+
+/* Prints the connrate JSON line for ok connections and errors made in t1 - t0 ns. */
+static int connrate_report(long long ok, long long errors, uint64_t t0, uint64_t t1, int parallel, const char *first)
+{
+	struct json j;
+
+	json_begin(&j);
+	json_int(&j, "connections", ok);
+	json_dbl(&j, "perSec", (double)ok / ((double)(t1 - t0) / 1e9));
+	json_int(&j, "errors", errors);
+	json_int(&j, "durationMs", (long long)((t1 - t0) / 1000000));
+	json_int(&j, "parallel", parallel);
+	if (*first)
+		json_str(&j, "firstError", first);
+	json_end_print(&j);
+	return 0;
 }
 
 #endif /* SKFP_PROBES_LATENCY_H */

@@ -264,7 +264,6 @@ static int run_connrate(void)
 	struct crate *cr = calloc((size_t)O.parallel, sizeof(*cr));
 	long ok = 0, errors = 0;
 	const char *first = "";
-	struct json j;
 	uint64_t t0 = now_ns(), t1;
 
 	if (!cr)
@@ -282,16 +281,7 @@ static int run_connrate(void)
 			first = cr[i].first_err;
 	}
 	t1 = now_ns();
-	json_begin(&j);
-	json_int(&j, "connections", ok);
-	json_dbl(&j, "perSec", (double)ok / ((double)(t1 - t0) / 1e9));
-	json_int(&j, "errors", errors);
-	json_int(&j, "durationMs", (long long)((t1 - t0) / 1000000));
-	json_int(&j, "parallel", O.parallel);
-	if (*first)
-		json_str(&j, "firstError", first);
-	json_end_print(&j);
-	return 0;
+	return connrate_report(ok, errors, t0, t1, O.parallel, first);
 }
 
 /* ---- main ------------------------------------------------------------- */

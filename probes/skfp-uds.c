@@ -262,7 +262,6 @@ static int run_connrate(void)
 	long ok = 0, errors = 0;
 	const char *first = "";
 	pthread_t acc;
-	struct json j;
 	uint64_t t0, t1;
 	int lfd;
 
@@ -294,16 +293,7 @@ static int run_connrate(void)
 	t1 = now_ns();
 	shutdown(lfd, SHUT_RDWR); /* wakes the acceptor */
 	pthread_join(acc, NULL);
-	json_begin(&j);
-	json_int(&j, "connections", ok);
-	json_dbl(&j, "perSec", (double)ok / ((double)(t1 - t0) / 1e9));
-	json_int(&j, "errors", errors);
-	json_int(&j, "durationMs", (long long)((t1 - t0) / 1000000));
-	json_int(&j, "parallel", O.parallel);
-	if (*first)
-		json_str(&j, "firstError", first);
-	json_end_print(&j);
-	return 0;
+	return connrate_report(ok, errors, t0, t1, O.parallel, first);
 }
 
 int main(int argc, char **argv)
