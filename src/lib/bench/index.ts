@@ -131,11 +131,13 @@ export function parseScenarioList(text: string | undefined): ScenarioName[] {
   return SCENARIOS.filter((s) => wanted.includes(s))
 }
 
-/** --out DIR: the JSON (the same document as --json) and the chart. */
-export function saveRun(dir: string, result: BenchResult): string[] {
+/** --out DIR: NAME.json (the same document as --json) and NAME.svg (its chart). */
+export function writeOut(dir: string, name: string, result: unknown, svg: string): string[] {
   mkdirSync(dir, {recursive: true})
-  const files = [join(dir, 'bench.json'), join(dir, 'bench.svg')]
+  const files = [join(dir, `${name}.json`), join(dir, `${name}.svg`)]
   writeFileSync(files[0], `${JSON.stringify(result, null, 2)}\n`)
-  writeFileSync(files[1], renderChart(result))
+  writeFileSync(files[1], svg)
   return files
 }
+
+export const saveRun = (dir: string, result: BenchResult): string[] => writeOut(dir, 'bench', result, renderChart(result))

@@ -1,6 +1,5 @@
 /** The soak's human summary, and --out DIR: soak.json and an SVG of memory and sockets over time. */
-import {mkdirSync, writeFileSync} from 'node:fs'
-import {join} from 'node:path'
+import {writeOut} from './index.js'
 import {MiB, type SoakFigures, type SoakResult, type SoakSample} from './soak.js'
 
 /** Human summary. */
@@ -20,13 +19,7 @@ export function renderSoak(r: SoakResult): string {
 }
 
 /** --out DIR: soak.json (the --json document) and soak.svg. */
-export function saveSoak(dir: string, result: SoakResult): string[] {
-  mkdirSync(dir, {recursive: true})
-  const files = [join(dir, 'soak.json'), join(dir, 'soak.svg')]
-  writeFileSync(files[0], `${JSON.stringify(result, null, 2)}\n`)
-  writeFileSync(files[1], renderSoakChart(result))
-  return files
-}
+export const saveSoak = (dir: string, result: SoakResult): string[] => writeOut(dir, 'soak', result, renderSoakChart(result))
 
 const W = 640
 const H = 160
