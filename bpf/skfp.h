@@ -39,7 +39,7 @@ struct skfp_config {
 enum skfp_counter {
 	SKFP_CNT_SOCK_ADDED = 0,     /* sockets inserted into the sockhash */
 	SKFP_CNT_SOCK_INSERT_FAILED, /* insert failed (map full, ...): socket stays on TCP */
-	SKFP_CNT_SOCK_SKIPPED_MARK,  /* proxy-marked sockets left alone */
+	SKFP_CNT_CONN_PAIRED,        /* connections with both ends seen at the handshake */
 	SKFP_CNT_MSG_REDIRECTED,     /* sk_msg messages redirected to the peer */
 	SKFP_CNT_BYTES_REDIRECTED,   /* their bytes */
 	SKFP_CNT_MSG_FALLBACK,       /* messages sent over plain TCP (no peer / switched off) */

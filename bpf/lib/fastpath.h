@@ -1,70 +1,77 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* The socket fastpath: sock_ops puts established local TCP sockets into the
- * sockhash, sk_msg moves each send straight into the peer's receive queue. */
+/* The socket fastpath: sock_ops puts both ends of a connection inside the
+ * cgroup (pairing.h) into the sockhash, sk_msg moves each send straight into
+ * the peer's receive queue. */
 #ifndef SKFP_LIB_FASTPATH_H
 #define SKFP_LIB_FASTPATH_H
 
 #include "maps.h"
 #include "sock_key.h"
 #include "guard.h"
+#include "pairing.h"
 
-/* Only pairs whose both ends are sockets of this host are worth a sockhash
- * entry: loopback peers, peers on our own address, and connections the
- * interception handed to the local proxy (both ends). Anything else stays
- * plain TCP and never pays for the sockmap proto. */
-static __always_inline int skfp_peer_is_local(struct skfp_sock_key *k, int passive)
+/* An end of a paired connection joins the sockhash, its peer's key in its
+ * socket storage. */
+static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_sock_key *own,
+				      const struct skfp_sock_key *peer)
 {
-	struct skfp_sock_key hint;
+	struct bpf_sock *sk = skops->sk;
+	struct skfp_sock_key *stored;
 
-	if (skfp_key_is_loopback(k) || skfp_key_remote_is_local_addr(k))
-		return 1;
-	hint = *k;
-	hint.netns_cookie = 0;
-	if (passive) /* the proxy's accepted socket: the hint is the client's view */
-		skfp_key_swap(&hint);
-	if (!bpf_map_lookup_elem(&skfp_intercepted, &hint))
-		return 0;
-	if (passive)
-		bpf_map_delete_elem(&skfp_intercepted, &hint);
-	return 1;
+	if (!sk)
+		return;
+	stored = bpf_sk_storage_get(&skfp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!stored) {
+		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
+		return;
+	}
+	*stored = *peer;
+	own->netns_cookie = bpf_get_netns_cookie(skops);
+	if (bpf_sock_hash_update(skops, &skfp_socks, own, BPF_NOEXIST)) {
+		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
+		return;
+	}
+	skfp_count(SKFP_CNT_SOCK_ADDED, 1);
+	skfp_dbg("skfp: added %d -> %d", own->local_port, own->remote_port);
 }
 
 SEC("sockops")
 int skfp_sockops(struct bpf_sock_ops *skops)
 {
-	struct skfp_sock_key key;
+	struct skfp_sock_key own, peer;
 	struct skfp_config *cfg;
-	struct bpf_sock *sk;
-	int passive;
+	int server;
 
-	if (skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
-		passive = 1;
-	else if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
-		passive = 0;
-	else
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+	case BPF_SOCK_OPS_TIMEOUT_INIT:
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		break;
+	default:
 		return 1;
-
+	}
 	cfg = skfp_get_config();
 	if (!cfg || !(cfg->flags & SKFP_CFG_FASTPATH)) /* off: no new sockets get the sockmap proto */
 		return 1;
-	sk = skops->sk;
-	if (!sk)
+	if (SKFP_KEY_FROM_CTX(&own, skops))
 		return 1;
-	if (cfg->proxy_mark && sk->mark == cfg->proxy_mark) {
-		skfp_count(SKFP_CNT_SOCK_SKIPPED_MARK, 1);
+
+	switch (skops->op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		skfp_pair_connect(skops, &own);
 		return 1;
-	}
-	if (SKFP_KEY_FROM_CTX(&key, skops))
-		return 1;
-	if (!skfp_peer_is_local(&key, passive))
-		return 1;
-	key.netns_cookie = bpf_get_netns_cookie(skops);
-	if (bpf_sock_hash_update(skops, &skfp_socks, &key, BPF_NOEXIST)) {
-		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
+	case BPF_SOCK_OPS_TIMEOUT_INIT: /* also called for a client's own socket */
+		if (!skops->is_fullsock)
+			skfp_pair_syn(skops, &own);
 		return 1;
 	}
-	skfp_count(SKFP_CNT_SOCK_ADDED, 1);
-	skfp_dbg("skfp: added %d -> %d", key.local_port, key.remote_port);
+	server = skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB;
+	if (skfp_pair_established(skops, &own, server, &peer))
+		return 1;
+	if (server)
+		skfp_count(SKFP_CNT_CONN_PAIRED, 1);
+	skfp_join(skops, &own, &peer);
 	return 1;
 }
 
@@ -73,20 +80,19 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 SEC("sk_msg")
 int skfp_sk_msg(struct sk_msg_md *msg)
 {
-	struct skfp_sock_key peer;
+	struct skfp_sock_key *peer;
 	struct skfp_config *cfg;
 	__u32 size = msg->size;
 
 	cfg = skfp_get_config();
-	if (!cfg || !(cfg->flags & SKFP_CFG_FASTPATH))
+	if (!cfg || !(cfg->flags & SKFP_CFG_FASTPATH) || !msg->sk)
 		goto fallback;
-	if (SKFP_KEY_FROM_CTX(&peer, msg))
+	peer = bpf_sk_storage_get(&skfp_peers, msg->sk, 0, 0);
+	if (!peer)
 		goto fallback;
-	skfp_key_swap(&peer);
-	peer.netns_cookie = bpf_get_netns_cookie(msg);
 	if (!skfp_guard_allow(msg, cfg))
 		goto fallback;
-	if (bpf_msg_redirect_hash(msg, &skfp_socks, &peer, BPF_F_INGRESS) != SK_PASS)
+	if (bpf_msg_redirect_hash(msg, &skfp_socks, peer, BPF_F_INGRESS) != SK_PASS)
 		goto fallback;
 	skfp_guard_redirected(msg);
 	skfp_count(SKFP_CNT_MSG_REDIRECTED, 1);

@@ -19,7 +19,7 @@
 #ifndef SKFP_LIB_GUARD_H
 #define SKFP_LIB_GUARD_H
 
-#include <bpf/bpf_core_read.h>
+#include "kernel.h"
 #include "maps.h"
 
 /* Used when skfp_config.fastpath_queue is 0. */
@@ -27,48 +27,6 @@
 
 /* sock->sk_user_data carries flag bits below the psock pointer. */
 #define SKFP_SK_USER_DATA_PTRMASK (~7ull)
-
-/* --- The few kernel structures the guard reads. Only the fields named here
- * are used; preserve_access_index makes libbpf relocate each access against
- * the running kernel's BTF at load time (no vmlinux.h needed). */
-typedef struct {
-	long counter;
-} skfp_atomic_long_t;
-
-struct proto {
-	skfp_atomic_long_t *memory_allocated; /* pages, whole protocol */
-	long *sysctl_mem;                     /* net.ipv4.tcp_mem[3], pages */
-} __attribute__((preserve_access_index));
-
-struct sock_common {
-	__be16 skc_dport;
-	__u16 skc_num;
-	struct proto *skc_prot;
-} __attribute__((preserve_access_index));
-
-struct sock {
-	struct sock_common __sk_common;
-	void *sk_user_data; /* the psock, with flag bits */
-} __attribute__((preserve_access_index));
-
-struct tcp_sock {
-	__u32 copied_seq; /* head of yet unread data (plain TCP only) */
-	__u32 write_seq;  /* tail+1 of data in the send buffer */
-	__u32 snd_nxt;    /* next sequence to transmit */
-	__u64 bytes_sent; /* payload bytes transmitted so far */
-} __attribute__((preserve_access_index));
-
-struct sk_psock {
-	struct sock *sk;
-	__u32 msg_tot_len; /* bytes queued on ingress_msg (redirected, unread) */
-} __attribute__((preserve_access_index));
-
-struct sk_msg {
-	struct sock *sk_redir; /* set by bpf_msg_redirect_hash() */
-} __attribute__((preserve_access_index));
-
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
-extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
 
 /* What the guard remembers about one sending socket. */
 struct skfp_guard_state {

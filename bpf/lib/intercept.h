@@ -398,27 +398,6 @@ int skfp_tc_egress(struct __sk_buff *skb)
 	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
 }
 
-/* The client's view of a connection handed to the proxy, for sock_ops. */
-static __always_inline void skfp_record_intercepted(const struct skfp_pkt *p)
-{
-	struct skfp_sock_key k = {};
-	__u8 one = 1;
-
-	k.family = p->family;
-	if (p->family == 4) {
-		k.local_ip[0] = p->tuple.ipv4.saddr;
-		k.remote_ip[0] = p->tuple.ipv4.daddr;
-		k.local_port = bpf_ntohs(p->tuple.ipv4.sport);
-		k.remote_port = bpf_ntohs(p->tuple.ipv4.dport);
-	} else {
-		__builtin_memcpy(k.local_ip, p->tuple.ipv6.saddr, 16);
-		__builtin_memcpy(k.remote_ip, p->tuple.ipv6.daddr, 16);
-		k.local_port = bpf_ntohs(p->tuple.ipv6.sport);
-		k.remote_port = bpf_ntohs(p->tuple.ipv6.dport);
-	}
-	bpf_map_update_elem(&skfp_intercepted, &k, &one, BPF_ANY);
-}
-
 /* Runs for every packet entering lo: anything without our fwmark is
  * loopback traffic and passes at once. Does not look at SKFP_CFG_INTERCEPT:
  * packets already redirected must still reach their socket. */
@@ -460,8 +439,6 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
-	if (skfp_pkt_is_syn(&p))
-		skfp_record_intercepted(&p);
 	return TC_ACT_OK;
 }
 

@@ -46,15 +46,6 @@ struct {
 	__type(value, __u64);
 } skfp_socks SEC(".maps");
 
-/* Connections the lo-ingress program handed to the proxy, keyed by the
- * client's view (netns_cookie 0): sock_ops accelerates both ends of these. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, SKFP_SOCKS_MAX);
-	__type(key, struct skfp_sock_key);
-	__type(value, __u8);
-} skfp_intercepted SEC(".maps");
-
 static __always_inline struct skfp_config *skfp_get_config(void)
 {
 	__u32 zero = 0;

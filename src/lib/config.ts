@@ -33,7 +33,7 @@ export interface DatapathConfig {
 export const COUNTER_NAMES = [
   'socketsAdded',
   'socketInsertFailures',
-  'socketsSkippedProxyMark',
+  'connectionsPaired',
   'messagesRedirected',
   'bytesRedirected',
   'messagesFallback',

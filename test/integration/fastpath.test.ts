@@ -1,7 +1,7 @@
 // up → real traffic through the fastpath → status counters → down, inside netns + child cgroup.
 import {describe, expect, it} from 'vitest'
 import {expectedSha} from '../fixtures/transfer.mjs'
-import {leftovers, requireRoot, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
+import {FIXTURE, leftovers, requireRoot, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
 
 const MiB = 1024 * 1024
 const BIG = 256 * MiB
@@ -69,21 +69,49 @@ describe('fastpath lifecycle', () => {
     })
   })
 
-  it('does not accelerate a connection to another namespace', async () => {
+  it('accelerates connections between namespaces of the cgroup, never crossing identical tuples', async () => {
     await withSandbox('xn', async (sb) => {
-      const a = await sb.addNetns('a')
-      const b = await sb.addNetns('b')
-      await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
-      expect((await skfp(upArgs(sb, a))).exitCode).toBe(0)
-      for (const [addr, seed] of [['198.18.0.2', 'x4'], ['fd00:18::2', 'x6']]) {
-        const server = sb.start(b, [process.execPath, (await import('./helpers.js')).FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(8 * MiB), '--seed', seed])
-        await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
-        const c = await transfer(sb, a, ['client', '--addr', addr, '--port', '7100', '--bytes', String(8 * MiB), '--seed', seed])
-        const srv = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
-        expect(srv.serverReceivedSha).toBe(expectedSha(`${seed}-up`, 8 * MiB))
-        expect(c.clientReceivedSha).toBe(expectedSha(`${seed}-down`, 8 * MiB))
+      // Two client/server namespace pairs with the same addresses and ports: the same tuple twice.
+      const pairs = []
+      for (const tag of ['1', '2']) {
+        const a = await sb.addNetns(`a${tag}`)
+        const b = await sb.addNetns(`b${tag}`)
+        await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+        pairs.push({a, b, seed: `n${tag}`})
+      }
+      expect((await skfp(upArgs(sb, pairs[0].a))).exitCode).toBe(0)
+      for (const addr of ['198.18.0.2', 'fd00:18::2']) {
+        const servers = pairs.map(({b, seed}) => sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(32 * MiB), '--seed', seed]))
+        await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.stdout!.once('data', () => resolve()))))
+        const same = ['--addr', addr, '--port', '7100', '--client-port', '7101', '--bytes', String(32 * MiB)]
+        const clients = await Promise.all(pairs.map(({a, seed}) => transfer(sb, a, ['client', ...same, '--seed', seed])))
+        for (const [i, {seed}] of pairs.entries()) {
+          const srv = JSON.parse(String((await servers[i]).stdout).trim().split('\n').pop()!)
+          expect(srv.serverReceivedSha, `${addr} ${seed} up`).toBe(expectedSha(`${seed}-up`, 32 * MiB))
+          expect(clients[i].clientReceivedSha, `${addr} ${seed} down`).toBe(expectedSha(`${seed}-down`, 32 * MiB))
+        }
       }
       const s = await status(sb.name)
+      expect(s.counters.connectionsPaired).toBe(4)
+      expect(s.counters.socketsAdded).toBe(8)
+      expect(s.counters.bytesRedirected).toBeGreaterThan(4 * 32 * MiB) // most of both directions of all four
+    })
+  })
+
+  it('leaves a connection plain TCP when its server is outside the cgroup', async () => {
+    await withSandbox('xo', async (sb) => {
+      const a = await sb.addNetns('a')
+      const b = await sb.addNetns('b')
+      await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30']})
+      expect((await skfp(upArgs(sb, a))).exitCode).toBe(0)
+      const server = sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', '198.18.0.2', '--port', '7100', '--bytes', String(8 * MiB), '--seed', 'o'], {outsideCgroup: true})
+      await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
+      const c = await transfer(sb, a, ['client', '--addr', '198.18.0.2', '--port', '7100', '--bytes', String(8 * MiB), '--seed', 'o'])
+      const srv = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
+      expect(srv.serverReceivedSha).toBe(expectedSha('o-up', 8 * MiB))
+      expect(c.clientReceivedSha).toBe(expectedSha('o-down', 8 * MiB))
+      const s = await status(sb.name)
+      expect(s.counters.connectionsPaired).toBe(0)
       expect(s.counters.socketsAdded).toBe(0)
       expect(s.counters.bytesRedirected).toBe(0)
     })

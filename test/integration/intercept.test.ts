@@ -10,8 +10,9 @@ import {curl, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REM
 const MiB = 1024 * 1024
 const BIG = 256 * MiB
 
-async function remoteServer(sb: any, remote: string, addr: string, port: number, bytes: number, seed: string, extra: string[] = []) {
-  const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(bytes), '--seed', seed, ...extra], {outsideCgroup: true})
+/** A transfer server in the remote netns: outside the cgroup (the world) unless inCgroup (a local container). */
+async function remoteServer(sb: any, remote: string, addr: string, port: number, bytes: number, seed: string, extra: string[] = [], inCgroup = false) {
+  const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(bytes), '--seed', seed, ...extra], {outsideCgroup: !inCgroup})
   await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()))
   return async () => JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
 }
@@ -94,21 +95,22 @@ describe('interception through v2ray', () => {
     })
   })
 
-  it('with the fastpath on and a read/send relay: integrity holds, the app-proxy hop is redirected, upstream sockets are not', async () => {
+  it('with the fastpath on and a read/send relay: integrity holds, the app-proxy hop is redirected, and the upstream hop too when its server is local', async () => {
     await withSandbox('if', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       expect((await skfp(interceptArgs(sb, host).map((a) => (a === 'off' ? 'on' : a)))).exitCode).toBe(0)
       const relay = sb.start(host, [programPath('skfp-relay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--listen', `[::1]:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
       await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
-      for (const [addr, seed, port] of [[REMOTE4, 'f4', 9011], [REMOTE6, 'f6', 9012]] as const) {
-        const done = await remoteServer(sb, remote, addr, port, 64 * MiB, seed)
+      // IPv4: the server is the world (outside the cgroup); IPv6: a local container (inside it)
+      for (const [addr, seed, port, local] of [[REMOTE4, 'f4', 9011, false], [REMOTE6, 'f6', 9012, true]] as const) {
+        const done = await remoteServer(sb, remote, addr, port, 64 * MiB, seed, [], local)
         const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(64 * MiB), '--seed', seed])
         expect((await done()).serverReceivedSha).toBe(expectedSha(`${seed}-up`, 64 * MiB))
         expect(c.clientReceivedSha).toBe(expectedSha(`${seed}-down`, 64 * MiB))
       }
       const st = await status(sb.name)
-      expect(st.counters.socketsAdded).toBe(4) // client and relay end of each proxied connection
-      expect(st.counters.socketsSkippedProxyMark).toBe(2) // the relay's two upstream sockets
+      expect(st.counters.connectionsPaired).toBe(3) // app-relay twice, relay-server once (IPv6)
+      expect(st.counters.socketsAdded).toBe(6)
       expect(st.counters.bytesRedirected).toBeGreaterThan(0)
     })
   })

@@ -1,0 +1,136 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Which connections the fastpath takes: those whose two ends are both sockets
+ * of the cgroup, on this host, in any network namespace. sock_ops sees both
+ * ends of such a connection during the handshake, before either sends data:
+ *
+ *   client connect()        TCP_CONNECT_CB   records the connection under its id
+ *   server gets the SYN     TIMEOUT_INIT     (request socket, before the SYN-ACK)
+ *                                            adds the server's namespace
+ *   client gets the SYN-ACK ACTIVE_ESTABLISHED  finds both ends: joins the sockhash
+ *   server gets the ACK     PASSIVE_ESTABLISHED finds both ends: joins, id dropped
+ *
+ * The id is the client's view of the tuple plus the client's initial sequence
+ * number: the server's request socket holds it (rcv_isn), the client's socket
+ * does too (write_seq at connect, snd_una - 1 once established). Identical
+ * tuples in two namespaces (two containers each talking to their own
+ * 127.0.0.1:80) therefore never pair across, and the packet's path (loopback,
+ * a veth between namespaces, a SYN the interception handed to the proxy) does
+ * not matter. Each socket keeps its peer's sockhash key in socket storage,
+ * where sk_msg finds it. */
+#ifndef SKFP_LIB_PAIRING_H
+#define SKFP_LIB_PAIRING_H
+
+#include "kernel.h"
+#include "maps.h"
+#include "sock_key.h"
+
+/* A connection being set up, seen from its client. 44 bytes. */
+struct skfp_conn_id {
+	__u32 client_ip[4];
+	__u32 server_ip[4];
+	__u16 client_port;
+	__u16 server_port;
+	__u32 family;
+	__u32 client_isn;
+};
+
+/* Where its two ends live. */
+struct skfp_conn_ends {
+	__u64 client_netns;
+	__u64 server_netns; /* 0 until the server's SYN was seen */
+};
+
+/* Connections between connect() and the server's accept; an LRU map, since
+ * a connection to a peer outside the cgroup never completes its entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SKFP_SOCKS_MAX);
+	__type(key, struct skfp_conn_id);
+	__type(value, struct skfp_conn_ends);
+} skfp_handshakes SEC(".maps");
+
+/* Per socket in the sockhash: its peer's key there. Freed with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct skfp_sock_key);
+} skfp_peers SEC(".maps");
+
+/* The id from one end's own key (netns cookie not yet set in it). */
+static __always_inline void skfp_conn_id_of(struct skfp_conn_id *id, const struct skfp_sock_key *own, int server,
+					   __u32 client_isn)
+{
+	struct skfp_sock_key c = *own;
+
+	if (server)
+		skfp_key_swap(&c);
+	__builtin_memcpy(id->client_ip, c.local_ip, sizeof(id->client_ip));
+	__builtin_memcpy(id->server_ip, c.remote_ip, sizeof(id->server_ip));
+	id->client_port = c.local_port;
+	id->server_port = c.remote_port;
+	id->family = c.family;
+	id->client_isn = client_isn;
+}
+
+/* Client, connect(): the SYN is about to leave; write_seq is its ISN. */
+static __always_inline void skfp_pair_connect(struct bpf_sock_ops *skops, const struct skfp_sock_key *own)
+{
+	struct skfp_conn_ends ends = {};
+	struct skfp_conn_id id;
+	struct tcp_sock *tp;
+
+	if (!skops->sk)
+		return;
+	tp = bpf_rdonly_cast(skops->sk, bpf_core_type_id_kernel(struct tcp_sock));
+	skfp_conn_id_of(&id, own, 0, tp->write_seq);
+	ends.client_netns = bpf_get_netns_cookie(skops);
+	bpf_map_update_elem(&skfp_handshakes, &id, &ends, BPF_ANY);
+}
+
+/* Server, a SYN reached a listener of the cgroup: its request socket. */
+static __always_inline void skfp_pair_syn(struct bpf_sock_ops *skops, const struct skfp_sock_key *own)
+{
+	struct bpf_sock_ops_kern *kctx = bpf_cast_to_kern_ctx(skops);
+	struct tcp_request_sock *req;
+	struct skfp_conn_ends *ends;
+	struct skfp_conn_id id;
+
+	req = bpf_rdonly_cast(kctx->sk, bpf_core_type_id_kernel(struct tcp_request_sock));
+	skfp_conn_id_of(&id, own, 1, req->rcv_isn);
+	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
+	if (ends && !ends->server_netns)
+		ends->server_netns = bpf_get_netns_cookie(skops);
+}
+
+/* Either end, established: *peer gets the other end's sockhash key. Returns 0
+ * when both ends were seen (the server also drops the id), -1 otherwise. */
+static __always_inline int skfp_pair_established(struct bpf_sock_ops *skops, const struct skfp_sock_key *own, int server,
+						 struct skfp_sock_key *peer)
+{
+	struct skfp_conn_ends *ends;
+	struct skfp_conn_id id;
+	__u32 rcv_nxt, snd_una;
+	__u64 peer_netns;
+
+	/* Both ISNs are acknowledged now: the client's is snd_una - 1 at the
+	 * client and rcv_nxt - 1 at the server. Both fields are read: a
+	 * context field picked by a condition is a modified ctx pointer, which
+	 * the verifier refuses. */
+	rcv_nxt = skops->rcv_nxt;
+	snd_una = skops->snd_una;
+	asm volatile("" : "+r"(rcv_nxt), "+r"(snd_una));
+	skfp_conn_id_of(&id, own, server, (server ? rcv_nxt : snd_una) - 1);
+	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
+	if (!ends || !ends->server_netns)
+		return -1;
+	peer_netns = server ? ends->client_netns : ends->server_netns;
+	if (server)
+		bpf_map_delete_elem(&skfp_handshakes, &id);
+	*peer = *own;
+	skfp_key_swap(peer);
+	peer->netns_cookie = peer_netns;
+	return 0;
+}
+
+#endif /* SKFP_LIB_PAIRING_H */
