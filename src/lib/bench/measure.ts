@@ -47,9 +47,13 @@ export interface Throughput {
  * iperf3 from clientNs to connect:IPERF_PORT, the server in serverNs. Sender and receiver CPU are
  * iperf3's own figures (getrusage of each process over the test); the proxy's comes from /proc.
  */
-export async function throughput(sb: Sandbox, at: {clientNs: string; serverNs: string; connect: string; proxyPid?: number}, seconds: number): Promise<Throughput> {
+export async function throughput(
+  sb: Sandbox,
+  at: {clientNs: string; serverNs: string; connect: string; proxyPid?: number; serversOutsideCgroup?: boolean},
+  seconds: number,
+): Promise<Throughput> {
   const bin = resolveTool('iperf3')
-  const server = sb.start(at.serverNs, [bin, '-s', '-1', '-p', String(IPERF_PORT), '--forceflush'])
+  const server = sb.start(at.serverNs, [bin, '-s', '-1', '-p', String(IPERF_PORT), '--forceflush'], {outsideCgroup: at.serversOutsideCgroup})
   await waitForOutput(server, /Server listening/)
   const proxyCpu = at.proxyPid ? cpuMeter(at.proxyPid) : undefined
   const r = await sb.run(at.clientNs, [bin, '-c', at.connect, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {timeoutMs: (seconds + 20) * 1000, allowFailure: true})
@@ -84,11 +88,14 @@ function parseRtt(stdout: string): RoundTrips {
   }
 }
 
-/** The two echo servers of a TCP scenario (one free to run anywhere, one pinned to PIN_CPU); returns their stop. */
-export async function startEchoServers(sb: Sandbox, serverNs: string, listen: string): Promise<() => Promise<void>> {
+/**
+ * The two echo servers of a TCP scenario (one free to run anywhere, one pinned to PIN_CPU); returns
+ * their stop. outsideCgroup: they stand for the world, whose sockets the fastpath never pairs with.
+ */
+export async function startEchoServers(sb: Sandbox, serverNs: string, listen: string, outsideCgroup = false): Promise<() => Promise<void>> {
   const servers: ReturnType<Sandbox['start']>[] = []
   for (const [port, pin] of [[ECHO_PORT, []], [ECHO_PINNED_PORT, ['--cpu', String(PIN_CPU)]]] as const) {
-    const server = sb.start(serverNs, [programPath('skfp-pingpong'), 'server', '--listen', `${listen}:${port}`, ...pin])
+    const server = sb.start(serverNs, [programPath('skfp-pingpong'), 'server', '--listen', `${listen}:${port}`, ...pin], {outsideCgroup})
     servers.push(server)
     await waitForOutput(server, /listening/)
   }

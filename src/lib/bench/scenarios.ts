@@ -46,6 +46,8 @@ interface TcpPath {
   /** The address the client dials and the servers listen on. */
   connect: string
   proxy?: Proxy
+  /** The servers run outside the cgroup: the world rather than a local container. */
+  serversOutsideCgroup?: boolean
 }
 
 /** errorDetails: "measurement: first error", present only when something failed. */
@@ -65,7 +67,7 @@ const stepper =
 async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath): Promise<Measured> {
   const {sb, seconds} = ctx
   const step = stepper(ctx)
-  const stopEcho = await step(() => startEchoServers(sb, path.serverNs, path.connect))
+  const stopEcho = await step(() => startEchoServers(sb, path.serverNs, path.connect, path.serversOutsideCgroup))
   let proxyErrors = 0
   try {
     const t = await step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds))
@@ -108,14 +110,18 @@ async function loopbackWith(ctx: BenchContext, name: ScenarioName, up: (ns: stri
   }
 }
 
-/** A proxy run through skfp's interception (tc + bpf_sk_assign), with skfp-relay or v2ray. */
-async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: boolean, start: (ns: string) => Promise<Proxy>): Promise<Measured> {
+/**
+ * A proxy run through skfp's interception (tc + bpf_sk_assign), with skfp-relay or v2ray. The remote
+ * servers are inside the cgroup (a local container: the fastpath pairs the proxy's upstream with them
+ * too) unless world is set.
+ */
+async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: boolean, start: (ns: string) => Promise<Proxy>, world = false): Promise<Measured> {
   const topo = (ctx.topology.tc ??= await proxyTopology(ctx.sb, 'tc'))
   await upInterception(ctx, topo.host, fastpath)
   try {
     const proxy = await start(topo.host)
     try {
-      const m = await measureTcp(ctx, name, {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy})
+      const m = await measureTcp(ctx, name, {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy, serversOutsideCgroup: world})
       return {...m, redirectedBytes: await redirectedBytes(ctx)}
     } finally {
       await proxy.stop()
@@ -175,6 +181,10 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
   },
   {name: 'proxy-tc', run: (ctx) => intercepted(ctx, 'proxy-tc', false, (ns) => startRelay(ctx.sb, ns))},
   {name: 'proxy-tc-fastpath', run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath', true, (ns) => startRelay(ctx.sb, ns))},
+  {
+    name: 'proxy-tc-fastpath-world',
+    run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath-world', true, (ns) => startRelay(ctx.sb, ns), true),
+  },
   {name: 'proxy-v2ray-tc', unavailable: noV2ray, run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc', false, (ns) => startV2ray(ctx.sb, ns, ctx.workDir))},
   {
     name: 'proxy-v2ray-tc-fastpath',

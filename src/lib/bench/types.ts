@@ -12,6 +12,7 @@ export const SCENARIOS = [
   'proxy-iptables',
   'proxy-tc',
   'proxy-tc-fastpath',
+  'proxy-tc-fastpath-world',
   'proxy-v2ray-tc',
   'proxy-v2ray-tc-fastpath',
 ] as const
