@@ -40,9 +40,16 @@ export async function resolveUplinks(runner: Runner, settings: UpSettings): Prom
 const markOf = (text?: string) => (text ? Number.parseInt(text.split('/')[0], 16) : undefined)
 
 /** Observes the target netns; refuses, before anything changes, what would collide. */
-export async function gatherInterceptFacts(runner: Runner, settings: UpSettings): Promise<InterceptFacts> {
+/**
+ * Reads what interception needs from the target namespace and refuses what collides. `ours`: the
+ * changes of the running instance a `--replace` takes down first; a dry run cannot take them down, so
+ * it counts them as gone (they are no collision, their qdiscs will be missing, the sysctl's old value
+ * is the recorded one).
+ */
+export async function gatherInterceptFacts(runner: Runner, settings: UpSettings, ours: Change[] = []): Promise<InterceptFacts> {
   const i = settings.intercept!
   const ns = settings.netns
+  const has = (c: Change) => ours.some((o) => Object.entries(c).every(([k, v]) => (o as Record<string, unknown>)[k] === v))
   const links = await ip.links(runner, ns)
   for (const dev of i.uplinks) {
     const link = links.find((l) => l.ifname === dev)
@@ -53,19 +60,25 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings)
   if (!lo) throw usageError('no lo interface', 'the target namespace needs a loopback interface')
   for (const family of families(i)) {
     for (const r of await ip.rules(runner, family, ns)) {
-      if (markOf(r.fwmark) === i.fwmark) throw conflictError(`an ip -${family} rule already uses fwmark 0x${i.fwmark.toString(16)} (priority ${r.priority})`, 'choose another mark with --fwmark')
+      const fwmark = markOf(r.fwmark)
+      if (fwmark !== undefined && has({kind: 'rule', family, fwmark, table: Number(r.table), priority: r.priority})) continue
+      if (fwmark === i.fwmark) throw conflictError(`an ip -${family} rule already uses fwmark 0x${i.fwmark.toString(16)} (priority ${r.priority})`, 'choose another mark with --fwmark')
       if (r.priority === RULE_PRIORITY) throw conflictError(`an ip -${family} rule already sits at priority ${RULE_PRIORITY}`, 'remove it, or run `skfp down` if skfp left it')
       if (r.table === String(i.table)) throw conflictError(`an ip -${family} rule already looks up table ${i.table}`, 'choose another table with --table')
     }
-    if ((await ip.routes(runner, family, String(i.table), ns)).length > 0) throw conflictError(`table ${i.table} already has IPv${family} routes`, 'choose another table with --table')
+    const routes = await ip.routes(runner, family, String(i.table), ns)
+    if (routes.length > 0 && !has({kind: 'route', family, table: i.table})) throw conflictError(`table ${i.table} already has IPv${family} routes`, 'choose another table with --table')
   }
   const needsClsact: string[] = []
   for (const [dev, dir] of [['lo', 'ingress'], ...i.uplinks.map((u) => [u, 'egress'])] as [string, tc.Direction][]) {
-    if ((await tc.filters(runner, dev, dir, ns)).some((f) => f.pref === tc.FILTER_PREF))
+    const ownFilter = has({kind: 'tc-filter', dev, direction: dir, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16)})
+    if (!ownFilter && (await tc.filters(runner, dev, dir, ns)).some((f) => f.pref === tc.FILTER_PREF))
       throw conflictError(`a tc filter already sits at pref ${tc.FILTER_PREF} on ${dev} ${dir}`, 'remove it, or run `skfp down` if skfp left it')
-    if (!tc.hasClsact(await tc.qdiscs(runner, dev, ns)) && !needsClsact.includes(dev)) needsClsact.push(dev)
+    const clsactGoes = has({kind: 'qdisc', dev})
+    if ((clsactGoes || !tc.hasClsact(await tc.qdiscs(runner, dev, ns))) && !needsClsact.includes(dev)) needsClsact.push(dev)
   }
-  const oldAcceptLocal = await sysctl.get(runner, ACCEPT_LOCAL, ns)
+  const recorded = ours.find((c): c is Extract<Change, {kind: 'sysctl'}> => c.kind === 'sysctl' && c.key === ACCEPT_LOCAL)
+  const oldAcceptLocal = recorded?.old ?? (await sysctl.get(runner, ACCEPT_LOCAL, ns))
   if (oldAcceptLocal === undefined) throw usageError(`cannot read ${ACCEPT_LOCAL}`, 'the target namespace needs IPv4 on lo')
   return {loIfindex: lo.ifindex, oldAcceptLocal, needsClsact}
 }

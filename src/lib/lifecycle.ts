@@ -58,7 +58,11 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   }
   const exec = new Executor(runner)
   if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, opts)
-  if (settings.intercept && !interceptFacts) interceptFacts = await gatherInterceptFacts(runner, settings)
+  if (settings.intercept && !interceptFacts) {
+    // a dry run did not take the running instance down: its own changes are not collisions
+    const ours = decision.replace && opts.dryRun ? observed.record?.changes : undefined
+    interceptFacts = await gatherInterceptFacts(runner, settings, ours)
+  }
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),

@@ -127,6 +127,12 @@ describe('interception through v2ray', () => {
       expect((await skfp(interceptArgs(sb, host))).exitCode).toBe(0)
       const during = await runner.run({tool: 'tc', args: ['-j', 'filter', 'show', 'dev', 'up0', 'egress'], netns: host})
       expect(JSON.parse(during.stdout).filter((f: {pref: number; options?: unknown}) => f.options).map((f: {pref: number}) => f.pref)).toEqual([100, 1487])
+      // a dry-run replace with other settings plans the whole swap: the instance's own rules are no collision
+      const whileUp = await hostSnapshot([host], sb.cgroup)
+      const dry = await skfp([...interceptArgs(sb, host, ['--proxy-down', 'pass']), '--replace', '--dry-run'])
+      expect(dry.exitCode, dry.stderr).toBe(0)
+      expect(dry.json.plan.map((s: {id: string}) => s.id)).toEqual(expect.arrayContaining(['lock', 'load', 'record']))
+      await expectRestored(whileUp, [host], sb.cgroup)
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       await expectRestored(before, [host], sb.cgroup)
     })
