@@ -57,7 +57,9 @@ enum skfp_counter {
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.
  * IPv4 (and v4-mapped IPv6) is stored as family 4 with the address in ip[0].
- * 48 bytes. */
+ * client_isn tells connections with the same tuple apart: a socket reset by
+ * its peer stays in the sockhash until its owner closes it, and the next
+ * connection from the same port must not find it. 56 bytes. */
 struct skfp_sock_key {
 	__u32 local_ip[4];   /* network order */
 	__u32 remote_ip[4];  /* network order */
@@ -65,6 +67,8 @@ struct skfp_sock_key {
 	__u16 remote_port;   /* host order */
 	__u32 family;        /* 4 or 6 */
 	__u64 netns_cookie;  /* bpf_get_netns_cookie() of the socket */
+	__u32 client_isn;    /* host order: the connection's client initial sequence number */
+	__u32 _pad;
 };
 
 /* The undo record: one entry in the ARRAY map skfp_record. It holds, as JSON

@@ -18,7 +18,7 @@ static const char usage[] =
 	"usage: skfp-probe PROBE [--bytes N] [--addr 127.0.0.1|::1] [--port P] [--timeout-ms MS]\n"
 	"                        [--messages K] [--burst N] [--pause-ms MS]\n"
 	"                        [--max-tcp-mem-mib M] [--brake-tcp-mem-mib M]\n"
-	"probes: splice waitall blocking-recv slow-reader fionread halfclose dualstack integrity\n";
+	"probes: splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity\n";
 
 struct opts {
 	const char *probe;
@@ -841,6 +841,71 @@ static void probe_halfclose(void)
 	wd_close_all();
 }
 
+/* port-reuse: the client resets a connection whose server socket stays open
+ * (its owner has not closed it yet), connects again from the same port and
+ * sends. The new server socket must get the bytes, not the reset one: that
+ * one keeps the same tuple and stays in a sockhash until it is closed. */
+static void probe_port_reuse(void)
+{
+	struct pair p;
+	struct addr local = { .len = sizeof(local.ss) };
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	struct pollfd pl;
+	char detail[512], buf[64];
+	int cli2, srv2, old_q = -1;
+	ssize_t got = -1;
+
+	make_pair(&p, &O.addr, &O.addr);
+	if (send_all(p.cli, "o", 1) != 1 || recv_all(p.srv, buf, 1) != 1)
+		die("port-reuse: the first connection did not carry data");
+	if (getsockname(p.cli, (struct sockaddr *)&local.ss, &local.len) < 0)
+		die("getsockname: %s", strerror(errno));
+	/* close() sends the RST; the watchdog must not touch the fd afterwards */
+	setsockopt(p.cli, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	pthread_mutex_lock(&wd_lock);
+	for (int i = 0; i < wd_n; i++)
+		if (wd_fds[i] == p.cli)
+			wd_fds[i] = wd_fds[--wd_n];
+	pthread_mutex_unlock(&wd_lock);
+	close(p.cli);
+	pl = (struct pollfd){ .fd = p.srv, .events = POLLIN };
+	poll(&pl, 1, 1000); /* the reset has arrived; p.srv stays open */
+
+	cli2 = socket(addr_family(&O.addr), SOCK_STREAM, 0);
+	if (cli2 < 0)
+		die("socket: %s", strerror(errno));
+	set_int_opt(cli2, SOL_SOCKET, SO_REUSEADDR, 1);
+	if (bind(cli2, (struct sockaddr *)&local.ss, local.len) < 0)
+		die("port-reuse: bind to the reset connection's port: %s", strerror(errno));
+	wd_add(cli2);
+	if (connect(cli2, (struct sockaddr *)&p.laddr.ss, p.laddr.len) < 0)
+		die("port-reuse: connect again: %s", strerror(errno));
+	srv2 = tcp_accept(p.lfd, ms_left(g_deadline));
+	if (srv2 < 0)
+		die("accept: %s", strerror(errno));
+	wd_add(srv2);
+	if (send_all(cli2, "new", 3) != 3)
+		die("port-reuse: send: %s", strerror(errno));
+	pl = (struct pollfd){ .fd = srv2, .events = POLLIN };
+	if (poll(&pl, 1, 1000) > 0)
+		got = recv(srv2, buf, sizeof(buf), MSG_DONTWAIT);
+	ioctl(p.srv, FIONREAD, &old_q);
+	watchdog_stop();
+
+	int ok = got == 3 && !memcmp(buf, "new", 3) && old_q <= 0;
+	if (ok)
+		snprintf(detail, sizeof(detail), "the new connection from port %u got its bytes; the reset socket got none", addr_port(&local));
+	else
+		snprintf(detail, sizeof(detail), "the new connection from port %u got %zd of 3 bytes in 1 s; the reset socket, still open, has %d queued",
+			 addr_port(&local), got, old_q);
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "newReceived", (long long)got);
+	json_int(&j, "resetSocketQueued", old_q);
+	result_end(&j);
+	wd_close_all();
+}
+
 /* ---- main ---------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -896,6 +961,7 @@ int main(int argc, char **argv)
 		{ "slow-reader", 256 << 20, 60000 },
 		{ "fionread", 64 << 10, 5000 },
 		{ "halfclose", 64 << 10, 5000 },
+		{ "port-reuse", 3, 5000 },
 		{ "dualstack", 4 << 20, 10000 },
 		{ "integrity", 64 << 20, 30000 },
 	};
@@ -904,7 +970,7 @@ int main(int argc, char **argv)
 		if (!strcmp(O.probe, defs[k].name))
 			break;
 	if (k == sizeof(defs) / sizeof(defs[0]))
-		die("unknown probe: %s (splice waitall blocking-recv slow-reader fionread halfclose dualstack integrity)", O.probe);
+		die("unknown probe: %s (splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity)", O.probe);
 	if (!have_bytes)
 		O.bytes = defs[k].bytes;
 	if (!have_timeout)
@@ -939,6 +1005,8 @@ int main(int argc, char **argv)
 		probe_fionread();
 	else if (!strcmp(O.probe, "halfclose"))
 		probe_halfclose();
+	else if (!strcmp(O.probe, "port-reuse"))
+		probe_port_reuse();
 	else if (!strcmp(O.probe, "dualstack"))
 		probe_bulk(1, 0, 0);
 	else if (!strcmp(O.probe, "integrity"))

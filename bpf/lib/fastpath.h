@@ -7,16 +7,17 @@
 
 #include "maps.h"
 #include "sock_key.h"
-#include "guard.h"
 #include "pairing.h"
+#include "guard.h"
 
-/* An end of a paired connection joins the sockhash, its peer's key in its
- * socket storage. */
+/* An end of a paired connection joins the sockhash, what it knows of its peer
+ * in its socket storage; the server also leaves its address in the record. */
 static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_sock_key *own,
-				      const struct skfp_sock_key *peer)
+				      const struct skfp_sock_key *peer, struct skfp_conn_ends *ends, int server)
 {
+	struct bpf_sock_ops_kern *kctx;
 	struct bpf_sock *sk = skops->sk;
-	struct skfp_sock_key *stored;
+	struct skfp_peer *stored;
 
 	if (!sk)
 		return;
@@ -25,11 +26,17 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
 	}
-	*stored = *peer;
+	stored->key = *peer;
+	stored->client = !server;
+	stored->forgotten = 0;
 	own->netns_cookie = bpf_get_netns_cookie(skops);
 	if (bpf_sock_hash_update(skops, &skfp_socks, own, BPF_NOEXIST)) {
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
+	}
+	if (server) {
+		kctx = bpf_cast_to_kern_ctx(skops);
+		ends->server_sk = (__u64)kctx->sk;
 	}
 	skfp_count(SKFP_CNT_SOCK_ADDED, 1);
 	skfp_dbg("skfp: added %d -> %d", own->local_port, own->remote_port);
@@ -39,6 +46,7 @@ SEC("sockops")
 int skfp_sockops(struct bpf_sock_ops *skops)
 {
 	struct skfp_sock_key own, peer;
+	struct skfp_conn_ends *ends;
 	struct skfp_config *cfg;
 	int server;
 
@@ -67,11 +75,12 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	}
 	server = skops->op == BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB;
-	if (skfp_pair_established(skops, &own, server, &peer))
+	ends = skfp_pair_established(skops, &own, server, &peer);
+	if (!ends)
 		return 1;
 	if (server)
 		skfp_count(SKFP_CNT_CONN_PAIRED, 1);
-	skfp_join(skops, &own, &peer);
+	skfp_join(skops, &own, &peer, ends, server);
 	return 1;
 }
 
@@ -80,8 +89,8 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 SEC("sk_msg")
 int skfp_sk_msg(struct sk_msg_md *msg)
 {
-	struct skfp_sock_key *peer;
 	struct skfp_config *cfg;
+	struct skfp_peer *peer;
 	__u32 size = msg->size;
 
 	cfg = skfp_get_config();
@@ -90,11 +99,12 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	peer = bpf_sk_storage_get(&skfp_peers, msg->sk, 0, 0);
 	if (!peer)
 		goto fallback;
-	if (!skfp_guard_allow(msg, cfg))
+	if (!skfp_guard_allow(msg, cfg, peer))
 		goto fallback;
-	if (bpf_msg_redirect_hash(msg, &skfp_socks, peer, BPF_F_INGRESS) != SK_PASS)
+	if (bpf_msg_redirect_hash(msg, &skfp_socks, &peer->key, BPF_F_INGRESS) != SK_PASS)
 		goto fallback;
 	skfp_guard_redirected(msg);
+	skfp_pair_forget(peer);
 	skfp_count(SKFP_CNT_MSG_REDIRECTED, 1);
 	skfp_count(SKFP_CNT_BYTES_REDIRECTED, size);
 	return SK_PASS;

@@ -21,6 +21,7 @@
 
 #include "kernel.h"
 #include "maps.h"
+#include "pairing.h"
 
 /* Used when skfp_config.fastpath_queue is 0. */
 #define SKFP_GUARD_DEFAULT_QUEUE (4ull << 20)
@@ -71,8 +72,30 @@ static __always_inline int skfp_guard_braking(const struct sock *own)
 	return low > 0 && used >= low;
 }
 
+/* A client whose first messages went over TCP because the server had not
+ * joined yet: take the server's socket from the connection's record, as
+ * demoted, so it is promoted once the server has read those bytes. */
+static __always_inline int skfp_guard_learn_peer(struct skfp_guard_state *st, const struct skfp_peer *p)
+{
+	struct skfp_conn_ends *ends;
+	struct sock *peer;
+
+	if (!p->client || p->forgotten)
+		return 0;
+	ends = skfp_pair_record(p);
+	if (!ends || !ends->server_sk)
+		return 0;
+	peer = bpf_rdonly_cast((void *)ends->server_sk, bpf_core_type_id_kernel(struct sock));
+	st->peer_sk = ends->server_sk;
+	st->peer_psock = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
+	st->peer_port = peer->__sk_common.skc_num;
+	st->demoted = 1;
+	skfp_dbg("skfp: guard learned the server %d from the record", st->peer_port);
+	return 1;
+}
+
 /* Whether this message may be redirected now. 0: send it over plain TCP. */
-static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct skfp_config *cfg)
+static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct skfp_config *cfg, const struct skfp_peer *p)
 {
 	struct skfp_guard_state *st;
 	struct bpf_sock *bsk = msg->sk;
@@ -95,10 +118,15 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	/* The peer is not known until a redirect found it, so the first
 	 * redirected message is unguarded. It must not overtake bytes this
 	 * socket already sent over TCP (kill switch off, peer not yet in the
-	 * sockhash, ...): nobody can tell whether the peer has read them, so
-	 * such a socket stays on TCP for good. */
-	if (!st->peer_sk)
-		return own_tp->bytes_sent == 0 && own_tp->write_seq == own_tp->snd_nxt;
+	 * sockhash, ...): such a socket waits on TCP until the peer has read
+	 * them, which only a client can tell (from the connection's record);
+	 * any other stays on TCP for good. */
+	if (!st->peer_sk) {
+		if (own_tp->bytes_sent == 0 && own_tp->write_seq == own_tp->snd_nxt)
+			return 1;
+		if (!skfp_guard_learn_peer(st, p))
+			return 0;
+	}
 	peer = bpf_rdonly_cast((void *)st->peer_sk, bpf_core_type_id_kernel(struct sock));
 	peer_tp = bpf_rdonly_cast((void *)st->peer_sk, bpf_core_type_id_kernel(struct tcp_sock));
 	write_seq = own_tp->write_seq;
@@ -173,7 +201,7 @@ static __always_inline void skfp_guard_redirected(struct sk_msg_md *msg)
 
 /* Benchmark baseline only (`skfp bench` loopback-fastpath-unguarded): no guard. */
 #ifdef SKFP_NO_GUARD
-#define skfp_guard_allow(msg, cfg) 1
+#define skfp_guard_allow(msg, cfg, p) 1
 #define skfp_guard_redirected(msg) ((void)(msg))
 #endif
 

@@ -16,7 +16,13 @@
  * 127.0.0.1:80) therefore never pair across, and the packet's path (loopback,
  * a veth between namespaces, a SYN the interception handed to the proxy) does
  * not matter. Each socket keeps its peer's sockhash key in socket storage,
- * where sk_msg finds it. */
+ * where sk_msg finds it.
+ *
+ * A client usually sends before the server's end has joined (the server
+ * joins when the client's ACK arrives): that first message goes over TCP. The
+ * server therefore leaves its socket's address in the record, and the
+ * client's memory guard (guard.h) takes it from there to switch the client to
+ * the fastpath once the server has read those TCP bytes. */
 #ifndef SKFP_LIB_PAIRING_H
 #define SKFP_LIB_PAIRING_H
 
@@ -38,10 +44,11 @@ struct skfp_conn_id {
 struct skfp_conn_ends {
 	__u64 client_netns;
 	__u64 server_netns; /* 0 until the server's SYN was seen */
+	__u64 server_sk;    /* kernel address of the server's socket once it joined */
 };
 
-/* Connections between connect() and the server's accept; an LRU map, since
- * a connection to a peer outside the cgroup never completes its entry. */
+/* Connections from connect() until the client's first redirect; an LRU map,
+ * since a connection to a peer outside the cgroup never completes its entry. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SKFP_SOCKS_MAX);
@@ -49,12 +56,20 @@ struct {
 	__type(value, struct skfp_conn_ends);
 } skfp_handshakes SEC(".maps");
 
-/* Per socket in the sockhash: its peer's key there. Freed with the socket. */
+/* What a socket in the sockhash knows of its peer. */
+struct skfp_peer {
+	struct skfp_sock_key key; /* the peer's key in the sockhash */
+	__u8 client;              /* this socket is the connection's client */
+	__u8 forgotten;           /* the client dropped the connection's record */
+	__u8 _pad[6];
+};
+
+/* Per socket in the sockhash; freed with the socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct skfp_sock_key);
+	__type(value, struct skfp_peer);
 } skfp_peers SEC(".maps");
 
 /* The id from one end's own key (netns cookie not yet set in it). */
@@ -103,15 +118,15 @@ static __always_inline void skfp_pair_syn(struct bpf_sock_ops *skops, const stru
 		ends->server_netns = bpf_get_netns_cookie(skops);
 }
 
-/* Either end, established: *peer gets the other end's sockhash key. Returns 0
- * when both ends were seen (the server also drops the id), -1 otherwise. */
-static __always_inline int skfp_pair_established(struct bpf_sock_ops *skops, const struct skfp_sock_key *own, int server,
-						 struct skfp_sock_key *peer)
+/* Either end, established: *own gets the connection's client ISN, *peer the
+ * other end's sockhash key. Returns the connection's record when both ends
+ * were seen, NULL otherwise. */
+static __always_inline struct skfp_conn_ends *skfp_pair_established(struct bpf_sock_ops *skops, struct skfp_sock_key *own,
+								    int server, struct skfp_sock_key *peer)
 {
 	struct skfp_conn_ends *ends;
 	struct skfp_conn_id id;
-	__u32 rcv_nxt, snd_una;
-	__u64 peer_netns;
+	__u32 rcv_nxt, snd_una, client_isn;
 
 	/* Both ISNs are acknowledged now: the client's is snd_una - 1 at the
 	 * client and rcv_nxt - 1 at the server. Both fields are read: a
@@ -120,17 +135,38 @@ static __always_inline int skfp_pair_established(struct bpf_sock_ops *skops, con
 	rcv_nxt = skops->rcv_nxt;
 	snd_una = skops->snd_una;
 	asm volatile("" : "+r"(rcv_nxt), "+r"(snd_una));
-	skfp_conn_id_of(&id, own, server, (server ? rcv_nxt : snd_una) - 1);
+	client_isn = (server ? rcv_nxt : snd_una) - 1;
+	skfp_conn_id_of(&id, own, server, client_isn);
 	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
 	if (!ends || !ends->server_netns)
-		return -1;
-	peer_netns = server ? ends->client_netns : ends->server_netns;
-	if (server)
-		bpf_map_delete_elem(&skfp_handshakes, &id);
+		return NULL;
+	own->client_isn = client_isn;
 	*peer = *own;
 	skfp_key_swap(peer);
-	peer->netns_cookie = peer_netns;
-	return 0;
+	peer->netns_cookie = server ? ends->client_netns : ends->server_netns;
+	return ends;
+}
+
+/* The connection's record, from the client's side (sk_msg). */
+static __always_inline struct skfp_conn_ends *skfp_pair_record(const struct skfp_peer *p)
+{
+	struct skfp_conn_id id;
+
+	/* p->key is the server's own view */
+	skfp_conn_id_of(&id, &p->key, 1, p->key.client_isn);
+	return bpf_map_lookup_elem(&skfp_handshakes, &id);
+}
+
+/* The client redirected: the record has served its purpose. */
+static __always_inline void skfp_pair_forget(struct skfp_peer *p)
+{
+	struct skfp_conn_id id;
+
+	if (!p->client || p->forgotten)
+		return;
+	skfp_conn_id_of(&id, &p->key, 1, p->key.client_isn);
+	bpf_map_delete_elem(&skfp_handshakes, &id);
+	p->forgotten = 1;
 }
 
 #endif /* SKFP_LIB_PAIRING_H */

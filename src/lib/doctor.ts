@@ -28,6 +28,7 @@ export const PROBES = {
   'slow-reader': "a slow reader's queue is not bounded (host TCP memory pressure)",
   fionread: 'FIONREAD reports wrong queued bytes',
   halfclose: 'half-close or reset is not seen by the peer',
+  'port-reuse': "a new connection from the port of a reset one loses its data to the old socket while that one's owner has not closed it",
   dualstack: 'a dual-stack :: listener and an IPv4 client lose data',
   integrity: 'data is corrupted in bulk transfers',
   'two-namespaces': 'identical tuples in two namespaces are mixed up',

@@ -9,7 +9,7 @@ import {requireRoot, skfp, status, upArgs, withSandbox} from './helpers.js'
 const VERDICT = `${PIN_ROOT}/doctor-verdict`
 // what the memory guard promises to keep equal to plain TCP (splice, MSG_WAITALL and the rare
 // EAGAIN of a blocking recv after a demotion are kernel behaviours the guard cannot change)
-const GUARDED = ['slow-reader', 'fionread', 'halfclose', 'dualstack', 'integrity', 'two-namespaces']
+const GUARDED = ['slow-reader', 'fionread', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces']
 
 afterAll(() => {
   // the verdict is pinned for the boot; the test leaves the host as it found it
@@ -23,7 +23,7 @@ describe('kernel self-test', () => {
     const doc = await skfp(['doctor', '--rerun', '--json'])
     expect(doc.exitCode, doc.stderr).toBe(0)
     const v = doc.json.verdict
-    expect(v.probes.map((p: {probe: string}) => p.probe)).toEqual(['splice', 'waitall', 'blocking-recv', 'slow-reader', 'fionread', 'halfclose', 'dualstack', 'integrity', 'two-namespaces'])
+    expect(v.probes.map((p: {probe: string}) => p.probe)).toEqual(['splice', 'waitall', 'blocking-recv', 'slow-reader', 'fionread', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces'])
     for (const p of v.probes) expect(p.plainOk, `${p.probe} over plain TCP`).toBe(true)
     for (const p of v.probes) if (GUARDED.includes(p.probe)) expect(p.ok, `${p.probe}: ${p.detail}`).toBe(true)
     expect(v.fastpathSafe).toBe(v.probes.every((p: {ok: boolean}) => p.ok))
