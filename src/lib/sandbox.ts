@@ -18,7 +18,6 @@ type Child = ReturnType<typeof startProgram>
 export class Sandbox {
   readonly cgroup: string
   private readonly children: Child[] = []
-  private readonly netnses: string[] = []
 
   private constructor(readonly name: string, private readonly runner: Runner) {
     const root = cgroup2Mount()
@@ -37,9 +36,13 @@ export class Sandbox {
   async addNetns(suffix: string): Promise<string> {
     const ns = `${this.name}-${suffix}`
     await this.runner.run(ip.netnsAdd(ns))
-    this.netnses.push(ns)
     await this.runner.run(ip.linkUp('lo', ns))
     return ns
+  }
+
+  /** Deletes one of the sandbox's namespaces (with its veth ends and whatever sockets it still held). */
+  async removeNetns(ns: string): Promise<void> {
+    await this.runner.run(ip.netnsDel(ns), {allowFailure: true})
   }
 
   /** A veth pair between two of the sandbox's namespaces, with addresses (CIDR lists) on each end. */

@@ -27,7 +27,7 @@ export interface BenchContext extends InstanceContext {
   /** Aborted on Ctrl-C: a scenario stops at its next step (the running one is killed with the cgroup). */
   signal: AbortSignal
   /** Namespaces made on first use and shared by the scenarios that need the same set-up. */
-  topology: {loopback?: string; iptables?: ProxyTopology; tc?: ProxyTopology}
+  topology: {loopback?: string; iptables?: ProxyTopology}
 }
 
 /** A scenario's own figures; ratios are computed once every scenario has run. */
@@ -116,7 +116,8 @@ async function loopbackWith(ctx: BenchContext, name: ScenarioName, up: (ns: stri
  * too) unless world is set.
  */
 async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: boolean, start: (ns: string) => Promise<Proxy>, world = false): Promise<Measured> {
-  const topo = (ctx.topology.tc ??= await proxyTopology(ctx.sb, 'tc'))
+  // fresh namespaces each time: the previous scenario's TIME_WAIT sockets would crowd the ports
+  const topo = await proxyTopology(ctx.sb, name.replace(/^proxy-/, ''))
   await upInterception(ctx, topo.host, fastpath)
   try {
     const proxy = await start(topo.host)
@@ -128,6 +129,7 @@ async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: bool
     }
   } finally {
     await down(ctx)
+    for (const ns of [topo.host, topo.remote]) await ctx.sb.removeNetns(ns)
   }
 }
 
