@@ -3,9 +3,10 @@
  * ceiling for local IPC), measured the way iperf3 and skfp-pingpong measure
  * TCP, so the numbers sit side by side.
  *
- *   skfp-uds stream   [--duration-ms D (1000)] [--size B (128K)]
+ *   skfp-uds stream   [--duration-ms D (1000)] [--size B (128K)] [--cpu C]
  *       a socketpair; one thread write()s B-byte buffers for D ms (iperf3's
- *       default TCP length is 128 KiB), the other read()s them:
+ *       default TCP length is 128 KiB), the other read()s them (both pinned
+ *       to C with --cpu):
  *       {"bytes":..,"durationMs":..,"gbps":..,"senderCpuPct":..,
  *        "receiverCpuPct":..,"errors":0}
  *       CPU is each thread's own CPU time (CLOCK_THREAD_CPUTIME_ID) over the
@@ -108,6 +109,8 @@ static int run_stream(void)
 		die("socketpair: %s", strerror(errno));
 	snd.fd = sv[0];
 	rcv.fd = sv[1];
+	if (O.cpu >= 0 && pin_cpu(O.cpu) < 0) /* the threads inherit it */
+		die("sched_setaffinity(cpu %d): %s", O.cpu, strerror(errno));
 	t0 = now_ns();
 	snd.deadline_ns = t0 + (uint64_t)O.duration_ms * 1000000ull;
 	if (pthread_create(&rcv.th, NULL, stream_recv, &rcv) || pthread_create(&snd.th, NULL, stream_send, &snd))

@@ -30,7 +30,7 @@ describe('skfp bench', () => {
       expect(s, s.name).not.toHaveProperty('failed')
       expect(s, s.name).not.toHaveProperty('skipped')
       expect(s.errors, `${s.name}: ${s.errorDetails}`).toBe(0)
-      for (const k of ['throughputGbps', 'rttP50Us', 'rttP99Us', 'rttP999Us', 'rttP50PinnedUs', 'rttP99PinnedUs', 'connPerSec']) expect(s[k], `${s.name} ${k}`).toBeGreaterThan(0)
+      for (const k of ['throughputGbps', 'throughputPinnedGbps', 'rttP50Us', 'rttP99Us', 'rttP999Us', 'rttP50PinnedUs', 'rttP99PinnedUs', 'connPerSec']) expect(s[k], `${s.name} ${k}`).toBeGreaterThan(0)
       expect(s.cpu.senderPct, s.name).toBeGreaterThan(0)
       expect(s.cpu.receiverPct, s.name).toBeGreaterThan(0)
       if (s.name.startsWith('proxy-')) expect(s.cpu.proxyPct, s.name).toBeGreaterThan(0)

@@ -46,17 +46,19 @@ export interface Throughput {
 /**
  * iperf3 from clientNs to connect:IPERF_PORT, the server in serverNs. Sender and receiver CPU are
  * iperf3's own figures (getrusage of each process over the test); the proxy's comes from /proc.
+ * pinned: both ends on PIN_CPU (iperf3 -A), which takes the scheduler's placement out of the figure.
  */
 export async function throughput(
   sb: Sandbox,
   at: {clientNs: string; serverNs: string; connect: string; proxyPid?: number; serversOutsideCgroup?: boolean},
   seconds: number,
+  pinned = false,
 ): Promise<Throughput> {
   const bin = resolveTool('iperf3')
   const server = sb.start(at.serverNs, [bin, '-s', '-1', '-p', String(IPERF_PORT), '--forceflush'], {outsideCgroup: at.serversOutsideCgroup})
   await waitForOutput(server, /Server listening/)
   const proxyCpu = at.proxyPid ? cpuMeter(at.proxyPid) : undefined
-  const r = await sb.run(at.clientNs, [bin, '-c', at.connect, '-p', String(IPERF_PORT), '-t', String(seconds), '-J'], {timeoutMs: (seconds + 20) * 1000, allowFailure: true})
+  const r = await sb.run(at.clientNs, [bin, '-c', at.connect, '-p', String(IPERF_PORT), '-t', String(seconds), '-J', ...(pinned ? ['-A', `${PIN_CPU},${PIN_CPU}`] : [])], {timeoutMs: (seconds + 20) * 1000, allowFailure: true})
   const proxyPct = proxyCpu ? proxyCpu() : null
   server.kill('SIGTERM')
   await server
@@ -141,17 +143,19 @@ export async function pinProcess(pid: number): Promise<void> {
 /** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3). */
 export async function unixSocket(sb: Sandbox, ns: string, seconds: number, step: <T>(f: () => Promise<T>) => Promise<T>) {
   const uds = (args: string[]) => step(() => sb.run(ns, [programPath('skfp-uds'), ...args], {allowFailure: true, timeoutMs: (seconds + 30) * 1000}))
-  const s = await uds(['stream', '--duration-ms', String(seconds * 1000)])
-  let stream: Throughput
-  try {
-    const j = JSON.parse(s.stdout)
-    stream = {gbps: j.gbps, senderPct: j.senderCpuPct, receiverPct: j.receiverCpuPct, proxyPct: null, errors: j.errors, error: j.error}
-  } catch {
-    stream = {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1, error: `no result: ${s.stdout.slice(0, 200)}`}
+  const streamOf = (stdout: string): Throughput => {
+    try {
+      const j = JSON.parse(stdout)
+      return {gbps: j.gbps, senderPct: j.senderCpuPct, receiverPct: j.receiverCpuPct, proxyPct: null, errors: j.errors, error: j.error}
+    } catch {
+      return {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1, error: `no result: ${stdout.slice(0, 200)}`}
+    }
   }
+  const stream = streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000)])).stdout)
   const count = String(rttCount(seconds))
   const rtt = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE)])).stdout)
   const rate = parseConnRate((await uds(['connrate', '--duration-ms', String(seconds * 1000), '--parallel', '2'])).stdout)
   const pinned = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE), '--cpu', String(PIN_CPU)])).stdout)
-  return {stream, rtt, rate, pinned}
+  const pinnedStream = streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000), '--cpu', String(PIN_CPU)])).stdout)
+  return {stream, rtt, rate, pinned, pinnedStream}
 }

@@ -45,12 +45,13 @@ export function renderReport(result: BenchResult): string {
   const m = result.machine
   const measured = result.scenarios.filter((s) => isMeasured<ScenarioResult>(s))
   const skipped = result.scenarios.flatMap((s) => ('skipped' in s ? [`  ${s.name}: skipped, ${s.skipped}`] : 'failed' in s ? [`  ${s.name}: FAILED, ${s.failed}`] : []))
-  const header = ['scenario', 'Gbit/s', '×loopback', '×iptables', 'CPU% snd/rcv/proxy', 'rtt µs p50/p99/p99.9', 'pinned p50', 'pinned p99', 'conn/s', 'errors']
+  const header = ['scenario', 'Gbit/s', '×loopback', '×iptables', 'pinned Gbit/s', 'CPU% snd/rcv/proxy', 'rtt µs p50/p99/p99.9', 'pinned p50', 'pinned p99', 'conn/s', 'errors']
   const rows = measured.map((s) => [
     s.name,
     f(s.throughputGbps, 2),
     x(s.ratios.loopback),
     x(s.ratios.proxyIptables),
+    f(s.throughputPinnedGbps, 2),
     `${f(s.cpu.senderPct, 0)}/${f(s.cpu.receiverPct, 0)}/${f(s.cpu.proxyPct, 0)}`,
     `${f(s.rttP50Us)}/${f(s.rttP99Us)}/${f(s.rttP999Us)}`,
     f(s.rttP50PinnedUs, 2),

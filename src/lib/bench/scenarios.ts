@@ -75,10 +75,12 @@ async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath):
     const rate = await step(() => tcpConnRate(sb, path.clientNs, path.connect, seconds))
     if (path.proxy) await step(() => pinProcess(path.proxy!.pid))
     const pinned = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, true))
+    const tp = await step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds, true))
     if (path.proxy) proxyErrors = await path.proxy.stop()
     return {
       name,
       throughputGbps: t.gbps,
+      throughputPinnedGbps: tp.gbps,
       cpu: {senderPct: t.senderPct, receiverPct: t.receiverPct, proxyPct: t.proxyPct},
       rttP50Us: rtt.p50Us,
       rttP99Us: rtt.p99Us,
@@ -86,8 +88,8 @@ async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath):
       rttP50PinnedUs: pinned.p50Us,
       rttP99PinnedUs: pinned.p99Us,
       connPerSec: rate.perSec,
-      errors: t.errors + rtt.errors + rate.errors + pinned.errors + proxyErrors,
-      ...details({throughput: t, rtt, connrate: rate, pinnedRtt: pinned, proxy: {error: proxyErrors ? `${proxyErrors} upstream connects failed` : undefined}}),
+      errors: t.errors + rtt.errors + rate.errors + pinned.errors + tp.errors + proxyErrors,
+      ...details({throughput: t, rtt, connrate: rate, pinnedRtt: pinned, pinnedThroughput: tp, proxy: {error: proxyErrors ? `${proxyErrors} upstream connects failed` : undefined}}),
     }
   } finally {
     await stopEcho()
@@ -155,6 +157,7 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
       return {
         name: 'uds',
         throughputGbps: u.stream.gbps,
+        throughputPinnedGbps: u.pinnedStream.gbps,
         cpu: {senderPct: u.stream.senderPct, receiverPct: u.stream.receiverPct, proxyPct: null},
         rttP50Us: u.rtt.p50Us,
         rttP99Us: u.rtt.p99Us,
@@ -162,8 +165,8 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
         rttP50PinnedUs: u.pinned.p50Us,
         rttP99PinnedUs: u.pinned.p99Us,
         connPerSec: u.rate.perSec,
-        errors: u.stream.errors + u.rtt.errors + u.rate.errors + u.pinned.errors,
-        ...details({stream: u.stream, rtt: u.rtt, connrate: u.rate, pinnedRtt: u.pinned}),
+        errors: u.stream.errors + u.rtt.errors + u.rate.errors + u.pinned.errors + u.pinnedStream.errors,
+        ...details({stream: u.stream, rtt: u.rtt, connrate: u.rate, pinnedRtt: u.pinned, pinnedStream: u.pinnedStream}),
       }
     },
   },

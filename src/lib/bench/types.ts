@@ -43,6 +43,8 @@ export interface Cpu {
 export interface ScenarioResult {
   name: ScenarioName
   throughputGbps: number
+  /** With both ends (and the proxy) pinned to one CPU: the scheduler's placement taken out. */
+  throughputPinnedGbps: number
   cpu: Cpu
   rttP50Us: number
   rttP99Us: number
