@@ -59,7 +59,7 @@ export function renderReport(result: BenchResult): string {
     f(s.connPerSec, 0),
     String(s.errors),
   ])
-  const targets = result.targets.map((t) => `  ${t.met === null ? '–   ' : t.met ? 'met ' : 'MISS'}  ${t.what}: ${t.value === null ? 'not measured' : t.value.toFixed(2)} (${t.goal})`)
+  const targets = result.targets.map((t) => `  ${t.met === null ? '–   ' : t.met ? 'met ' : 'MISS'}  ${t.what}: ${t.value === null ? 'not measured' : t.value.toFixed(3)} (${t.goal})`)
   return [
     `${m.os}, kernel ${m.kernel}, ${m.arch}, ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB; skfp ${m.skfpVersion}; ${result.durationS} s per run`,
     '',
