@@ -29,14 +29,17 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 	stored->key = *peer;
 	stored->client = !server;
 	stored->forgotten = 0;
+	/* Before the insert: once the server is in the sockhash, the client's
+	 * first redirect can drop the record (and the LRU map reuse it). The
+	 * client's guard checks the socket's psock, which the insert creates. */
+	if (server) {
+		kctx = bpf_cast_to_kern_ctx(skops);
+		ends->server_sk = (__u64)kctx->sk;
+	}
 	own->netns_cookie = bpf_get_netns_cookie(skops);
 	if (bpf_sock_hash_update(skops, &skfp_socks, own, BPF_NOEXIST)) {
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
-	}
-	if (server) {
-		kctx = bpf_cast_to_kern_ctx(skops);
-		ends->server_sk = (__u64)kctx->sk;
 	}
 	skfp_count(SKFP_CNT_SOCK_ADDED, 1);
 	skfp_dbg("skfp: added %d -> %d", own->local_port, own->remote_port);

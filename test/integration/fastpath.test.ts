@@ -88,10 +88,11 @@ describe('fastpath lifecycle', () => {
         await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.stdout!.once('data', () => resolve()))))
         const same = ['--addr', addr, '--port', '7100', '--client-port', '7101', '--bytes', String(32 * MiB)]
         const clients = await Promise.all(pairs.map(({a, seed}) => transfer(sb, a, ['client', ...same, '--seed', seed])))
+        const got = await Promise.all(servers.map(async (srv) => JSON.parse(String((await srv).stdout).trim().split('\n').pop()!)))
+        const why = async (dir: string, seed: string, bytes: number) => `${addr} ${seed} ${dir} (${bytes} bytes); ${JSON.stringify((await status(sb.name)).counters)}`
         for (const [i, {seed}] of pairs.entries()) {
-          const srv = JSON.parse(String((await servers[i]).stdout).trim().split('\n').pop()!)
-          expect(srv.serverReceivedSha, `${addr} ${seed} up`).toBe(expectedSha(`${seed}-up`, 32 * MiB))
-          expect(clients[i].clientReceivedSha, `${addr} ${seed} down`).toBe(expectedSha(`${seed}-down`, 32 * MiB))
+          if (got[i].serverReceivedSha !== expectedSha(`${seed}-up`, 32 * MiB)) expect.fail(await why('up', seed, got[i].serverReceived))
+          if (clients[i].clientReceivedSha !== expectedSha(`${seed}-down`, 32 * MiB)) expect.fail(await why('down', seed, clients[i].clientReceived))
         }
       }
       const s = await status(sb.name)
