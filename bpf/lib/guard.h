@@ -86,6 +86,12 @@ static __always_inline int skfp_guard_learn_peer(struct skfp_guard_state *st, co
 	if (!ends || !ends->server_sk)
 		return 0;
 	peer = bpf_rdonly_cast((void *)ends->server_sk, bpf_core_type_id_kernel(struct sock));
+	/* the socket the key names: its ports and namespace (p->key is the
+	 * server's own view) */
+	if (peer->__sk_common.skc_num != p->key.local_port ||
+	    peer->__sk_common.skc_dport != bpf_htons(p->key.remote_port) ||
+	    peer->__sk_common.skc_net.net->net_cookie != p->key.netns_cookie)
+		return 0;
 	st->peer_sk = ends->server_sk;
 	st->peer_psock = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
 	st->peer_port = peer->__sk_common.skc_num;
