@@ -13,7 +13,9 @@
  * number: the server's request socket holds it (rcv_isn), the client's socket
  * does too (write_seq at connect, snd_una - 1 once established). Identical
  * tuples in two namespaces (two containers each talking to their own
- * 127.0.0.1:80) therefore never pair across, and the packet's path (loopback,
+ * 127.0.0.1:80) therefore never pair across (should two connections ever
+ * share an id, two clients or SYNs in two namespaces, it pairs neither), and
+ * the packet's path (loopback,
  * a veth between namespaces, a SYN the interception handed to the proxy) does
  * not matter. Each socket keeps its peer's sockhash key in socket storage,
  * where sk_msg finds it.
@@ -40,7 +42,9 @@ struct skfp_conn_id {
 	__u32 client_isn;
 };
 
-/* Where its two ends live. */
+/* Where its two ends live. Netns cookies are never 0: client_netns 0 marks
+ * an id seen twice (two clients, or SYNs in two namespaces), which pairs
+ * nothing. */
 struct skfp_conn_ends {
 	__u64 client_netns;
 	__u64 server_netns; /* 0 until the server's SYN was seen */
@@ -100,7 +104,11 @@ static __always_inline void skfp_pair_connect(struct bpf_sock_ops *skops, const 
 	tp = bpf_rdonly_cast(skops->sk, bpf_core_type_id_kernel(struct tcp_sock));
 	skfp_conn_id_of(&id, own, 0, tp->write_seq);
 	ends.client_netns = bpf_get_netns_cookie(skops);
-	bpf_map_update_elem(&skfp_handshakes, &id, &ends, BPF_ANY);
+	if (bpf_map_update_elem(&skfp_handshakes, &id, &ends, BPF_NOEXIST)) {
+		struct skfp_conn_ends *seen = bpf_map_lookup_elem(&skfp_handshakes, &id);
+		if (seen)
+			seen->client_netns = 0;
+	}
 }
 
 /* Server, a SYN reached a listener of the cgroup: its request socket. */
@@ -110,12 +118,18 @@ static __always_inline void skfp_pair_syn(struct bpf_sock_ops *skops, const stru
 	struct tcp_request_sock *req;
 	struct skfp_conn_ends *ends;
 	struct skfp_conn_id id;
+	__u64 netns;
 
 	req = bpf_rdonly_cast(kctx->sk, bpf_core_type_id_kernel(struct tcp_request_sock));
 	skfp_conn_id_of(&id, own, 1, req->rcv_isn);
 	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
-	if (ends && !ends->server_netns)
-		ends->server_netns = bpf_get_netns_cookie(skops);
+	if (!ends)
+		return;
+	netns = bpf_get_netns_cookie(skops);
+	if (!ends->server_netns)
+		ends->server_netns = netns;
+	else if (ends->server_netns != netns) /* a retried SYN comes from the same one */
+		ends->client_netns = 0;
 }
 
 /* Either end, established: *own gets the connection's client ISN, *peer the
@@ -138,7 +152,7 @@ static __always_inline struct skfp_conn_ends *skfp_pair_established(struct bpf_s
 	client_isn = (server ? rcv_nxt : snd_una) - 1;
 	skfp_conn_id_of(&id, own, server, client_isn);
 	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
-	if (!ends || !ends->server_netns)
+	if (!ends || !ends->server_netns || !ends->client_netns)
 		return NULL;
 	own->client_isn = client_isn;
 	*peer = *own;
