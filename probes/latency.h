@@ -50,11 +50,39 @@ static int rtt_report(uint64_t *lat, long done, uint64_t sum, long long size, lo
 	return err[0] ? 1 : 0;
 }
 
-/* Prints the connrate JSON line for ok connections and errors made in t1 - t0 ns. */
-static int connrate_report(long long ok, long long errors, uint64_t t0, uint64_t t1, int parallel, const char *first)
+/* One connrate client thread: it connects until deadline_ns and counts. */
+struct crate {
+	pthread_t th;
+	uint64_t deadline_ns;
+	long ok, errors;
+	char first_err[128];
+};
+
+/* Runs `parallel` threads of fn (each given its struct crate) for duration_ms,
+ * then prints the connrate JSON line. */
+static int connrate_run(int parallel, long duration_ms, void *(*fn)(void *))
 {
+	struct crate *cr = calloc((size_t)parallel, sizeof(*cr));
+	long long ok = 0, errors = 0;
+	const char *first = "";
+	uint64_t t0 = now_ns(), t1;
 	struct json j;
 
+	if (!cr)
+		die("out of memory");
+	for (int i = 0; i < parallel; i++) {
+		cr[i].deadline_ns = t0 + (uint64_t)duration_ms * 1000000ull;
+		if (pthread_create(&cr[i].th, NULL, fn, &cr[i]))
+			die("pthread_create: %s", strerror(errno));
+	}
+	for (int i = 0; i < parallel; i++) {
+		pthread_join(cr[i].th, NULL);
+		ok += cr[i].ok;
+		errors += cr[i].errors;
+		if (!*first && cr[i].first_err[0])
+			first = cr[i].first_err;
+	}
+	t1 = now_ns();
 	json_begin(&j);
 	json_int(&j, "connections", ok);
 	json_dbl(&j, "perSec", (double)ok / ((double)(t1 - t0) / 1e9));
@@ -64,6 +92,7 @@ static int connrate_report(long long ok, long long errors, uint64_t t0, uint64_t
 	if (*first)
 		json_str(&j, "firstError", first);
 	json_end_print(&j);
+	free(cr);
 	return 0;
 }
 

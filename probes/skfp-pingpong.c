@@ -210,13 +210,6 @@ static int run_rtt(void)
 
 /* ---- connrate --------------------------------------------------------- */
 
-struct crate {
-	pthread_t th;
-	uint64_t deadline_ns;
-	long ok, errors;
-	char first_err[128];
-};
-
 static void *crate_main(void *arg)
 {
 	struct crate *c = arg;
@@ -261,27 +254,7 @@ static void *crate_main(void *arg)
 
 static int run_connrate(void)
 {
-	struct crate *cr = calloc((size_t)O.parallel, sizeof(*cr));
-	long ok = 0, errors = 0;
-	const char *first = "";
-	uint64_t t0 = now_ns(), t1;
-
-	if (!cr)
-		die("out of memory");
-	for (int i = 0; i < O.parallel; i++) {
-		cr[i].deadline_ns = t0 + (uint64_t)O.duration_ms * 1000000ull;
-		if (pthread_create(&cr[i].th, NULL, crate_main, &cr[i]))
-			die("pthread_create: %s", strerror(errno));
-	}
-	for (int i = 0; i < O.parallel; i++) {
-		pthread_join(cr[i].th, NULL);
-		ok += cr[i].ok;
-		errors += cr[i].errors;
-		if (!*first && cr[i].first_err[0])
-			first = cr[i].first_err;
-	}
-	t1 = now_ns();
-	return connrate_report(ok, errors, t0, t1, O.parallel, first);
+	return connrate_run(O.parallel, O.duration_ms, crate_main);
 }
 
 /* ---- main ------------------------------------------------------------- */

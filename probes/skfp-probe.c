@@ -55,6 +55,16 @@ static void wd_add(int fd)
 	pthread_mutex_unlock(&wd_lock);
 }
 
+/* The caller closes fd now: the watchdog must not touch it afterwards. */
+static void wd_forget(int fd)
+{
+	pthread_mutex_lock(&wd_lock);
+	for (int i = 0; i < wd_n; i++)
+		if (wd_fds[i] == fd)
+			wd_fds[i] = wd_fds[--wd_n];
+	pthread_mutex_unlock(&wd_lock);
+}
+
 static void wd_close_all(void)
 {
 	pthread_mutex_lock(&wd_lock);
@@ -807,12 +817,8 @@ static void probe_halfclose(void)
 	/* one byte each way first, so both ends are fully set up */
 	if (send_all(p2.srv, "x", 1) != 1 || recv_all(p2.cli, buf, 1) != 1)
 		die("halfclose: the RST connection did not carry data");
-	/* close() sends the RST; the watchdog must not touch the fd afterwards */
-	pthread_mutex_lock(&wd_lock);
-	for (int i = 0; i < wd_n; i++)
-		if (wd_fds[i] == p2.srv)
-			wd_fds[i] = wd_fds[--wd_n];
-	pthread_mutex_unlock(&wd_lock);
+	/* close() sends the RST */
+	wd_forget(p2.srv);
 	close(p2.srv);
 	struct pollfd pl = { .fd = p2.cli, .events = POLLIN };
 	poll(&pl, 1, ms_left(g_deadline) < 2000 ? ms_left(g_deadline) : 2000);
@@ -860,13 +866,9 @@ static void probe_port_reuse(void)
 		die("port-reuse: the first connection did not carry data");
 	if (getsockname(p.cli, (struct sockaddr *)&local.ss, &local.len) < 0)
 		die("getsockname: %s", strerror(errno));
-	/* close() sends the RST; the watchdog must not touch the fd afterwards */
+	/* close() sends the RST */
 	setsockopt(p.cli, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-	pthread_mutex_lock(&wd_lock);
-	for (int i = 0; i < wd_n; i++)
-		if (wd_fds[i] == p.cli)
-			wd_fds[i] = wd_fds[--wd_n];
-	pthread_mutex_unlock(&wd_lock);
+	wd_forget(p.cli);
 	close(p.cli);
 	pl = (struct pollfd){ .fd = p.srv, .events = POLLIN };
 	poll(&pl, 1, 1000); /* the reset has arrived; p.srv stays open */

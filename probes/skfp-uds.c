@@ -199,13 +199,6 @@ static int run_rtt(void)
 static struct sockaddr_un g_un;
 static socklen_t g_unlen;
 
-struct crate {
-	pthread_t th;
-	uint64_t deadline_ns;
-	long ok, errors;
-	char first_err[128];
-};
-
 /* Accepts and echoes one byte per connection until the listener is shut down. */
 static void *acceptor_main(void *arg)
 {
@@ -261,15 +254,9 @@ static void *crate_main(void *arg)
 
 static int run_connrate(void)
 {
-	struct crate *cr = calloc((size_t)O.parallel, sizeof(*cr));
-	long ok = 0, errors = 0;
-	const char *first = "";
 	pthread_t acc;
-	uint64_t t0, t1;
-	int lfd;
+	int lfd, ret;
 
-	if (!cr)
-		die("out of memory");
 	/* abstract namespace: nothing on disk to clean up */
 	memset(&g_un, 0, sizeof(g_un));
 	g_un.sun_family = AF_UNIX;
@@ -280,23 +267,10 @@ static int run_connrate(void)
 		die("listen: %s", strerror(errno));
 	if (pthread_create(&acc, NULL, acceptor_main, &lfd))
 		die("pthread_create: %s", strerror(errno));
-	t0 = now_ns();
-	for (int i = 0; i < O.parallel; i++) {
-		cr[i].deadline_ns = t0 + (uint64_t)O.duration_ms * 1000000ull;
-		if (pthread_create(&cr[i].th, NULL, crate_main, &cr[i]))
-			die("pthread_create: %s", strerror(errno));
-	}
-	for (int i = 0; i < O.parallel; i++) {
-		pthread_join(cr[i].th, NULL);
-		ok += cr[i].ok;
-		errors += cr[i].errors;
-		if (!*first && cr[i].first_err[0])
-			first = cr[i].first_err;
-	}
-	t1 = now_ns();
+	ret = connrate_run(O.parallel, O.duration_ms, crate_main);
 	shutdown(lfd, SHUT_RDWR); /* wakes the acceptor */
 	pthread_join(acc, NULL);
-	return connrate_report(ok, errors, t0, t1, O.parallel, first);
+	return ret;
 }
 
 int main(int argc, char **argv)

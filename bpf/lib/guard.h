@@ -78,11 +78,12 @@ static __always_inline int skfp_guard_braking(const struct sock *own)
 static __always_inline int skfp_guard_learn_peer(struct skfp_guard_state *st, const struct skfp_peer *p)
 {
 	struct skfp_conn_ends *ends;
+	struct skfp_conn_id id;
 	struct sock *peer;
 
 	if (!p->client || p->forgotten)
 		return 0;
-	ends = skfp_pair_record(p);
+	ends = skfp_pair_record(p, &id);
 	if (!ends || !ends->server_sk)
 		return 0;
 	peer = bpf_rdonly_cast((void *)ends->server_sk, bpf_core_type_id_kernel(struct sock));

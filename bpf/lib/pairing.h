@@ -7,7 +7,8 @@
  *   server gets the SYN     TIMEOUT_INIT     (request socket, before the SYN-ACK)
  *                                            adds the server's namespace
  *   client gets the SYN-ACK ACTIVE_ESTABLISHED  finds both ends: joins the sockhash
- *   server gets the ACK     PASSIVE_ESTABLISHED finds both ends: joins, id dropped
+ *   server gets the ACK     PASSIVE_ESTABLISHED finds both ends: joins
+ *   client's first redirect (sk_msg)            drops the record
  *
  * The id is the client's view of the tuple plus the client's initial sequence
  * number: the server's request socket holds it (rcv_isn), the client's socket
@@ -15,13 +16,13 @@
  * tuples in two namespaces (two containers each talking to their own
  * 127.0.0.1:80) therefore never pair across (should two connections ever
  * share an id, two clients or SYNs in two namespaces, it pairs neither), and
- * the packet's path (loopback,
- * a veth between namespaces, a SYN the interception handed to the proxy) does
- * not matter. Each socket keeps its peer's sockhash key in socket storage,
+ * the packet's path (loopback, a veth between namespaces, a SYN the
+ * interception handed to the proxy) does not matter. Each socket keeps its peer's sockhash key in socket storage,
  * where sk_msg finds it.
  *
- * A client usually sends before the server's end has joined (the server
- * joins when the client's ACK arrives): that first message goes over TCP. The
+ * A client can send before the server's end has joined (the server joins
+ * when the client's ACK arrives, often but not always before the client's
+ * first send): that first message goes over TCP. The
  * server therefore leaves its socket's address in the record, and the
  * client's memory guard (guard.h) takes it from there to switch the client to
  * the fastpath once the server has read those TCP bytes. */
@@ -162,13 +163,11 @@ static __always_inline struct skfp_conn_ends *skfp_pair_established(struct bpf_s
 }
 
 /* The connection's record, from the client's side (sk_msg). */
-static __always_inline struct skfp_conn_ends *skfp_pair_record(const struct skfp_peer *p)
+static __always_inline struct skfp_conn_ends *skfp_pair_record(const struct skfp_peer *p, struct skfp_conn_id *id)
 {
-	struct skfp_conn_id id;
-
 	/* p->key is the server's own view */
-	skfp_conn_id_of(&id, &p->key, 1, p->key.client_isn);
-	return bpf_map_lookup_elem(&skfp_handshakes, &id);
+	skfp_conn_id_of(id, &p->key, 1, p->key.client_isn);
+	return bpf_map_lookup_elem(&skfp_handshakes, id);
 }
 
 /* The client redirected: the record has served its purpose. */

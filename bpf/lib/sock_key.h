@@ -12,20 +12,6 @@ static __always_inline int skfp_is_v4_mapped(const __u32 ip6[4])
 	return ip6[0] == 0 && ip6[1] == 0 && ip6[2] == bpf_htonl(0x0000ffff);
 }
 
-static __always_inline int skfp_key_is_loopback(const struct skfp_sock_key *k)
-{
-	if (k->family == 4)
-		return (bpf_ntohl(k->remote_ip[0]) >> 24) == 127;
-	return k->remote_ip[0] == 0 && k->remote_ip[1] == 0 && k->remote_ip[2] == 0 &&
-	       k->remote_ip[3] == bpf_htonl(1);
-}
-
-static __always_inline int skfp_key_remote_is_local_addr(const struct skfp_sock_key *k)
-{
-	return k->remote_ip[0] == k->local_ip[0] && k->remote_ip[1] == k->local_ip[1] &&
-	       k->remote_ip[2] == k->local_ip[2] && k->remote_ip[3] == k->local_ip[3];
-}
-
 static __always_inline void skfp_key_swap(struct skfp_sock_key *k)
 {
 	__u32 t;

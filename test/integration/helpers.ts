@@ -8,6 +8,7 @@ import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {ExecaRunner} from '../../src/lib/exec.js'
 import {Sandbox} from '../../src/lib/sandbox.js'
 import {multiarchInclude} from '../../src/lib/tools/clang.js'
+import {expectedSha} from '../fixtures/transfer.mjs'
 import {TEST_PREFIX} from './prefix.js'
 
 export {TEST_PREFIX}
@@ -98,4 +99,17 @@ export async function socketsDrainTo0(instance: string): Promise<number> {
     if (sockets !== 0) await new Promise((r) => setTimeout(r, 100))
   }
   return sockets
+}
+
+/** A pair transfer arrived intact both ways (transfer.mjs's seeded patterns). */
+export function expectIntact(r: {serverReceivedSha: string; clientReceivedSha: string}, seed: string, bytes: number): void {
+  expect(r.serverReceivedSha, `${seed} up`).toBe(expectedSha(`${seed}-up`, bytes))
+  expect(r.clientReceivedSha, `${seed} down`).toBe(expectedSha(`${seed}-down`, bytes))
+}
+
+/** The instance put exactly `sockets` sockets into the sockhash and redirected bytes between them. */
+export async function expectRedirected(instance: string, sockets: number): Promise<void> {
+  const s = await status(instance)
+  expect(s.counters.socketsAdded).toBe(sockets)
+  expect(s.counters.bytesRedirected).toBeGreaterThan(0)
 }
