@@ -13,14 +13,15 @@ export default class Bench extends SkfpCommand {
   static examples = [
     '<%= config.bin %> bench',
     '<%= config.bin %> bench --duration 10 --out bench-results',
-    '<%= config.bin %> bench --duration 1 --scenarios loopback,loopback-fastpath --json',
+    '<%= config.bin %> bench --duration 1 --runs 1 --scenarios loopback,loopback-fastpath --json',
     '<%= config.bin %> bench --soak 10 --out soak-results',
   ]
   static flags = {
     duration: Flags.integer({default: 5, min: 1, max: 60, description: 'Seconds per throughput run (and per connection-rate run).'}),
+    runs: Flags.integer({default: 3, min: 1, max: 9, description: 'Unpinned throughput runs per scenario; the table and the ratios use the median.'}),
     scenarios: Flags.string({description: 'Comma-separated scenario names (default: all).'}),
     out: Flags.string({description: 'Directory to write bench.json and bench.svg to (soak.json and soak.svg with --soak).'}),
-    soak: Flags.string({description: 'Run only the soak, for this many minutes (fractions allowed), instead of the scenarios.', exclusive: ['scenarios', 'duration']}),
+    soak: Flags.string({description: 'Run only the soak, for this many minutes (fractions allowed), instead of the scenarios.', exclusive: ['scenarios', 'duration', 'runs']}),
   }
 
   async run(): Promise<BenchResult | SoakResult> {
@@ -34,7 +35,7 @@ export default class Bench extends SkfpCommand {
       return result
     }
     const scenarios = parseScenarioList(flags.scenarios)
-    const result = await runBench(this.runner(), {seconds: flags.duration, scenarios, say})
+    const result = await runBench(this.runner(), {seconds: flags.duration, runs: flags.runs, scenarios, say})
     if (flags.out) for (const file of saveRun(flags.out, result)) say(`wrote ${file}`)
     this.say(renderReport(result))
     if (result.scenarios.some((s) => 'failed' in s) || !result.clean) process.exitCode = EXIT_CODES.tool

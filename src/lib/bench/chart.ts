@@ -27,7 +27,7 @@ export function renderChart(result: BenchResult): string {
   const rows = result.scenarios.filter((s) => isMeasured<ScenarioResult>(s))
   const panelH = 28 + rows.length * ROW_H
   const m = result.machine
-  const caption = `${m.os}, kernel ${m.kernel}, ${m.cpus} × ${m.cpuModel}; ${result.durationS} s per run; ${m.date}`
+  const caption = `${m.os}, kernel ${m.kernel}, ${m.cpus} × ${m.cpuModel}; ${result.durationS} s per run, median of ${result.runs}; ${m.date}`
   const height = 40 + 2 * panelH + PANEL_GAP + 16
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${LABEL_W + BAR_W + 120}" height="${height}" font-family="sans-serif" font-size="12">`,

@@ -22,6 +22,8 @@ export const BENCH_NAME = 'skfp-bench'
 
 export interface BenchOptions {
   seconds: number
+  /** Unpinned throughput runs per scenario (the median counts). */
+  runs: number
   scenarios: ScenarioName[]
   /** Progress lines (stderr). */
   say: (line: string) => void
@@ -31,7 +33,7 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
   await prepareBench(runner)
   const outcomes = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
     const outcomes: (Measured | SkippedScenario | FailedScenario)[] = []
-    const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, workDir, signal, topology: {}}
+    const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, runs: opts.runs, workDir, signal, topology: {}}
     for (const def of SCENARIO_DEFS.filter((d) => opts.scenarios.includes(d.name))) {
       const skipped = await def.unavailable?.()
       if (skipped) {
@@ -55,7 +57,7 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
     return outcomes
   })
   const scenarios = withRatios(outcomes)
-  return {machine: describeMachine(), durationS: opts.seconds, scenarios, targets: checkTargets(scenarios), clean: await isClean(runner)}
+  return {machine: describeMachine(), durationS: opts.seconds, runs: opts.runs, scenarios, targets: checkTargets(scenarios), clean: await isClean(runner)}
 }
 
 /** What every benchmark needs before its sandbox: root, iperf3, the built datapath and probes. */

@@ -43,6 +43,29 @@ export interface Throughput {
   error?: string
 }
 
+/** Several runs of one throughput measurement: the median run's figures, every run's Gbit/s. */
+export interface Throughputs extends Throughput {
+  runsGbps: number[]
+}
+
+/**
+ * The median of the runs by Gbit/s (the lower of the two middle ones for an even count: always a
+ * figure that was measured), with its CPU figures; errors add up over all runs, the first error is kept.
+ */
+export function medianRun(runs: Throughput[]): Throughputs {
+  if (runs.length === 0) throw new Error('medianRun: no runs')
+  const median = [...runs].sort((a, b) => a.gbps - b.gbps)[Math.floor((runs.length - 1) / 2)]
+  const error = runs.find((r) => r.error)?.error
+  return {...median, errors: runs.reduce((n, r) => n + r.errors, 0), error, runsGbps: runs.map((r) => r.gbps)}
+}
+
+/** once(), n times one after another, summed up by medianRun. */
+export async function repeated(n: number, once: () => Promise<Throughput>): Promise<Throughputs> {
+  const runs: Throughput[] = []
+  for (let i = 0; i < n; i++) runs.push(await once())
+  return medianRun(runs)
+}
+
 /**
  * iperf3 from clientNs to connect:IPERF_PORT, the server in serverNs. Sender and receiver CPU are
  * iperf3's own figures (getrusage of each process over the test); the proxy's comes from /proc.
@@ -140,8 +163,8 @@ export async function pinProcess(pid: number): Promise<void> {
   await runProgram([resolveTool('taskset'), '-a', '-p', '-c', String(PIN_CPU), String(pid)])
 }
 
-/** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3). */
-export async function unixSocket(sb: Sandbox, ns: string, seconds: number, step: <T>(f: () => Promise<T>) => Promise<T>) {
+/** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3); the stream `runs` times. */
+export async function unixSocket(sb: Sandbox, ns: string, seconds: number, runs: number, step: <T>(f: () => Promise<T>) => Promise<T>) {
   const uds = (args: string[]) => step(() => sb.run(ns, [programPath('skfp-uds'), ...args], {allowFailure: true, timeoutMs: (seconds + 30) * 1000}))
   const streamOf = (stdout: string): Throughput => {
     try {
@@ -151,7 +174,7 @@ export async function unixSocket(sb: Sandbox, ns: string, seconds: number, step:
       return {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1, error: `no result: ${stdout.slice(0, 200)}`}
     }
   }
-  const stream = streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000)])).stdout)
+  const stream = await repeated(runs, async () => streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000)])).stdout))
   const count = String(rttCount(seconds))
   const rtt = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE)])).stdout)
   const rate = parseConnRate((await uds(['connrate', '--duration-ms', String(seconds * 1000), '--parallel', '2'])).stdout)

@@ -45,10 +45,11 @@ export function renderReport(result: BenchResult): string {
   const m = result.machine
   const measured = result.scenarios.filter((s) => isMeasured<ScenarioResult>(s))
   const skipped = result.scenarios.flatMap((s) => ('skipped' in s ? [`  ${s.name}: skipped, ${s.skipped}`] : 'failed' in s ? [`  ${s.name}: FAILED, ${s.failed}`] : []))
-  const header = ['scenario', 'Gbit/s', '×loopback', '×iptables', 'pinned Gbit/s', 'CPU% snd/rcv/proxy', 'rtt µs p50/p99/p99.9', 'pinned p50', 'pinned p99', 'conn/s', 'errors']
+  const header = ['scenario', 'Gbit/s', 'runs min–max', '×loopback', '×iptables', 'pinned Gbit/s', 'CPU% snd/rcv/proxy', 'rtt µs p50/p99/p99.9', 'pinned p50', 'pinned p99', 'conn/s', 'errors']
   const rows = measured.map((s) => [
     s.name,
     f(s.throughputGbps, 2),
+    s.throughputRunsGbps.length > 1 ? `${f(Math.min(...s.throughputRunsGbps))}–${f(Math.max(...s.throughputRunsGbps))}` : '–',
     x(s.ratios.loopback),
     x(s.ratios.proxyIptables),
     f(s.throughputPinnedGbps, 2),
@@ -61,7 +62,7 @@ export function renderReport(result: BenchResult): string {
   ])
   const targets = result.targets.map((t) => `  ${t.met === null ? '–   ' : t.met ? 'met ' : 'MISS'}  ${t.what}: ${t.value === null ? 'not measured' : t.value.toFixed(3)} (${t.goal})`)
   return [
-    `${m.os}, kernel ${m.kernel}, ${m.arch}, ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB; skfp ${m.skfpVersion}; ${result.durationS} s per run`,
+    `${m.os}, kernel ${m.kernel}, ${m.arch}, ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB; skfp ${m.skfpVersion}; ${result.durationS} s per run; throughput: median of ${result.runs} run${result.runs === 1 ? '' : 's'}`,
     '',
     table(header, rows),
     ...(skipped.length ? ['', 'not measured:', ...skipped] : []),

@@ -5,7 +5,7 @@
 import type {Sandbox} from '../sandbox.js'
 import {resolveTool, type Tool} from '../exec.js'
 import {down, redirectedBytes, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
-import {pinProcess, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, unixSocket} from './measure.js'
+import {pinProcess, repeated, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, unixSocket} from './measure.js'
 import {iptablesTproxy, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
 import type {ScenarioName, ScenarioResult} from './types.js'
 
@@ -22,6 +22,8 @@ function installed(tool: Tool): boolean {
 export interface BenchContext extends InstanceContext {
   sb: Sandbox
   seconds: number
+  /** Unpinned throughput runs per scenario; the median counts. */
+  runs: number
   /** A private directory for generated files (the v2ray configuration). */
   workDir: string
   /** Aborted on Ctrl-C: a scenario stops at its next step (the running one is killed with the cgroup). */
@@ -70,7 +72,7 @@ async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath):
   const stopEcho = await step(() => startEchoServers(sb, path.serverNs, path.connect, path.serversOutsideCgroup))
   let proxyErrors = 0
   try {
-    const t = await step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds))
+    const t = await repeated(ctx.runs, () => step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds)))
     const rtt = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, false))
     const rate = await step(() => tcpConnRate(sb, path.clientNs, path.connect, seconds))
     if (path.proxy) await step(() => pinProcess(path.proxy!.pid))
@@ -80,6 +82,7 @@ async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath):
     return {
       name,
       throughputGbps: t.gbps,
+      throughputRunsGbps: t.runsGbps,
       throughputPinnedGbps: tp.gbps,
       cpu: {senderPct: t.senderPct, receiverPct: t.receiverPct, proxyPct: t.proxyPct},
       rttP50Us: rtt.p50Us,
@@ -153,10 +156,11 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
   {
     name: 'uds',
     run: async (ctx) => {
-      const u = await unixSocket(ctx.sb, await loopbackNs(ctx), ctx.seconds, stepper(ctx))
+      const u = await unixSocket(ctx.sb, await loopbackNs(ctx), ctx.seconds, ctx.runs, stepper(ctx))
       return {
         name: 'uds',
         throughputGbps: u.stream.gbps,
+        throughputRunsGbps: u.stream.runsGbps,
         throughputPinnedGbps: u.pinnedStream.gbps,
         cpu: {senderPct: u.stream.senderPct, receiverPct: u.stream.receiverPct, proxyPct: null},
         rttP50Us: u.rtt.p50Us,

@@ -42,7 +42,10 @@ export interface Cpu {
 
 export interface ScenarioResult {
   name: ScenarioName
+  /** The median of the unpinned runs (the lower middle one for an even count). */
   throughputGbps: number
+  /** Every unpinned run, in the order they ran: how much the scheduler's placement moved them. */
+  throughputRunsGbps: number[]
   /** With both ends (and the proxy) pinned to one CPU: the scheduler's placement taken out. */
   throughputPinnedGbps: number
   cpu: Cpu
@@ -86,6 +89,8 @@ export interface Target {
 export interface BenchResult {
   machine: Machine
   durationS: number
+  /** Unpinned throughput runs per scenario. */
+  runs: number
   scenarios: ScenarioOutcome[]
   targets: Target[]
   clean: boolean

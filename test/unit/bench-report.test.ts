@@ -1,0 +1,88 @@
+import {describe, expect, it} from 'vitest'
+import {medianRun, type Throughput} from '../../src/lib/bench/measure.js'
+import {checkTargets, renderReport, withRatios} from '../../src/lib/bench/report.js'
+import type {Measured} from '../../src/lib/bench/scenarios.js'
+import type {BenchResult, ScenarioName} from '../../src/lib/bench/types.js'
+
+const run = (gbps: number, senderPct = gbps, errors = 0, error?: string): Throughput => ({gbps, senderPct, receiverPct: 1, proxyPct: null, errors, error})
+
+describe('medianRun', () => {
+  it('keeps the median run with its own CPU figures, and every run', () => {
+    const m = medianRun([run(33), run(41), run(36)])
+    expect(m).toMatchObject({gbps: 36, senderPct: 36, runsGbps: [33, 41, 36], errors: 0})
+  })
+
+  it('takes the lower middle run of an even count: a figure that was measured', () => {
+    expect(medianRun([run(40), run(30)]).gbps).toBe(30)
+    expect(medianRun([run(5)]).runsGbps).toEqual([5])
+  })
+
+  it('adds up the errors of every run and keeps the first message', () => {
+    const m = medianRun([run(30), run(0, 0, 1, 'iperf3 exit 1'), run(31, 31, 1, 'later')])
+    expect(m.gbps).toBe(30)
+    expect(m.errors).toBe(2)
+    expect(m.error).toBe('iperf3 exit 1')
+  })
+
+  it('refuses no runs at all', () => {
+    expect(() => medianRun([])).toThrow(/no runs/)
+  })
+})
+
+const measured = (name: ScenarioName, throughputGbps: number, rttP50PinnedUs = 5, errors = 0): Measured => ({
+  name,
+  throughputGbps,
+  throughputRunsGbps: [throughputGbps],
+  throughputPinnedGbps: throughputGbps,
+  cpu: {senderPct: 50, receiverPct: 50, proxyPct: null},
+  rttP50Us: 60,
+  rttP99Us: 90,
+  rttP999Us: 120,
+  rttP50PinnedUs,
+  rttP99PinnedUs: rttP50PinnedUs * 2,
+  connPerSec: 1000,
+  errors,
+})
+
+describe('ratios and targets', () => {
+  const outcomes = withRatios([
+    measured('loopback', 20, 5),
+    measured('loopback-fastpath', 33, 3.5),
+    measured('uds', 30),
+    measured('proxy-iptables', 10),
+    measured('proxy-tc', 9),
+    {name: 'proxy-v2ray-tc', skipped: 'v2ray not installed'},
+  ])
+
+  it('divides by loopback and proxy-iptables of the same run, and leaves skipped scenarios alone', () => {
+    const fp = outcomes.find((o) => o.name === 'loopback-fastpath')!
+    expect(fp).toMatchObject({ratios: {loopback: 1.65, proxyIptables: 3.3}})
+    expect(outcomes.at(-1)).toEqual({name: 'proxy-v2ray-tc', skipped: 'v2ray not installed'})
+  })
+
+  it('checks each target: met, missed, or not measured when a scenario did not run', () => {
+    const t = Object.fromEntries(checkTargets(outcomes).map((x) => [x.what, x]))
+    expect(t['throughput loopback-fastpath / loopback']).toMatchObject({value: 1.65, met: true})
+    expect(t['throughput loopback-fastpath / uds'].value).toBeCloseTo(1.1)
+    expect(t['throughput proxy-tc / proxy-iptables']).toMatchObject({value: 0.9, met: false})
+    expect(t['pinned rtt p50 loopback-fastpath / loopback']).toMatchObject({value: 0.7, met: true})
+    expect(t['errors of the v2ray scenarios']).toMatchObject({value: null, met: null})
+    expect(t['throughput proxy-tc-fastpath / proxy-iptables']).toMatchObject({value: null, met: null})
+  })
+
+  it('prints the median, the spread of the runs and the verdicts', () => {
+    const spread = withRatios([{...measured('loopback', 22), throughputRunsGbps: [22, 21.5, 23.04]}])
+    const result: BenchResult = {
+      machine: {kernel: '6.18', os: 'Debian', arch: 'x64', cpus: 2, cpuModel: 'Xeon', memoryGiB: 24, skfpVersion: '0.1.0', node: 'v20', date: '2026-11-24'},
+      durationS: 5,
+      runs: 3,
+      scenarios: spread,
+      targets: checkTargets(spread),
+      clean: true,
+    }
+    const text = renderReport(result)
+    expect(text).toContain('throughput: median of 3 runs')
+    expect(text).toMatch(/^loopback +22\.00 +21\.5–23\.0 +1\.00×/m)
+    expect(text).toContain('–     throughput loopback-fastpath / loopback: not measured (≥ 1.6)')
+  })
+})
