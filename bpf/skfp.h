@@ -21,7 +21,7 @@
 #define SKFP_PROXY_DOWN_PASS        2 /* goes out directly */
 
 /* The datapath configuration: one entry in the ARRAY map skfp_config.
- * Written by `skfp up` with `bpftool map update ... value hex ...`. 48 bytes. */
+ * Written by `skfp up` with `bpftool map update ... value hex ...`. 56 bytes. */
 struct skfp_config {
 	__u32 flags;          /* host order: SKFP_CFG_* */
 	__u32 proxy_mark;     /* host order: SO_MARK of the proxy's own sockets; 0 = none */
@@ -33,6 +33,8 @@ struct skfp_config {
 	__u8 proxy_down;      /* SKFP_PROXY_DOWN_* */
 	__u8 _pad0;
 	__u64 fastpath_queue; /* host order: bytes a peer may have queued before the guard demotes */
+	__u32 fastpath_spin_ns; /* host order: how long a sender waits for a busy reader's socket lock; 0 = never */
+	__u32 _pad1;
 };
 
 /* Indexes into the per-CPU ARRAY map skfp_counters (each a __u64). */
@@ -52,6 +54,8 @@ enum skfp_counter {
 	SKFP_CNT_TC_ASSIGNED_EST,    /* lo ingress: assigned to an established socket */
 	SKFP_CNT_TC_ASSIGNED_LISTEN, /* lo ingress: assigned to the proxy's listener */
 	SKFP_CNT_TC_NO_LISTENER,     /* lo ingress: no proxy listener */
+	SKFP_CNT_SPIN_RELEASED,      /* sk_msg: the reader's socket was busy; released while the sender waited */
+	SKFP_CNT_SPIN_EXPIRED,       /* sk_msg: still busy after fastpath_spin_ns: the sender sleeps on it */
 	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
 };
 

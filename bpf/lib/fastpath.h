@@ -9,6 +9,7 @@
 #include "sock_key.h"
 #include "pairing.h"
 #include "guard.h"
+#include "handoff.h"
 
 /* An end of a paired connection joins the sockhash, what it knows of its peer
  * in its socket storage; the server also leaves its address in the record. */
@@ -110,6 +111,7 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	skfp_pair_forget(peer);
 	skfp_count(SKFP_CNT_MSG_REDIRECTED, 1);
 	skfp_count(SKFP_CNT_BYTES_REDIRECTED, size);
+	skfp_handoff_wait(msg, cfg);
 	return SK_PASS;
 fallback:
 	skfp_count(SKFP_CNT_MSG_FALLBACK, 1);

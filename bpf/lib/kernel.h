@@ -33,6 +33,9 @@ struct sock_common {
 
 struct sock {
 	struct sock_common __sk_common;
+	struct {
+		int owned; /* a task holds the socket (lock_sock) */
+	} sk_lock;         /* socket_lock_t */
 	void *sk_user_data; /* the psock, with flag bits */
 } __attribute__((preserve_access_index));
 
@@ -58,6 +61,20 @@ struct sk_msg {
 
 struct bpf_sock_ops_kern {
 	struct sock *sk; /* at TIMEOUT_INIT of a SYN: the request socket */
+} __attribute__((preserve_access_index));
+
+struct rq {
+	unsigned int nr_running; /* tasks on this CPU's run queue, the running one included */
+} __attribute__((preserve_access_index));
+
+struct cfs_rq {
+	struct rq *rq; /* the CPU's run queue (CONFIG_FAIR_GROUP_SCHED) */
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct {
+		struct cfs_rq *cfs_rq; /* where the task is queued */
+	} se; /* struct sched_entity */
 } __attribute__((preserve_access_index));
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;

@@ -11,7 +11,7 @@ export const CFG_HAS_PROXY_V6 = 1 << 4
 export const PROXY_DOWN_MODES = ['fail-fast', 'fail-closed', 'pass'] as const
 export type ProxyDownMode = (typeof PROXY_DOWN_MODES)[number]
 
-export const CONFIG_SIZE = 48
+export const CONFIG_SIZE = 56
 export const RECORD_MAX = 4088
 export const RECORD_SIZE = 8 + RECORD_MAX
 export const RECORD_VERSION = 1
@@ -27,6 +27,7 @@ export interface DatapathConfig {
   proxyPort: number
   proxyDown: ProxyDownMode
   fastpathQueue: bigint
+  fastpathSpinNs: number
 }
 
 /** enum skfp_counter, in order. */
@@ -46,12 +47,18 @@ export const COUNTER_NAMES = [
   'tcAssignedEstablished',
   'tcAssignedListener',
   'tcNoListener',
+  'spinsReleased',
+  'spinsExpired',
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 export type Counters = Record<CounterName, number>
 
-export function encodeConfig(c: DatapathConfig): Uint8Array {
-  const buf = new Uint8Array(CONFIG_SIZE)
+/**
+ * size: the value size of the map being written, when it is not this version's (an instance
+ * loaded by an older skfp has a shorter struct: its later fields are left out).
+ */
+export function encodeConfig(c: DatapathConfig, size = CONFIG_SIZE): Uint8Array {
+  const buf = new Uint8Array(Math.max(size, CONFIG_SIZE))
   const v = new DataView(buf.buffer)
   let flags = c.flags
   if (c.proxyAddr4) flags |= CFG_HAS_PROXY_V4
@@ -65,9 +72,11 @@ export function encodeConfig(c: DatapathConfig): Uint8Array {
   v.setUint16(36, c.proxyPort, true)
   v.setUint8(38, PROXY_DOWN_MODES.indexOf(c.proxyDown))
   v.setBigUint64(40, c.fastpathQueue, true)
-  return buf
+  v.setUint32(48, c.fastpathSpinNs >>> 0, true)
+  return buf.subarray(0, size)
 }
 
+/** Also reads the shorter struct of an older skfp: the fields it lacks read as 0. */
 export function decodeConfig(buf: Uint8Array): DatapathConfig {
   const v = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
   const flags = v.getUint32(0, true)
@@ -81,6 +90,7 @@ export function decodeConfig(buf: Uint8Array): DatapathConfig {
     proxyPort: v.getUint16(36, true),
     proxyDown: PROXY_DOWN_MODES[v.getUint8(38)] ?? 'fail-fast',
     fastpathQueue: v.getBigUint64(40, true),
+    fastpathSpinNs: buf.byteLength >= 52 ? v.getUint32(48, true) : 0,
   }
 }
 

@@ -42,7 +42,7 @@ export function planDown(o: ObservedInstance, pinRoot = PIN_ROOT): Step[] {
     steps.push({
       id: 'kill-switch',
       title: 'Stop redirecting (the fastpath kill switch)',
-      apply: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...o.config, flags: o.config.flags & ~CFG_FASTPATH}))],
+      apply: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...o.config, flags: o.config.flags & ~CFG_FASTPATH}, o.configSize))],
       undo: [],
     })
   const changes = [...(o.record?.changes ?? [])].reverse()

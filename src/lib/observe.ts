@@ -14,6 +14,8 @@ export interface ObservedInstance {
   exists: boolean
   record?: InstanceRecord
   config?: DatapathConfig
+  /** The config map's value size: smaller than CONFIG_SIZE for an instance of an older skfp. */
+  configSize?: number
   progs: {sockops?: bpftool.ProgInfo; skMsg?: bpftool.ProgInfo}
   /** sock_ops is attached to the recorded cgroup. */
   sockopsAttached: boolean
@@ -39,6 +41,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     ...base,
     record,
     config: configBytes ? decodeConfig(configBytes) : undefined,
+    configSize: configBytes?.byteLength,
     progs: {sockops, skMsg},
     sockopsAttached,
     counters: existsSync(pins.map.counters) ? decodeCounters(await bpftool.perCpuSums(runner, pins.map.counters)) : undefined,

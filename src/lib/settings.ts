@@ -8,6 +8,8 @@ export const FASTPATH_MODES = ['on', 'off', 'auto'] as const
 export type FastpathMode = (typeof FASTPATH_MODES)[number]
 
 export const DEFAULT_FASTPATH_QUEUE = 4 * 1024 * 1024
+/** µs a sender waits for a busy reader's socket lock before sleeping on it (bpf/lib/handoff.h). */
+export const DEFAULT_FASTPATH_SPIN_US = 20
 
 /** Interception: on when --proxy-port is given. */
 export interface InterceptSettings {
@@ -38,6 +40,8 @@ export interface UpSettings {
   proxyMark: number
   fastpath: FastpathMode
   fastpathQueue: number
+  /** µs a sender waits for a busy reader's socket lock; 0 = never. */
+  fastpathSpinUs: number
   intercept: InterceptSettings | null
 }
 
@@ -58,6 +62,7 @@ export interface RawUpFlags {
   'proxy-mark': string
   fastpath: string
   'fastpath-queue': string
+  'fastpath-spin'?: string
   uplink?: string[]
   'proxy-port'?: string
   'proxy-addr'?: string[]
@@ -123,6 +128,7 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
     proxyMark: parseMark('proxy-mark', flags['proxy-mark']),
     fastpath: flags.fastpath as FastpathMode,
     fastpathQueue: parseInteger('fastpath-queue', flags['fastpath-queue'], 64 * 1024, 1024 * 1024 * 1024),
+    fastpathSpinUs: parseInteger('fastpath-spin', flags['fastpath-spin'] ?? DEFAULT_FASTPATH_SPIN_US, 0, 1000),
     intercept: parseIntercept(flags, parseMark('proxy-mark', flags['proxy-mark'])),
   }
 }
@@ -141,5 +147,5 @@ export function diffSettings(running: UpSettings, wanted: UpSettings): string[] 
 
 /** Settings for skfp's own sandboxes (demo, self-test, bench): the fastpath on, no interception. */
 export function sandboxSettings(instance: string, cgroup: string, netns: string, over: Partial<UpSettings> = {}): UpSettings {
-  return {instance, cgroup, netns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE, intercept: null, ...over}
+  return {instance, cgroup, netns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US, intercept: null, ...over}
 }

@@ -41,6 +41,7 @@ export function datapathConfig(settings: UpSettings, fastpath: boolean, loIfinde
     proxyPort: i?.proxyPort ?? 0,
     proxyDown: i?.proxyDown ?? 'fail-fast',
     fastpathQueue: BigInt(settings.fastpathQueue),
+    fastpathSpinNs: settings.fastpathSpinUs * 1000,
   }
 }
 
@@ -139,8 +140,8 @@ export function planFastpathSwitch(observed: ObservedInstance, settings: UpSetti
     {
       id: 'switch-fastpath',
       title: `Switch the fastpath ${fastpath ? 'on' : 'off'}`,
-      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}))],
-      undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(observed.record))],
+      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}, observed.configSize))],
+      undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config, observed.configSize)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(observed.record))],
     },
   ]
 }

@@ -28,6 +28,7 @@ export const cases: Case[] = [
   ['proxy mark 2^32', (c) => up(c, {'proxy-mark': '4294967296'}), 2, /out of range/],
   ['fastpath mode', (c) => up(c, {'fastpath': 'yes'}), 2, /--fastpath "yes" is not a mode: use on, off or auto/],
   ['fastpath queue too small', (c) => up(c, {'fastpath-queue': '10'}), 2, /--fastpath-queue "10" is out of range/],
+  ['fastpath spin too long', (c) => up(c, {'fastpath-spin': '5000'}), 2, /--fastpath-spin "5000" is out of range: give a whole number from 0 to 1000/],
   ['unknown netns', (c) => up(c, {'netns': 'skfp-tt-nonexistent'}), 2, /netns skfp-tt-nonexistent does not exist: create it with `ip netns add NAME`/],
   ['netns escaping /run/netns', (c) => up(c, {'netns': '../../etc/passwd'}), 2, /bad netns name/],
   ['netns that is an option', (c) => up(c, {'netns': '--help'}), 2, /bad netns name/],

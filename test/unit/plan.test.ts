@@ -1,6 +1,6 @@
 // Plans as exact argv tables: what up and down would run, without running anything.
 import {describe, expect, it} from 'vitest'
-import {encodeConfig, CFG_FASTPATH} from '../../src/lib/config.js'
+import {encodeConfig, CFG_FASTPATH, CONFIG_SIZE} from '../../src/lib/config.js'
 import {planDown} from '../../src/lib/down.js'
 import type {ObservedInstance} from '../../src/lib/observe.js'
 import {instancePins} from '../../src/lib/pins.js'
@@ -10,7 +10,7 @@ import {buildRecord, datapathConfig, decideUp, planUp} from '../../src/lib/up.js
 import type {UpSettings} from '../../src/lib/settings.js'
 import {lineOf} from './line-of.js'
 
-const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304}
+const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20}
 const pins = instancePins('lab')
 const facts = {pins, object: '/opt/skfp/build/bpfel/skfp.bpf.o', bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}
 
@@ -66,7 +66,7 @@ describe('planDown', () => {
     const steps = planDown(observed())
     expect(steps.map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
     const kill = previewPlan(steps)[0].argv[0]
-    expect(kill.slice(-48).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false)})).toString('hex').match(/../g)!.join(''))
+    expect(kill.slice(-CONFIG_SIZE).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false)})).toString('hex').match(/../g)!.join(''))
     expect(previewPlan(steps)[1].argv[0].join(' ')).toBe('bpftool cgroup detach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops')
   })
 
