@@ -22,6 +22,7 @@
 #include "kernel.h"
 #include "maps.h"
 #include "pairing.h"
+#include "handoff.h"
 
 /* Used when skfp_config.fastpath_queue is 0. */
 #define SKFP_GUARD_DEFAULT_QUEUE (4ull << 20)
@@ -168,6 +169,11 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	bound = cfg->fastpath_queue;
 	if (!bound)
 		bound = SKFP_GUARD_DEFAULT_QUEUE;
+	/* a reader that keeps up but is a little behind: wait for it (the
+	 * hand-off's bounded wait) rather than leave the fastpath */
+	if (queued + msg->size > bound && msg->size <= bound && !skfp_guard_braking(own) &&
+	    skfp_handoff_drained(ud, bound - msg->size, cfg))
+		return 1;
 	if (queued + msg->size > bound || skfp_guard_braking(own)) {
 		st->demoted = 1;
 		skfp_count(SKFP_CNT_GUARD_DEMOTED, 1);

@@ -66,6 +66,42 @@ static long skfp_spin_step(__u64 i, void *ctx)
 	return 0;
 }
 
+struct skfp_drain {
+	__u64 psock;    /* kernel address of the peer's psock */
+	__u64 limit;    /* bytes it may hold */
+	__u64 deadline; /* bpf_ktime_get_ns() */
+	__u8 drained;
+};
+
+static long skfp_drain_step(__u64 i, void *ctx)
+{
+	struct skfp_drain *d = ctx;
+	struct sk_psock *psock = bpf_rdonly_cast((void *)d->psock, bpf_core_type_id_kernel(struct sk_psock));
+
+	if (psock->msg_tot_len <= d->limit) {
+		d->drained = 1;
+		return 1;
+	}
+	if (skfp_cpu_wanted())
+		return 1;
+	if ((i & 15) == 15 && bpf_ktime_get_ns() > d->deadline)
+		return 1;
+	return 0;
+}
+
+/* The memory guard's bound is reached: wait as above (bounded) for the
+ * reader to bring its queue down to limit bytes. 1: it did. */
+static __always_inline int skfp_handoff_drained(__u64 psock, __u64 limit, const struct skfp_config *cfg)
+{
+	struct skfp_drain d = {.psock = psock, .limit = limit};
+
+	if (!cfg->fastpath_spin_ns || skfp_cpu_wanted())
+		return 0;
+	d.deadline = bpf_ktime_get_ns() + cfg->fastpath_spin_ns;
+	bpf_loop(SKFP_SPIN_MAX_ITERS, skfp_drain_step, &d, 0);
+	return d.drained;
+}
+
 /* After a successful redirect of msg: wait (bounded) until its target's
  * socket lock is free. */
 static __always_inline void skfp_handoff_wait(struct sk_msg_md *msg, const struct skfp_config *cfg)
