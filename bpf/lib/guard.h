@@ -112,7 +112,7 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	struct sk_psock *psock;
 	__u64 bound, queued, ud;
 	__u32 write_seq;
-	int caught_up;
+	int caught_up, over, braking;
 
 	if (!bsk)
 		return 0;
@@ -169,12 +169,13 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	bound = cfg->fastpath_queue;
 	if (!bound)
 		bound = SKFP_GUARD_DEFAULT_QUEUE;
+	over = queued + msg->size > bound;
+	braking = skfp_guard_braking(own);
 	/* a reader that keeps up but is a little behind: wait for it (the
 	 * hand-off's bounded wait) rather than leave the fastpath */
-	if (queued + msg->size > bound && msg->size <= bound && !skfp_guard_braking(own) &&
-	    skfp_handoff_drained(ud, bound - msg->size, cfg))
+	if (over && !braking && msg->size <= bound && skfp_handoff_drained(ud, bound - msg->size, cfg))
 		return 1;
-	if (queued + msg->size > bound || skfp_guard_braking(own)) {
+	if (over || braking) {
 		st->demoted = 1;
 		skfp_count(SKFP_CNT_GUARD_DEMOTED, 1);
 		skfp_dbg("skfp: guard demoted %d queued %llu", st->peer_port, queued);

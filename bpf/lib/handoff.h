@@ -28,12 +28,6 @@
 /* Upper bound of the wait loop's iterations; the deadline ends it first. */
 #define SKFP_SPIN_MAX_ITERS (1u << 20)
 
-struct skfp_spin {
-	__u64 peer;     /* kernel address of the peer socket */
-	__u64 deadline; /* bpf_ktime_get_ns() */
-	__u8 released;
-};
-
 /* Another task is waiting for this CPU: the current task's run queue, which
  * is this CPU's, holds more than it. Without CONFIG_FAIR_GROUP_SCHED the
  * kernel has no path to it: never. */
@@ -49,79 +43,78 @@ static __always_inline int skfp_cpu_wanted(void)
 	return cfs && cfs->rq && cfs->rq->nr_running > 1;
 }
 
-static long skfp_spin_step(__u64 i, void *ctx)
-{
-	struct skfp_spin *s = ctx;
-	struct sock *peer = bpf_rdonly_cast((void *)s->peer, bpf_core_type_id_kernel(struct sock));
+/* A bounded wait: until a word of a kernel object is at most limit. */
+struct skfp_wait {
+	__u64 obj;      /* kernel address: a socket (its lock word) or a psock (its queue) */
+	__u64 limit;
+	__u64 deadline; /* bpf_ktime_get_ns() */
+	__u8 psock;     /* obj is a struct sk_psock: watch msg_tot_len, else sk_lock.owned */
+	__u8 done;
+};
 
-	if (!peer->sk_lock.owned) {
-		s->released = 1;
+static __always_inline __u64 skfp_wait_value(const struct skfp_wait *w)
+{
+	struct sk_psock *psock;
+	struct sock *sk;
+
+	if (w->psock) {
+		psock = bpf_rdonly_cast((void *)w->obj, bpf_core_type_id_kernel(struct sk_psock));
+		return psock->msg_tot_len;
+	}
+	sk = bpf_rdonly_cast((void *)w->obj, bpf_core_type_id_kernel(struct sock));
+	return sk->sk_lock.owned;
+}
+
+static long skfp_wait_step(__u64 i, void *ctx)
+{
+	struct skfp_wait *w = ctx;
+
+	if (skfp_wait_value(w) <= w->limit) {
+		w->done = 1;
 		return 1;
 	}
 	if (skfp_cpu_wanted())
 		return 1;
 	/* the clock every 16 reads: a read costs a few ns, the clock more */
-	if ((i & 15) == 15 && bpf_ktime_get_ns() > s->deadline)
+	if ((i & 15) == 15 && bpf_ktime_get_ns() > w->deadline)
 		return 1;
 	return 0;
 }
 
-struct skfp_drain {
-	__u64 psock;    /* kernel address of the peer's psock */
-	__u64 limit;    /* bytes it may hold */
-	__u64 deadline; /* bpf_ktime_get_ns() */
-	__u8 drained;
-};
-
-static long skfp_drain_step(__u64 i, void *ctx)
+/* Waits at most fastpath_spin_ns, and only while nobody else wants this CPU.
+ * 1: the word got there. */
+static __always_inline int skfp_wait_until(struct skfp_wait *w, const struct skfp_config *cfg)
 {
-	struct skfp_drain *d = ctx;
-	struct sk_psock *psock = bpf_rdonly_cast((void *)d->psock, bpf_core_type_id_kernel(struct sk_psock));
-
-	if (psock->msg_tot_len <= d->limit) {
-		d->drained = 1;
-		return 1;
-	}
-	if (skfp_cpu_wanted())
-		return 1;
-	if ((i & 15) == 15 && bpf_ktime_get_ns() > d->deadline)
-		return 1;
-	return 0;
+	w->deadline = bpf_ktime_get_ns() + cfg->fastpath_spin_ns;
+	bpf_loop(SKFP_SPIN_MAX_ITERS, skfp_wait_step, w, 0);
+	return w->done;
 }
 
-/* The memory guard's bound is reached: wait as above (bounded) for the
- * reader to bring its queue down to limit bytes. 1: it did. */
+/* The memory guard's bound is reached: wait for the reader to bring its
+ * queue down to limit bytes. 1: it did. */
 static __always_inline int skfp_handoff_drained(__u64 psock, __u64 limit, const struct skfp_config *cfg)
 {
-	struct skfp_drain d = {.psock = psock, .limit = limit};
+	struct skfp_wait w = {.obj = psock, .limit = limit, .psock = 1};
 
 	if (!cfg->fastpath_spin_ns || skfp_cpu_wanted())
 		return 0;
-	d.deadline = bpf_ktime_get_ns() + cfg->fastpath_spin_ns;
-	bpf_loop(SKFP_SPIN_MAX_ITERS, skfp_drain_step, &d, 0);
-	return d.drained;
+	return skfp_wait_until(&w, cfg);
 }
 
-/* After a successful redirect of msg: wait (bounded) until its target's
- * socket lock is free. */
+/* After a successful redirect of msg: wait until its target's socket lock is
+ * free (counted only when it was taken). */
 static __always_inline void skfp_handoff_wait(struct sk_msg_md *msg, const struct skfp_config *cfg)
 {
-	struct skfp_spin s = {};
+	struct skfp_wait w = {};
 	struct sk_msg *kmsg;
-	struct sock *peer;
 
 	if (!cfg->fastpath_spin_ns)
 		return;
 	kmsg = bpf_cast_to_kern_ctx(msg);
-	s.peer = (__u64)kmsg->sk_redir;
-	if (!s.peer)
+	w.obj = (__u64)kmsg->sk_redir;
+	if (!w.obj || !skfp_wait_value(&w) || skfp_cpu_wanted())
 		return;
-	peer = bpf_rdonly_cast((void *)s.peer, bpf_core_type_id_kernel(struct sock));
-	if (!peer->sk_lock.owned || skfp_cpu_wanted())
-		return;
-	s.deadline = bpf_ktime_get_ns() + cfg->fastpath_spin_ns;
-	bpf_loop(SKFP_SPIN_MAX_ITERS, skfp_spin_step, &s, 0);
-	skfp_count(s.released ? SKFP_CNT_SPIN_RELEASED : SKFP_CNT_SPIN_EXPIRED, 1);
+	skfp_count(skfp_wait_until(&w, cfg) ? SKFP_CNT_SPIN_RELEASED : SKFP_CNT_SPIN_EXPIRED, 1);
 }
 
 #endif /* SKFP_LIB_HANDOFF_H */

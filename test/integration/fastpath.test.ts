@@ -3,11 +3,20 @@ import {describe, expect, it} from 'vitest'
 import {join} from 'node:path'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
-import {iperf} from '../../src/lib/iperf.js'
+import type {Sandbox} from '../../src/lib/sandbox.js'
+import {iperf, waitForOutput} from '../../src/lib/iperf.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {expectIntact, expectRedirected, FIXTURE, leftovers, requireRoot, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
 
 const MiB = 1024 * 1024
+
+/** Two namespaces of the sandbox joined by a veth: a at 198.18.0.1 / fd00:18::1, b at .2 / ::2. */
+async function linkedPair(sb: Sandbox, tag: string): Promise<{a: string; b: string}> {
+  const a = await sb.addNetns(`a${tag}`)
+  const b = await sb.addNetns(`b${tag}`)
+  await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+  return {a, b}
+}
 const BIG = 256 * MiB
 
 describe('fastpath lifecycle', () => {
@@ -87,15 +96,13 @@ describe('fastpath lifecycle', () => {
       // Two client/server namespace pairs with the same addresses and ports: the same tuple twice.
       const pairs = []
       for (const tag of ['1', '2']) {
-        const a = await sb.addNetns(`a${tag}`)
-        const b = await sb.addNetns(`b${tag}`)
-        await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+        const {a, b} = await linkedPair(sb, tag)
         pairs.push({a, b, seed: `n${tag}`})
       }
       expect((await skfp(upArgs(sb, pairs[0].a))).exitCode).toBe(0)
       for (const addr of ['198.18.0.2', 'fd00:18::2']) {
         const servers = pairs.map(({b, seed}) => sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(32 * MiB), '--seed', seed]))
-        await Promise.all(servers.map((srv) => new Promise<void>((resolve) => srv.stdout!.once('data', () => resolve()))))
+        await Promise.all(servers.map((srv) => waitForOutput(srv, /./)))
         const same = ['--addr', addr, '--port', '7100', '--client-port', '7101', '--bytes', String(32 * MiB)]
         const clients = await Promise.all(pairs.map(({a, seed}) => transfer(sb, a, ['client', ...same, '--seed', seed])))
         const got = await Promise.all(servers.map(async (srv) => JSON.parse(String((await srv).stdout).trim().split('\n').pop()!)))
@@ -114,15 +121,13 @@ describe('fastpath lifecycle', () => {
 
   it('moves a client that sent before its server joined onto the fastpath once the server has read those bytes', async () => {
     await withSandbox('xl', async (sb) => {
-      const a = await sb.addNetns('a')
-      const b = await sb.addNetns('b')
-      await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30']})
+      const {a, b} = await linkedPair(sb, '')
       expect((await skfp(upArgs(sb, a))).exitCode).toBe(0)
       // TCP_DEFER_ACCEPT: the server's end is established (and joins) only when the client's data arrives
       const script = join(PROJECT_ROOT, 'test', 'fixtures', 'defer-accept.py')
       const common = ['--addr', '198.18.0.2', '--port', '7102', '--bytes', String(64 * MiB)]
       const server = sb.start(b, [resolveTool('python3'), script, 'server', ...common])
-      await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
+      await waitForOutput(server, /./)
       const client = JSON.parse((await sb.run(a, [resolveTool('python3'), script, 'client', ...common], {timeoutMs: 60_000})).stdout.trim())
       const got = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
       expect(got).toEqual({received: 64 * MiB, sha256: client.sha256})
@@ -136,12 +141,10 @@ describe('fastpath lifecycle', () => {
 
   it('leaves a connection plain TCP when its server is outside the cgroup', async () => {
     await withSandbox('xo', async (sb) => {
-      const a = await sb.addNetns('a')
-      const b = await sb.addNetns('b')
-      await sb.link({netns: a, dev: 'veth-a', addrs: ['198.18.0.1/30']}, {netns: b, dev: 'veth-b', addrs: ['198.18.0.2/30']})
+      const {a, b} = await linkedPair(sb, '')
       expect((await skfp(upArgs(sb, a))).exitCode).toBe(0)
       const server = sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', '198.18.0.2', '--port', '7100', '--bytes', String(8 * MiB), '--seed', 'o'], {outsideCgroup: true})
-      await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
+      await waitForOutput(server, /./)
       const c = await transfer(sb, a, ['client', '--addr', '198.18.0.2', '--port', '7100', '--bytes', String(8 * MiB), '--seed', 'o'])
       const srv = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
       expect(srv.serverReceivedSha).toBe(expectedSha('o-up', 8 * MiB))
