@@ -56,6 +56,7 @@ enum skfp_counter {
 	SKFP_CNT_TC_NO_LISTENER,     /* lo ingress: no proxy listener */
 	SKFP_CNT_SPIN_RELEASED,      /* sk_msg: the reader's socket was busy; released while the sender waited */
 	SKFP_CNT_SPIN_EXPIRED,       /* sk_msg: still busy after fastpath_spin_ns: the sender sleeps on it */
+	SKFP_CNT_TC_FORWARDED,       /* uplink egress: forwarded by the host (no local socket), passed untouched */
 	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
 };
 

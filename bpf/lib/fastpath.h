@@ -11,6 +11,14 @@
 #include "guard.h"
 #include "handoff.h"
 
+/* Established local TCP sockets, keyed by their own view of the tuple. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SKFP_SOCKS_MAX);
+	__type(key, struct skfp_sock_key);
+	__type(value, __u64);
+} skfp_socks SEC(".maps");
+
 /* An end of a paired connection joins the sockhash, what it knows of its peer
  * in its socket storage; the server also leaves its address in the record. */
 static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_sock_key *own,
@@ -34,8 +42,8 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 	 * first redirect can drop the record (and the LRU map reuse it). The
 	 * client's guard checks the socket's psock, which the insert creates. */
 	if (server) {
-		kctx = bpf_cast_to_kern_ctx(skops);
-		ends->server_sk = (__u64)kctx->sk;
+		kctx = skfp_kctx(bpf_sock_ops_kern, skops);
+		ends->server_sk = (__u64)skfp_kread(kctx, sk);
 	}
 	own->netns_cookie = bpf_get_netns_cookie(skops);
 	if (bpf_sock_hash_update(skops, &skfp_socks, own, BPF_NOEXIST)) {

@@ -13,9 +13,9 @@
  * queue is empty: the peer reads its redirected queue before its TCP queue,
  * so the byte order holds. docs/memory-guard.md has the details.
  *
- * Needs kernel BTF (CO-RE on kernel structs below) and the kfuncs
- * bpf_cast_to_kern_ctx / bpf_rdonly_cast (Linux 6.2+), plus the
- * sk_psock.msg_tot_len field: the object does not load without them. */
+ * Needs kernel BTF (CO-RE on the kernel structs of kernel.h), bpf_loop and
+ * bpf_probe_read_kernel in sk_msg (Linux 6.1); kernel.h says how each build
+ * reads kernel memory, psock.h how the queue is measured on each kernel. */
 #ifndef SKFP_LIB_GUARD_H
 #define SKFP_LIB_GUARD_H
 
@@ -53,15 +53,15 @@ struct {
  * Two reads through the protocol's pointers; a failed read means no brake. */
 static __always_inline int skfp_guard_braking(const struct sock *own)
 {
-	struct proto *prot = own->__sk_common.skc_prot;
+	struct proto *prot = skfp_kread(own, __sk_common.skc_prot);
 	skfp_atomic_long_t *allocated;
 	long *limits;
 	long used = 0, low = 0;
 
 	if (!prot)
 		return 0;
-	allocated = prot->memory_allocated;
-	limits = prot->sysctl_mem;
+	allocated = skfp_kread(prot, memory_allocated);
+	limits = skfp_kread(prot, sysctl_mem);
 	if (!allocated || !limits)
 		return 0;
 	if (bpf_probe_read_kernel(&used, sizeof(used), &allocated->counter) ||
@@ -81,22 +81,24 @@ static __always_inline int skfp_guard_learn_peer(struct skfp_guard_state *st, co
 	struct skfp_conn_ends *ends;
 	struct skfp_conn_id id;
 	struct sock *peer;
+	struct net *net;
 
 	if (!p->client || p->forgotten)
 		return 0;
 	ends = skfp_pair_record(p, &id);
 	if (!ends || !ends->server_sk)
 		return 0;
-	peer = bpf_rdonly_cast((void *)ends->server_sk, bpf_core_type_id_kernel(struct sock));
+	peer = skfp_kview(sock, ends->server_sk);
+	net = skfp_kread(peer, __sk_common.skc_net.net);
 	/* the socket the key names: its ports and namespace (p->key is the
 	 * server's own view) */
-	if (peer->__sk_common.skc_num != p->key.local_port ||
-	    peer->__sk_common.skc_dport != bpf_htons(p->key.remote_port) ||
-	    peer->__sk_common.skc_net.net->net_cookie != p->key.netns_cookie)
+	if (skfp_kread(peer, __sk_common.skc_num) != p->key.local_port ||
+	    skfp_kread(peer, __sk_common.skc_dport) != bpf_htons(p->key.remote_port) || !net ||
+	    skfp_kread(net, net_cookie) != p->key.netns_cookie)
 		return 0;
 	st->peer_sk = ends->server_sk;
-	st->peer_psock = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
-	st->peer_port = peer->__sk_common.skc_num;
+	st->peer_psock = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
+	st->peer_port = skfp_kread(peer, __sk_common.skc_num);
 	st->demoted = 1;
 	skfp_dbg("skfp: guard learned the server %d from the record", st->peer_port);
 	return 1;
@@ -109,8 +111,7 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	struct bpf_sock *bsk = msg->sk;
 	struct tcp_sock *own_tp, *peer_tp;
 	struct sock *own, *peer;
-	struct sk_psock *psock;
-	__u64 bound, queued, ud;
+	__u64 bound, queued, ud, psock_sk;
 	__u32 write_seq;
 	int caught_up, over, braking;
 
@@ -120,8 +121,8 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	st = bpf_sk_storage_get(&skfp_guard, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!st)
 		return 0;
-	own = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct sock));
-	own_tp = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct tcp_sock));
+	own = skfp_kview_ptr(sock, bsk);
+	own_tp = skfp_kview_ptr(tcp_sock, bsk);
 
 	/* The peer is not known until a redirect found it, so the first
 	 * redirected message is unguarded. It must not overtake bytes this
@@ -130,32 +131,35 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	 * them, which only a client can tell (from the connection's record);
 	 * any other stays on TCP for good. */
 	if (!st->peer_sk) {
-		if (own_tp->bytes_sent == 0 && own_tp->write_seq == own_tp->snd_nxt)
+		if (skfp_kread(own_tp, bytes_sent) == 0 && skfp_kread(own_tp, write_seq) == skfp_kread(own_tp, snd_nxt))
 			return 1;
 		if (!skfp_guard_learn_peer(st, p))
 			return 0;
 	}
-	peer = bpf_rdonly_cast((void *)st->peer_sk, bpf_core_type_id_kernel(struct sock));
-	peer_tp = bpf_rdonly_cast((void *)st->peer_sk, bpf_core_type_id_kernel(struct tcp_sock));
-	write_seq = own_tp->write_seq;
+	peer = skfp_kview(sock, st->peer_sk);
+	peer_tp = skfp_kview(tcp_sock, st->peer_sk);
+	write_seq = skfp_kread(own_tp, write_seq);
 
 	/* The address still holds the same socket, with the same psock? If
 	 * not, the peer is gone (its key too: a redirect would fall back). Only
 	 * a socket that sent nothing over TCP since its last redirect may try. */
-	ud = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
-	if (ud != st->peer_psock || peer->__sk_common.skc_num != st->peer_port)
+	ud = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
+	if (ud != st->peer_psock || skfp_kread(peer, __sk_common.skc_num) != st->peer_port)
 		return !st->demoted && write_seq == st->sent_seq;
-	psock = bpf_rdonly_cast((void *)ud, bpf_core_type_id_kernel(struct sk_psock));
-	if ((__u64)psock->sk != st->peer_sk)
+	psock_sk = (__u64)skfp_kread(skfp_kview(sk_psock, ud), sk);
+	if (psock_sk != st->peer_sk)
 		return !st->demoted && write_seq == st->sent_seq;
-	queued = psock->msg_tot_len;
+	bound = cfg->fastpath_queue;
+	if (!bound)
+		bound = SKFP_GUARD_DEFAULT_QUEUE;
+	queued = skfp_psock_queued(ud, bound);
 
 	/* Bytes went over TCP since the last redirect (guard, kill switch or a
 	 * failed redirect): redirect again only once the peer has read them
 	 * all and its redirected queue is empty, else the peer would read the
 	 * newer redirected bytes first. */
 	if (st->demoted || write_seq != st->sent_seq) {
-		caught_up = queued == 0 && peer_tp->copied_seq == write_seq;
+		caught_up = queued == 0 && skfp_kread(peer_tp, copied_seq) == write_seq;
 		if (!caught_up || skfp_guard_braking(own))
 			return 0;
 		if (st->demoted) {
@@ -166,9 +170,6 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 		return 1;
 	}
 
-	bound = cfg->fastpath_queue;
-	if (!bound)
-		bound = SKFP_GUARD_DEFAULT_QUEUE;
 	over = queued + msg->size > bound;
 	braking = skfp_guard_braking(own);
 	/* a reader that keeps up but is a little behind: wait for it (the
@@ -199,18 +200,18 @@ static __always_inline void skfp_guard_redirected(struct sk_msg_md *msg)
 	st = bpf_sk_storage_get(&skfp_guard, bsk, 0, 0);
 	if (!st)
 		return;
-	kmsg = bpf_cast_to_kern_ctx(msg);
-	peer_sk = (__u64)kmsg->sk_redir;
+	kmsg = skfp_kctx(sk_msg, msg);
+	peer_sk = (__u64)skfp_kread(kmsg, sk_redir);
 	if (!peer_sk)
 		return;
-	own_tp = bpf_rdonly_cast(bsk, bpf_core_type_id_kernel(struct tcp_sock));
-	st->sent_seq = own_tp->write_seq;
+	own_tp = skfp_kview_ptr(tcp_sock, bsk);
+	st->sent_seq = skfp_kread(own_tp, write_seq);
 	if (peer_sk == st->peer_sk)
 		return;
-	peer = bpf_rdonly_cast((void *)peer_sk, bpf_core_type_id_kernel(struct sock));
+	peer = skfp_kview(sock, peer_sk);
 	st->peer_sk = peer_sk;
-	st->peer_psock = (__u64)peer->sk_user_data & SKFP_SK_USER_DATA_PTRMASK;
-	st->peer_port = peer->__sk_common.skc_num;
+	st->peer_psock = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
+	st->peer_port = skfp_kread(peer, __sk_common.skc_num);
 }
 
 /* Benchmark baseline only (`skfp bench` loopback-fastpath-unguarded): no guard. */

@@ -24,6 +24,7 @@
 
 #include "kernel.h"
 #include "maps.h"
+#include "psock.h"
 
 /* Upper bound of the wait loop's iterations; the deadline ends it first. */
 #define SKFP_SPIN_MAX_ITERS (1u << 20)
@@ -35,12 +36,16 @@ static __always_inline int skfp_cpu_wanted(void)
 {
 	struct task_struct *task;
 	struct cfs_rq *cfs;
+	struct rq *rq;
 
 	if (!bpf_core_field_exists(struct cfs_rq, rq))
 		return 0;
-	task = bpf_rdonly_cast((void *)bpf_get_current_task(), bpf_core_type_id_kernel(struct task_struct));
-	cfs = task->se.cfs_rq;
-	return cfs && cfs->rq && cfs->rq->nr_running > 1;
+	task = skfp_kview(task_struct, bpf_get_current_task());
+	cfs = skfp_kread(task, se.cfs_rq);
+	if (!cfs)
+		return 0;
+	rq = skfp_kread(cfs, rq);
+	return rq && skfp_kread(rq, nr_running) > 1;
 }
 
 /* A bounded wait: until a word of a kernel object is at most limit. */
@@ -54,15 +59,12 @@ struct skfp_wait {
 
 static __always_inline __u64 skfp_wait_value(const struct skfp_wait *w)
 {
-	struct sk_psock *psock;
 	struct sock *sk;
 
-	if (w->psock) {
-		psock = bpf_rdonly_cast((void *)w->obj, bpf_core_type_id_kernel(struct sk_psock));
-		return psock->msg_tot_len;
-	}
-	sk = bpf_rdonly_cast((void *)w->obj, bpf_core_type_id_kernel(struct sock));
-	return sk->sk_lock.owned;
+	if (w->psock)
+		return skfp_psock_queued(w->obj, w->limit);
+	sk = skfp_kview(sock, w->obj);
+	return skfp_kread(sk, sk_lock.owned);
 }
 
 static long skfp_wait_step(__u64 i, void *ctx)
@@ -110,8 +112,8 @@ static __always_inline void skfp_handoff_wait(struct sk_msg_md *msg, const struc
 
 	if (!cfg->fastpath_spin_ns)
 		return;
-	kmsg = bpf_cast_to_kern_ctx(msg);
-	w.obj = (__u64)kmsg->sk_redir;
+	kmsg = skfp_kctx(sk_msg, msg);
+	w.obj = (__u64)skfp_kread(kmsg, sk_redir);
 	if (!w.obj || !skfp_wait_value(&w) || skfp_cpu_wanted())
 		return;
 	skfp_count(skfp_wait_until(&w, cfg) ? SKFP_CNT_SPIN_RELEASED : SKFP_CNT_SPIN_EXPIRED, 1);

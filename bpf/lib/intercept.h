@@ -40,6 +40,15 @@ struct skfp_lpm6_key {
 	__u8 addr[16];
 };
 
+/* What `skfp down` must undo (struct skfp_record), one entry. It lives in
+ * this object because every kernel skfp supports loads it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct skfp_record);
+} skfp_record SEC(".maps");
+
 /* IPv4 destinations that go direct (--bypass CIDRs); value unused. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -377,6 +386,15 @@ int skfp_tc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (skfp_parse(skb, &p))
 		return TC_ACT_OK;
+	/* Only the host's own traffic. A packet the host forwards (a container
+	 * behind a bridge, with or without NAT; a LAN client; a VM) has no
+	 * socket here: ip_rcv orphans every packet it receives. Handed to the
+	 * proxy, its replies would go to the host (after NAT, its own address)
+	 * and the connection would be cut off. */
+	if (!skb->sk) {
+		skfp_count(SKFP_CNT_TC_FORWARDED, 1);
+		return TC_ACT_OK;
+	}
 	skfp_count(SKFP_CNT_TC_SEEN, 1);
 	/* The proxy's own upstream: intercepting it would loop. */
 	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, &p)) {

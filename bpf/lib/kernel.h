@@ -1,8 +1,17 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* The few kernel structures skfp reads (the memory guard, the handshake
- * pairing), and the kfuncs it reads them with. Only the fields named here are
- * used; preserve_access_index makes libbpf relocate each access against the
- * running kernel's BTF at load time (no vmlinux.h needed). */
+ * pairing, the hand-off), and how it reads them. Only the fields named here
+ * are used; preserve_access_index makes libbpf relocate each access against
+ * the running kernel's BTF at load time (no vmlinux.h needed), and
+ * bpf_core_field_exists() tells at load time whether a field is there.
+ *
+ * Two builds of the fastpath object read kernel memory two ways (skfp picks
+ * the first one the running kernel loads):
+ *  - SKFP_KFUNCS (Linux 6.2+): typed read-only views (bpf_rdonly_cast,
+ *    bpf_cast_to_kern_ctx), read with plain loads;
+ *  - otherwise (Linux 6.1): bpf_probe_read_kernel through CO-RE offsets,
+ *    from addresses laundered into plain numbers. Same reads, one helper
+ *    call each. */
 #ifndef SKFP_LIB_KERNEL_H
 #define SKFP_LIB_KERNEL_H
 
@@ -50,13 +59,24 @@ struct tcp_request_sock {
 	__u32 rcv_isn; /* the client's initial sequence number */
 } __attribute__((preserve_access_index));
 
+struct list_head {
+	struct list_head *next;
+} __attribute__((preserve_access_index));
+
 struct sk_psock {
 	struct sock *sk;
-	__u32 msg_tot_len; /* bytes queued on ingress_msg (redirected, unread) */
+	struct list_head ingress_msg; /* redirected messages not read yet (struct sk_msg.list) */
+	__u32 msg_tot_len; /* their bytes; a 2026 backport: missing on 6.1 and early 6.12 */
+} __attribute__((preserve_access_index));
+
+struct sk_msg_sg {
+	__u32 size; /* bytes left in the message */
 } __attribute__((preserve_access_index));
 
 struct sk_msg {
-	struct sock *sk_redir; /* set by bpf_msg_redirect_hash() */
+	struct sk_msg_sg sg;
+	struct sock *sk_redir;  /* set by bpf_msg_redirect_hash() */
+	struct list_head list;  /* on the receiver's sk_psock.ingress_msg */
 } __attribute__((preserve_access_index));
 
 struct bpf_sock_ops_kern {
@@ -77,7 +97,32 @@ struct task_struct {
 	} se; /* struct sched_entity */
 } __attribute__((preserve_access_index));
 
+#ifdef SKFP_KFUNCS
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym;
+
+/* A read-only view of the kernel object of that type at addr (a number). */
+#define skfp_kview(type, addr) \
+	((struct type *)bpf_rdonly_cast((void *)(unsigned long)(addr), bpf_core_type_id_kernel(struct type)))
+/* The same for a pointer the verifier types (a bpf_sock, a context). */
+#define skfp_kview_ptr(type, ptr) ((struct type *)bpf_rdonly_cast((void *)(ptr), bpf_core_type_id_kernel(struct type)))
+#define skfp_kctx(type, ctx) ((struct type *)bpf_cast_to_kern_ctx(ctx))
+/* One field (a path of members, no pointer in between) of a view. */
+#define skfp_kread(obj, path) ((obj)->path)
+#else
+/* A pointer the verifier types (a socket, a context) may not be offset, so
+ * its value goes through the stack as a plain number. */
+static __always_inline unsigned long skfp_launder(const void *ptr)
+{
+	unsigned long addr = 0;
+
+	bpf_probe_read_kernel(&addr, sizeof(addr), &ptr);
+	return addr;
+}
+#define skfp_kview(type, addr) ((struct type *)(unsigned long)(addr))
+#define skfp_kview_ptr(type, ptr) ((struct type *)skfp_launder(ptr))
+#define skfp_kctx(type, ctx) ((struct type *)skfp_launder(ctx))
+#define skfp_kread(obj, path) BPF_CORE_READ(obj, path)
+#endif
 
 #endif /* SKFP_LIB_KERNEL_H */

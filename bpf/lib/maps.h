@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Every map of the skfp object. `bpftool prog loadall ... pinmaps DIR` pins
- * each under its name; skfp's TS side finds them there. */
+/* The maps both objects use: the configuration and the counters. The
+ * intercept object creates them and `bpftool prog loadall ... pinmaps DIR`
+ * pins them; the fastpath object is loaded with `map name ... pinned ...`,
+ * so it uses the very same maps. */
 #ifndef SKFP_LIB_MAPS_H
 #define SKFP_LIB_MAPS_H
 
@@ -22,14 +24,6 @@ struct {
 	__type(value, struct skfp_config);
 } skfp_config SEC(".maps");
 
-/* What `skfp down` must undo (struct skfp_record), one entry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct skfp_record);
-} skfp_record SEC(".maps");
-
 /* Counters, indexed by enum skfp_counter, one slot per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -37,14 +31,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } skfp_counters SEC(".maps");
-
-/* Established local TCP sockets, keyed by their own view of the tuple. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, SKFP_SOCKS_MAX);
-	__type(key, struct skfp_sock_key);
-	__type(value, __u64);
-} skfp_socks SEC(".maps");
 
 static __always_inline struct skfp_config *skfp_get_config(void)
 {

@@ -102,8 +102,8 @@ static __always_inline void skfp_pair_connect(struct bpf_sock_ops *skops, const 
 
 	if (!skops->sk)
 		return;
-	tp = bpf_rdonly_cast(skops->sk, bpf_core_type_id_kernel(struct tcp_sock));
-	skfp_conn_id_of(&id, own, 0, tp->write_seq);
+	tp = skfp_kview_ptr(tcp_sock, skops->sk);
+	skfp_conn_id_of(&id, own, 0, skfp_kread(tp, write_seq));
 	ends.client_netns = bpf_get_netns_cookie(skops);
 	if (bpf_map_update_elem(&skfp_handshakes, &id, &ends, BPF_NOEXIST)) {
 		struct skfp_conn_ends *seen = bpf_map_lookup_elem(&skfp_handshakes, &id);
@@ -115,14 +115,14 @@ static __always_inline void skfp_pair_connect(struct bpf_sock_ops *skops, const 
 /* Server, a SYN reached a listener of the cgroup: its request socket. */
 static __always_inline void skfp_pair_syn(struct bpf_sock_ops *skops, const struct skfp_sock_key *own)
 {
-	struct bpf_sock_ops_kern *kctx = bpf_cast_to_kern_ctx(skops);
+	struct bpf_sock_ops_kern *kctx = skfp_kctx(bpf_sock_ops_kern, skops);
 	struct tcp_request_sock *req;
 	struct skfp_conn_ends *ends;
 	struct skfp_conn_id id;
 	__u64 netns;
 
-	req = bpf_rdonly_cast(kctx->sk, bpf_core_type_id_kernel(struct tcp_request_sock));
-	skfp_conn_id_of(&id, own, 1, req->rcv_isn);
+	req = skfp_kview(tcp_request_sock, skfp_kread(kctx, sk));
+	skfp_conn_id_of(&id, own, 1, skfp_kread(req, rcv_isn));
 	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
 	if (!ends)
 		return;

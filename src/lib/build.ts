@@ -9,6 +9,7 @@ import {fileURLToPath} from 'node:url'
 import {environmentError} from './errors.js'
 import type {Cmd, Runner} from './exec.js'
 import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
+import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, type VariantName} from './datapath.js'
 
 /** The package root (holds bpf/, probes/, templates/, build/). */
 export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -34,8 +35,13 @@ export function objectDir(opts: BuildOptions): string {
   return join(opts.root ?? PROJECT_ROOT, 'build', `${opts.target}${opts.debug ? '-debug' : ''}`)
 }
 
-/** The datapath object `up` loads. */
-export const datapathObject = (opts: BuildOptions) => join(objectDir(opts), 'skfp.bpf.o')
+/** The datapath objects: bpf/intercept.bpf.c once, bpf/fastpath.bpf.c once per variant. */
+export const OBJECTS: {source: string; file: string; defines: string[]}[] = [
+  {source: 'intercept.bpf.c', file: INTERCEPT_OBJECT, defines: []},
+  ...FASTPATH_VARIANTS.map((v) => ({source: 'fastpath.bpf.c', file: v.file, defines: v.defines})),
+]
+export const interceptObject = (opts: BuildOptions) => join(objectDir(opts), INTERCEPT_OBJECT)
+export const fastpathObject = (opts: BuildOptions, variant: VariantName) => join(objectDir(opts), FASTPATH_VARIANTS.find((v) => v.name === variant)!.file)
 export const programPath = (name: string, root = PROJECT_ROOT) => join(root, 'build', 'bin', name)
 
 function filesUnder(dir: string, match: (name: string) => boolean): string[] {
@@ -79,14 +85,11 @@ function bpfJobs(opts: BuildOptions) {
   const root = opts.root ?? PROJECT_ROOT
   const bpfDir = join(root, 'bpf')
   const inputs = filesUnder(bpfDir, (n) => n.endsWith('.c') || n.endsWith('.h'))
-  return readdirSync(bpfDir)
-    .filter((n) => n.endsWith('.bpf.c'))
-    .sort()
-    .map((n) => {
-      const source = join(bpfDir, n)
-      const output = join(objectDir(opts), basename(n, '.c') + '.o')
-      return {source, output, inputs, cmd: compileBpf(source, output, opts.target, opts.debug)}
-    })
+  return OBJECTS.map((o) => {
+    const source = join(bpfDir, o.source)
+    const output = join(objectDir(opts), o.file)
+    return {source, output, inputs, cmd: compileBpf(source, output, opts.target, opts.debug, o.defines)}
+  })
 }
 
 function programJobs(root: string) {

@@ -49,6 +49,7 @@ export const COUNTER_NAMES = [
   'tcNoListener',
   'spinsReleased',
   'spinsExpired',
+  'tcForwarded',
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 export type Counters = Record<CounterName, number>

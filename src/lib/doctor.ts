@@ -102,6 +102,11 @@ export async function runSelfTest(runner: Runner, log: (line: string) => void = 
   }
 }
 
+/** The verdict on a kernel that loads no fastpath variant: nothing to probe. */
+export function unloadableVerdict(hazard: string): Verdict {
+  return {bootId: bootId(), kernel: release(), testedAt: new Date().toISOString(), fastpathSafe: false, hazards: [hazard], probes: []}
+}
+
 /** The pinned verdict, when it was made on this boot. */
 export async function readVerdict(runner: Runner): Promise<Verdict | undefined> {
   if (!existsSync(VERDICT_PIN)) return undefined

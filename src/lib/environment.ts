@@ -1,6 +1,5 @@
 /** Host checks of `skfp doctor`: what the datapath needs, each with the fix when missing. */
 import {existsSync} from 'node:fs'
-import {release} from 'node:os'
 import {resolveTool, TOOLS, type Tool} from './exec.js'
 import {bpffsMounted, cgroup2Mount} from './host.js'
 
@@ -10,16 +9,10 @@ export interface EnvironmentCheck {
   hint: string
 }
 
-function kernelAtLeast(major: number, minor: number): boolean {
-  const [a, b] = release().split('.').map((n) => Number.parseInt(n, 10))
-  return a > major || (a === major && b >= minor)
-}
-
 export function checkEnvironment(): EnvironmentCheck[] {
   const checks: EnvironmentCheck[] = [
     {name: 'root', ok: process.getuid?.() === 0, hint: 'run skfp as root'},
     {name: 'kernel BTF (/sys/kernel/btf/vmlinux)', ok: existsSync('/sys/kernel/btf/vmlinux'), hint: 'a kernel built with CONFIG_DEBUG_INFO_BTF=y'},
-    {name: `kernel ${release()} ≥ 6.2 (kfuncs the memory guard reads with)`, ok: kernelAtLeast(6, 2), hint: 'the fastpath needs Linux 6.2 or newer; interception works from 5.7'},
     {name: 'cgroup v2 mounted', ok: !!cgroup2Mount(), hint: '`skfp up` mounts it at /sys/fs/cgroup/unified'},
     {name: 'bpffs mounted at /sys/fs/bpf', ok: bpffsMounted(), hint: '`skfp up` mounts it'},
   ]

@@ -36,7 +36,7 @@ export class SkfpError extends Error {
 }
 
 export const usageError = (message: string, hint: string) => new SkfpError('usage', message, hint)
-export const environmentError = (message: string, hint: string) => new SkfpError('environment', message, hint)
+export const environmentError = (message: string, hint: string, detail: {argv?: string[]; stderrTail?: string} = {}) => new SkfpError('environment', message, hint, detail)
 export const conflictError = (message: string, hint: string) => new SkfpError('conflict', message, hint)
 
 /** The last lines of a program's stderr, for error details. */

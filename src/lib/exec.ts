@@ -22,6 +22,7 @@ export const TOOLS = {
   v2ray: 'v2ray',
   curl: 'curl',
   iptables: 'iptables',
+  ip6tables: 'iptables',
   taskset: 'util-linux',
   python3: 'python3',
 } as const

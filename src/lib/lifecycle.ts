@@ -1,7 +1,9 @@
 /** The services behind up and down: gather facts, decide, plan, run. Commands stay thin. */
 import {existsSync, mkdirSync, readdirSync, rmSync, rmdirSync} from 'node:fs'
-import {autoOffLine, readVerdict, runSelfTest, storeVerdict, VERDICT_PIN, type Verdict} from './doctor.js'
-import {build, datapathObject, isBuilt} from './build.js'
+import {autoOffLine, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, VERDICT_PIN, type Verdict} from './doctor.js'
+import {build, fastpathObject, interceptObject, isBuilt, objectDir, type BuildOptions} from './build.js'
+import {probeDatapath, type DatapathSupport} from './datapath.js'
+import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
@@ -23,8 +25,8 @@ export interface UpResult {
 export interface UpOptions extends RunPlanOptions {
   replace?: boolean
   debugObject?: boolean
-  /** Another datapath object (the benchmark's unguarded build); built objects are not checked. */
-  object?: string
+  /** Another fastpath object (the benchmark's unguarded build, a test's small sockhash). */
+  fastpathObject?: string
 }
 
 /** Checks that do not change the host: privilege, tools, cgroup, netns. */
@@ -39,22 +41,20 @@ export function preflight(settings: UpSettings, tools: Parameters<typeof resolve
 }
 
 export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runner: Runner = new ExecaRunner()): Promise<UpResult> {
-  const tools: Tool[] = ['bpftool', 'mount', ...(wanted.netns ? (['nsenter'] as const) : []), ...(wanted.intercept ? (['tc', 'ip', 'sysctl'] as const) : [])]
+  const tools: Tool[] = ['bpftool', 'mount', 'umount', ...(wanted.netns ? (['nsenter'] as const) : []), ...(wanted.intercept ? (['tc', 'ip', 'sysctl'] as const) : [])]
   const settings = await resolveUplinks(runner, preflight(wanted, tools))
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   const observed = await observeInstance(runner, settings.instance)
   // everything is validated (collisions included) before `auto` may run the self-test
   let interceptFacts = settings.intercept && instanceState(observed) === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
-  const fastpath = await resolveFastpath(settings, runner, opts)
+  const support = await datapathSupport(runner, target)
+  if (support.intercept) throw loadRefused(support, 'skfp cannot load', support.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
+  const fastpath = await resolveFastpath(settings, support, runner, opts)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
   if (decision.kind === 'switch-fastpath') {
     const result = await runPlan(decision.steps, new Executor(runner), opts)
     return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
-  }
-  if (!opts.dryRun && !opts.object && !isBuilt(target)) {
-    resolveTool('clang')
-    await build(runner, target)
   }
   const exec = new Executor(runner)
   if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, opts)
@@ -66,7 +66,8 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
-    object: opts.object ?? datapathObject(target),
+    objects: {intercept: interceptObject(target), fastpath: support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined},
+    fastpathVariant: support.fastpath,
     bootId: bootId(),
     bpffsMounted: bpffsMounted(mounts),
     mountCgroup2: cgroup2Mount(mounts) ? undefined : CGROUP2_FALLBACK,
@@ -78,15 +79,42 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}
 }
 
+/** What this kernel loads of the datapath (built first when the objects are missing or stale). */
+export async function datapathSupport(runner: Runner, target: BuildOptions = {target: 'bpfel', debug: false}): Promise<DatapathSupport> {
+  if (!isBuilt(target)) {
+    resolveTool('clang')
+    await build(runner, target)
+  }
+  return probeDatapath(runner, objectDir(target))
+}
+
+/** The one-line error for an object this kernel refuses; the loader's output under --verbose. */
+function loadRefused(support: DatapathSupport, what: string, r: DatapathSupport['refused'][number], hint: string) {
+  return environmentError(`${what} on kernel ${support.kernel}: ${r.reason}`, hint, {argv: ['bpftool', 'prog', 'loadall', r.object], stderrTail: r.log.split('\n').slice(-40).join('\n')})
+}
+
+/** The line `up` prints (auto) or the error it raises (on) when this kernel takes no fastpath. */
+export function noFastpathReason(support: DatapathSupport): string {
+  return support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')
+}
+
 /** on/off as given; auto follows the kernel self-test's verdict (run now if this boot has none). */
-async function resolveFastpath(settings: UpSettings, runner: Runner, opts: UpOptions): Promise<boolean> {
-  if (settings.fastpath !== 'auto') return settings.fastpath === 'on'
+async function resolveFastpath(settings: UpSettings, support: DatapathSupport, runner: Runner, opts: UpOptions): Promise<boolean> {
+  if (settings.fastpath === 'off') return false
+  if (!support.fastpath) {
+    const last = support.refused[support.refused.length - 1]
+    if (settings.fastpath === 'on')
+      throw loadRefused(support, 'the fastpath cannot load', last, 'interception works without it: use --fastpath off (or auto); `skfp doctor` lists what this kernel lacks')
+    ;(opts.log ?? warn)(`fastpath off: it cannot load on kernel ${support.kernel} (${noFastpathReason(support)}); interception works without it`)
+    return false
+  }
+  if (settings.fastpath === 'on') return true
   const existing = await readVerdict(runner)
   if (!existing && opts.dryRun) {
     ;(opts.log ?? warn)('--fastpath auto: the kernel self-test would run first (skfp doctor)')
     return false
   }
-  const verdict = existing ?? (await ensureVerdict(runner, {log: opts.renderer === 'silent' ? () => {} : warn}))
+  const verdict = existing ?? (await ensureVerdict(runner, {log: opts.renderer === 'silent' ? () => {} : warn}, support))
   if (!verdict.fastpathSafe) (opts.log ?? warn)(autoOffLine(verdict))
   return verdict.fastpathSafe
 }
@@ -94,12 +122,17 @@ async function resolveFastpath(settings: UpSettings, runner: Runner, opts: UpOpt
 const warn = (line: string) => process.stderr.write(`${line}\n`)
 
 /** The pinned verdict of this boot, or a fresh self-test (pinned for the rest of the boot). */
-export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?: (line: string) => void} = {}): Promise<Verdict> {
+export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?: (line: string) => void} = {}, support?: DatapathSupport): Promise<Verdict> {
   requireRoot()
   const existing = opts.rerun ? undefined : await readVerdict(runner)
   if (existing) return existing
-  opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
-  const verdict = await runSelfTest(runner, opts.log)
+  const loads = support ?? (await datapathSupport(runner))
+  let verdict: Verdict
+  if (!loads.fastpath) verdict = unloadableVerdict(`the fastpath cannot load (${noFastpathReason(loads)})`)
+  else {
+    opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
+    verdict = await runSelfTest(runner, opts.log)
+  }
   mkdirSync(PIN_ROOT, {recursive: true, mode: 0o700})
   await storeVerdict(runner, verdict)
   return verdict

@@ -27,7 +27,10 @@ export interface ObservedInstance {
 }
 
 export async function observeInstance(runner: Runner, instance: string, root = PIN_ROOT): Promise<ObservedInstance> {
-  const pins = instancePins(instance, root)
+  const fresh = instancePins(instance, root)
+  // an older skfp pinned everything of its single object under maps/
+  const legacySocks = `${fresh.maps}/skfp_socks`
+  const pins = existsSync(legacySocks) ? {...fresh, map: {...fresh.map, socks: legacySocks}} : fresh
   const base: ObservedInstance = {instance, pins, exists: existsSync(pins.dir), progs: {}, sockopsAttached: false}
   if (!base.exists) return base
   const recordBytes = existsSync(pins.map.record) ? await bpftool.mapLookup(runner, pins.map.record, KEY_ZERO) : undefined
@@ -55,8 +58,9 @@ export type InstanceState = 'up' | 'half-up' | 'down'
 /** up: recorded and everything recorded is in place; half-up: pins without all of it (a crash, a failed down). */
 export function instanceState(o: ObservedInstance): InstanceState {
   if (!o.exists) return 'down'
-  if (!o.record || !o.progs.sockops || !o.progs.skMsg) return 'half-up'
+  if (!o.record) return 'half-up'
   const wantsSockops = o.record.changes.some((c) => c.kind === 'sockops')
+  if (wantsSockops && (!o.progs.sockops || !o.progs.skMsg)) return 'half-up'
   if (wantsSockops && !o.sockopsAttached) return 'half-up'
   return missingIntercept(o).length > 0 ? 'half-up' : 'up'
 }

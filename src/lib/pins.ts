@@ -15,6 +15,8 @@ export interface InstancePins {
   dir: string
   progs: string
   maps: string
+  /** The fastpath object's own maps (and second pins of the maps it shares). */
+  fastpathMaps: string
   prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string}
   map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string}
 }
@@ -23,10 +25,12 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
   const dir = `${root}/${validateInstance(instance)}`
   const progs = `${dir}/progs`
   const maps = `${dir}/maps`
+  const fastpathMaps = `${dir}/fastpath-maps`
   return {
     dir,
     progs,
     maps,
+    fastpathMaps,
     prog: {
       sockops: `${progs}/skfp_sockops`,
       skMsg: `${progs}/skfp_sk_msg`,
@@ -37,7 +41,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
       config: `${maps}/skfp_config`,
       record: `${maps}/skfp_record`,
       counters: `${maps}/skfp_counters`,
-      socks: `${maps}/skfp_socks`,
+      socks: `${fastpathMaps}/skfp_socks`,
       bypass4: `${maps}/skfp_bypass4`,
       bypass6: `${maps}/skfp_bypass6`,
       bypassPorts: `${maps}/skfp_bypass_ports`,

@@ -3,6 +3,7 @@
  * change it makes to the host outside its own pins. It is written before those changes are applied.
  */
 import type {UpSettings} from './settings.js'
+import type {VariantName} from './datapath.js'
 
 export type Change =
   | {kind: 'msg-verdict'}
@@ -19,5 +20,7 @@ export interface InstanceRecord {
   settings: UpSettings
   /** What `--fastpath auto` resolved to. */
   fastpath: boolean
+  /** The fastpath variant loaded (src/lib/datapath.ts); null: none; absent: an older skfp's single object. */
+  fastpathVariant?: VariantName | null
   changes: Change[]
 }

@@ -1,5 +1,6 @@
 /** Human renderings of command results (stdout). */
 import chalk from 'chalk'
+import type {KernelReport} from './datapath.js'
 import type {Verdict} from './doctor.js'
 import type {InstanceStatus} from './status.js'
 
@@ -10,7 +11,7 @@ export function renderStatus(s: InstanceStatus): string {
   for (const p of s.problems) lines.push(`  ${chalk.yellow('!')} ${p} — run \`skfp down --instance ${s.instance}\``)
   if (s.state === 'down') return lines.join('\n')
   if (s.settings) lines.push(`  cgroup     ${s.settings.cgroup}${s.settings.netns ? `\n  netns      ${s.settings.netns}` : ''}`)
-  lines.push(`  fastpath   ${s.fastpath.enabled ? 'on' : 'off'}, ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
+  lines.push(`  fastpath   ${s.fastpath.enabled ? 'on' : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded: this kernel takes none'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
   const p = s.programs
   lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
   lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
@@ -36,6 +37,16 @@ export function renderArgv(argv: string[]): string {
 
 export function renderPlan(plan: {title: string; argv: string[][]}[]): string {
   return plan.map((s) => `# ${s.title}\n${s.argv.map(renderArgv).join('\n')}`).join('\n')
+}
+
+export function renderKernelReport(k: KernelReport): string {
+  const mark = {available: chalk.green('ok      '), fallback: chalk.yellow('fallback'), missing: chalk.red('missing ')}
+  const c = k.capabilities
+  return [
+    `kernel ${k.kernel}:`,
+    ...k.features.map((f) => `  ${mark[f.status]}  ${f.name}: ${f.detail}`),
+    `  interception ${c.interception ? 'works' : 'cannot load'}; fastpath ${c.fastpath ? `loads (variant ${c.fastpath}, memory guard by ${c.guard}, hand-off wait)` : 'cannot load'}`,
+  ].join('\n')
 }
 
 export function renderVerdict(v: Verdict): string {

@@ -11,7 +11,8 @@ export interface InstanceStatus {
   /** What is missing or left over when the state is half-up. */
   problems: string[]
   settings: UpSettings | null
-  fastpath: {enabled: boolean; sockets: number | null}
+  /** variant: which fastpath object this instance loaded (null: the kernel takes none). */
+  fastpath: {enabled: boolean; sockets: number | null; variant: string | null}
   programs: {
     sockops: {id: number; attached: boolean; cgroup: string | null} | null
     skMsg: {id: number} | null
@@ -34,7 +35,7 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
   const problems: string[] = []
   if (state === 'half-up') {
     if (!o.record) problems.push('no undo record (up stopped before writing it)')
-    if (!o.progs.sockops || !o.progs.skMsg) problems.push('programs are not all pinned')
+    if (o.record?.changes.some((c) => c.kind === 'sockops') && (!o.progs.sockops || !o.progs.skMsg)) problems.push('programs are not all pinned')
     if (o.record?.changes.some((c) => c.kind === 'sockops') && !o.sockopsAttached) problems.push('sock_ops is not attached to its cgroup')
     for (const m of missingIntercept(o)) problems.push(`${m} is missing`)
   }
@@ -43,7 +44,11 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
     state,
     problems,
     settings: o.record?.settings ?? null,
-    fastpath: {enabled: !!(o.config && o.config.flags & CFG_FASTPATH), sockets: o.sockets ?? null},
+    fastpath: {
+      enabled: !!(o.config && o.config.flags & CFG_FASTPATH),
+      sockets: o.sockets ?? null,
+      variant: o.record ? (o.record.fastpathVariant === undefined ? 'kfunc' : o.record.fastpathVariant) : null,
+    },
     programs: {
       sockops: o.progs.sockops ? {id: o.progs.sockops.id, attached: o.sockopsAttached, cgroup: o.record?.settings.cgroup ?? null} : null,
       skMsg: o.progs.skMsg ? {id: o.progs.skMsg.id} : null,

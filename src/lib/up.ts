@@ -5,7 +5,8 @@
 import {CFG_BYPASS_PRIVATE, CFG_FASTPATH, CFG_INTERCEPT, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions} from './changes.js'
-import {conflictError} from './errors.js'
+import {conflictError, environmentError} from './errors.js'
+import {sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
 import type {Step} from './plan.js'
 import type {Change, InstanceRecord} from './record.js'
@@ -17,7 +18,10 @@ import {instanceState} from './observe.js'
 
 export interface UpFacts {
   pins: InstancePins
-  object: string
+  /** The objects to load: interception always, the fastpath variant the kernel takes (if any). */
+  objects: {intercept: string; fastpath?: string}
+  /** Which fastpath variant objects.fastpath is; null: this kernel loads none. */
+  fastpathVariant: VariantName | null
   bootId: string
   bpffsMounted: boolean
   /** Where to mount cgroup v2 when the host has no cgroup2 mount. */
@@ -45,15 +49,22 @@ export function datapathConfig(settings: UpSettings, fastpath: boolean, loIfinde
   }
 }
 
-export function plannedChanges(settings: UpSettings, intercept?: InterceptFacts): Change[] {
+export function plannedChanges(settings: UpSettings, fastpathLoaded: boolean, intercept?: InterceptFacts): Change[] {
   // msg_verdict before sock_ops: a socket gets its verdict program when it enters the sockhash
-  const changes: Change[] = [{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}]
+  const changes: Change[] = fastpathLoaded ? [{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}] : []
   if (settings.intercept && intercept) changes.push(...interceptChanges(settings.intercept, intercept))
   return changes
 }
 
-export function buildRecord(settings: UpSettings, facts: Pick<UpFacts, 'bootId' | 'fastpath' | 'intercept'>): InstanceRecord {
-  return {version: 1, bootId: facts.bootId, settings, fastpath: facts.fastpath, changes: plannedChanges(settings, facts.intercept)}
+export function buildRecord(settings: UpSettings, facts: Pick<UpFacts, 'bootId' | 'fastpath' | 'fastpathVariant' | 'intercept'>): InstanceRecord {
+  return {
+    version: 1,
+    bootId: facts.bootId,
+    settings,
+    fastpath: facts.fastpath,
+    fastpathVariant: facts.fastpathVariant,
+    changes: plannedChanges(settings, facts.fastpathVariant !== null, facts.intercept),
+  }
 }
 
 export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
@@ -73,7 +84,15 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
   if (!facts.pinRootExists) steps.push({id: 'pin-root', title: `Create ${PIN_ROOT}`, apply: [{fs: 'mkdir', path: PIN_ROOT, existOk: true}], undo: [{fs: 'rmdir-if-empty', path: PIN_ROOT}]})
   steps.push(
     {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}], undo: [{fs: 'rm', path: pins.dir}]},
-    {id: 'load', title: 'Load and pin the programs and maps', apply: [bpftool.loadAll(facts.object, pins.progs, pins.maps)], undo: []},
+    {
+      id: 'load',
+      title: facts.fastpathVariant ? `Load and pin the programs and maps (fastpath: ${facts.fastpathVariant})` : 'Load and pin the programs and maps (interception only: this kernel takes no fastpath)',
+      apply: [
+        bpftool.loadAll(facts.objects.intercept, pins.progs, pins.maps),
+        ...(facts.objects.fastpath && facts.fastpathVariant ? [bpftool.loadAll(facts.objects.fastpath, pins.progs, pins.fastpathMaps, sharedMaps(pins.maps))] : []),
+      ],
+      undo: [],
+    },
     {
       id: 'record',
       title: 'Write the undo record and the configuration',
@@ -127,6 +146,8 @@ export function decideUp(observed: ObservedInstance, settings: UpSettings, fastp
     return {kind: 'plan', replace: true}
   }
   if (record.settings.fastpath === settings.fastpath && record.fastpath === fastpath) return {kind: 'noop'}
+  if (fastpath && !observed.progs.skMsg)
+    throw environmentError(`instance ${settings.instance} runs without the fastpath: this kernel loaded none`, 'run `skfp doctor` to see what the kernel lacks')
   return {kind: 'switch-fastpath', steps: planFastpathSwitch(observed, settings, fastpath)}
 }
 

@@ -16,12 +16,14 @@ describe('skfp build', () => {
 
     const debug = await skfp(['build', '--debug', '--json'])
     expect(debug.exitCode, debug.stderr).toBe(0)
-    const obj = join(PROJECT_ROOT, 'build', 'bpfel-debug', 'skfp.bpf.o')
+    const obj = join(PROJECT_ROOT, 'build', 'bpfel-debug', 'fastpath.bpf.o')
     expect(existsSync(obj)).toBe(true)
     // the tracing build carries bpf_printk's format strings; the normal one does not
     const traces = (file: string) => readFileSync(file).includes('skfp: ')
     expect(traces(obj)).toBe(true)
-    expect(traces(join(PROJECT_ROOT, 'build', 'bpfel', 'skfp.bpf.o'))).toBe(false)
+    expect(traces(join(PROJECT_ROOT, 'build', 'bpfel', 'fastpath.bpf.o'))).toBe(false)
+    // one intercept object and one fastpath object per variant
+    expect(again.json.objects.map((o: {output: string}) => o.output.split('/').pop())).toEqual(['intercept.bpf.o', 'fastpath.bpf.o', 'fastpath-compat.bpf.o'])
   })
 
   it('clang missing: one line naming the package', async () => {

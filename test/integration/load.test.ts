@@ -4,7 +4,8 @@
 import {existsSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
+import {interceptObject, PROJECT_ROOT, programPath} from '../../src/lib/build.js'
+import {FASTPATH_VARIANTS} from '../../src/lib/datapath.js'
 import {bootId} from '../../src/lib/host.js'
 import {instancePins, PIN_ROOT} from '../../src/lib/pins.js'
 import {Executor, runPlan} from '../../src/lib/plan.js'
@@ -74,16 +75,17 @@ describe('load', () => {
   })
 
   it('a full sockhash: the extra sockets stay on plain TCP with their data intact, and are counted', async () => {
-    // `up` loads build/bpfel/skfp.bpf.o (65 536 entries); this case loads, through up's own plan,
+    // `up` loads build/bpfel/fastpath.bpf.o (65 536 entries); this case loads, through up's own plan,
     // the same object built with a 64-entry sockhash, so 50 connections (100 sockets) overflow it
     const MAX = 64
-    const object = join(PROJECT_ROOT, 'build', 'test', `skfp-socks${MAX}.bpf.o`)
-    const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'skfp.bpf.c'), object, 'bpfel', false)
-    await runner.run({...cmd, args: [`-DSKFP_SOCKS_MAX=${MAX}`, ...cmd.args]}, {timeoutMs: 180_000})
+    const object = join(PROJECT_ROOT, 'build', 'test', `fastpath-socks${MAX}.bpf.o`)
+    const variant = FASTPATH_VARIANTS[0]
+    await runner.run(compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), object, 'bpfel', false, [...variant.defines, `-DSKFP_SOCKS_MAX=${MAX}`]), {timeoutMs: 180_000})
     await withSandbox('mx', async (sb) => {
       const ns = await sb.addNetns('a')
       const settings = {instance: sb.name, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on' as const, fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US}
-      const steps = planUp(settings, {pins: instancePins(sb.name), object, bootId: bootId(), bpffsMounted: true, pinRootExists: existsSync(PIN_ROOT), fastpath: true})
+      const objects = {intercept: interceptObject({target: 'bpfel', debug: false}), fastpath: object}
+      const steps = planUp(settings, {pins: instancePins(sb.name), objects, fastpathVariant: variant.name, bootId: bootId(), bpffsMounted: true, pinRootExists: existsSync(PIN_ROOT), fastpath: true})
       await runPlan(steps, new Executor(runner), {renderer: 'silent', log: () => {}})
       const info = JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'map', 'show', 'pinned', instancePins(sb.name).map.socks]})).stdout)
       expect(info.max_entries).toBe(MAX)

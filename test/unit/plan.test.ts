@@ -12,7 +12,8 @@ import {lineOf} from './line-of.js'
 
 const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20}
 const pins = instancePins('lab')
-const facts = {pins, object: '/opt/skfp/build/bpfel/skfp.bpf.o', bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}
+const objects = {intercept: '/opt/skfp/build/bpfel/intercept.bpf.o', fastpath: '/opt/skfp/build/bpfel/fastpath.bpf.o'}
+const facts = {pins, objects, fastpathVariant: 'kfunc' as const, bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}
 
 const table = (steps: ReturnType<typeof planUp>) => previewPlan(steps).map((s) => [s.id, ...s.argv.map((a) => renderArgv(a).replace(/ value hex .*/, ' value hex …'))])
 
@@ -20,15 +21,26 @@ describe('planUp', () => {
   it('loads, records, then attaches msg_verdict before sock_ops', () => {
     expect(table(planUp(settings, facts))).toEqual([
       ['lock', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab'],
-      ['load', 'bpftool prog loadall /opt/skfp/build/bpfel/skfp.bpf.o /sys/fs/bpf/skfp/lab/progs pinmaps /sys/fs/bpf/skfp/lab/maps'],
+      [
+        'load',
+        'bpftool prog loadall /opt/skfp/build/bpfel/intercept.bpf.o /sys/fs/bpf/skfp/lab/progs pinmaps /sys/fs/bpf/skfp/lab/maps',
+        'bpftool prog loadall /opt/skfp/build/bpfel/fastpath.bpf.o /sys/fs/bpf/skfp/lab/progs map name skfp_config pinned /sys/fs/bpf/skfp/lab/maps/skfp_config map name skfp_counters pinned /sys/fs/bpf/skfp/lab/maps/skfp_counters pinmaps /sys/fs/bpf/skfp/lab/fastpath-maps',
+      ],
       [
         'record',
         'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_record key hex 00 00 00 00 value hex …',
         'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_config key hex 00 00 00 00 value hex …',
       ],
-      ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/maps/skfp_socks'],
+      ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/fastpath-maps/skfp_socks'],
       ['sockops', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops multi'],
     ])
+  })
+
+  it('a kernel that takes no fastpath variant: only the intercept object, no fastpath attachments', () => {
+    const none = {...facts, objects: {intercept: objects.intercept}, fastpathVariant: null, fastpath: false}
+    expect(table(planUp(settings, none)).map((row) => row[0])).toEqual(['lock', 'load', 'record'])
+    expect(planUp(settings, none).find((s) => s.id === 'load')!.apply).toHaveLength(1)
+    expect(buildRecord(settings, none)).toMatchObject({fastpathVariant: null, changes: []})
   })
 
   it('mounts bpffs and cgroup v2 and creates the pin root on a fresh host', () => {

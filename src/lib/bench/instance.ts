@@ -2,6 +2,7 @@
  * The bench's skfp instance (named like the sandbox, so destroy() always takes it down): the
  * fastpath alone, the interception with or without the fastpath, or the unguarded fastpath.
  */
+import {FASTPATH_VARIANTS} from '../datapath.js'
 import {mkdirSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {PROJECT_ROOT} from '../build.js'
@@ -55,12 +56,12 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
   await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, silent, ctx.runner)
 }
 
-const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'skfp-noguard.bpf.o')
+const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'fastpath-noguard.bpf.o')
 
 /** The fastpath-safety benchmark's baseline: up with bpf/lib/guard.h compiled out (-DSKFP_NO_GUARD). */
 export async function upUnguarded(ctx: InstanceContext, netns: string): Promise<void> {
-  const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'skfp.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false)
+  const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false, [...FASTPATH_VARIANTS[0].defines, '-DSKFP_NO_GUARD'])
   mkdirSync(dirname(UNGUARDED_OBJECT), {recursive: true})
-  await ctx.runner.run({...cmd, args: ['-DSKFP_NO_GUARD', ...cmd.args]}, {timeoutMs: 180_000})
-  await upInstance(fastpathSettings(ctx, netns), {...silent, object: UNGUARDED_OBJECT}, ctx.runner)
+  await ctx.runner.run(cmd, {timeoutMs: 180_000})
+  await upInstance(fastpathSettings(ctx, netns), {...silent, fastpathObject: UNGUARDED_OBJECT}, ctx.runner)
 }

@@ -4,8 +4,9 @@ import type {Cmd, Runner} from '../exec.js'
 const bpftool = (...args: string[]): Cmd => ({tool: 'bpftool', args})
 const hexArgs = (bytes: Uint8Array): string[] => [...bytes].map((b) => b.toString(16).padStart(2, '0'))
 
-export const loadAll = (object: string, progDir: string, mapDir: string): Cmd =>
-  bpftool('prog', 'loadall', object, progDir, 'pinmaps', mapDir)
+/** reuse: maps of the object (by name) that are the pinned maps given instead of new ones. */
+export const loadAll = (object: string, progDir: string, mapDir: string, reuse: Record<string, string> = {}): Cmd =>
+  bpftool('prog', 'loadall', object, progDir, ...Object.entries(reuse).flatMap(([name, pin]) => ['map', 'name', name, 'pinned', pin]), 'pinmaps', mapDir)
 
 export const mapUpdate = (mapPin: string, key: Uint8Array, value: Uint8Array): Cmd =>
   bpftool('map', 'update', 'pinned', mapPin, 'key', 'hex', ...hexArgs(key), 'value', 'hex', ...hexArgs(value))

@@ -9,9 +9,9 @@ export function multiarchInclude(arch: string = process.arch): string {
   return `/usr/include/${triplet[arch] ?? `${arch}-linux-gnu`}`
 }
 
-export const compileBpf = (source: string, object: string, target: BpfTarget, debug: boolean): Cmd => ({
+export const compileBpf = (source: string, object: string, target: BpfTarget, debug: boolean, defines: string[] = []): Cmd => ({
   tool: 'clang',
-  args: ['-O2', '-g', '-Wall', '-Werror', '-target', target, `-I${multiarchInclude()}`, ...(debug ? ['-DSKFP_DEBUG'] : []), '-c', source, '-o', object],
+  args: ['-O2', '-g', '-Wall', '-Werror', '-target', target, `-I${multiarchInclude()}`, ...(debug ? ['-DSKFP_DEBUG'] : []), ...defines, '-c', source, '-o', object],
 })
 
 export const compileProgram = (source: string, binary: string): Cmd => ({

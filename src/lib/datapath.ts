@@ -1,0 +1,180 @@
+/**
+ * The datapath's objects and which of them the running kernel takes. Interception (tc) and the
+ * fastpath (sock_ops + sk_msg) are separate objects sharing the config and counter maps, so a
+ * fastpath the kernel refuses never takes interception down with it. The fastpath is built in
+ * variants (bpf/lib/kernel.h) and skfp loads the first one the kernel accepts: found by loading
+ * each into a throwaway bpffs, never by reading the kernel's version number.
+ */
+import {mkdirSync, mkdtempSync, readFileSync, rmdirSync} from 'node:fs'
+import {release, tmpdir} from 'node:os'
+import {join} from 'node:path'
+import type {Runner} from './exec.js'
+import * as bpftool from './tools/bpftool.js'
+
+export type VariantName = 'kfunc' | 'probe-read'
+
+export interface FastpathVariant {
+  name: VariantName
+  /** Object file name under build/<target>/. */
+  file: string
+  /** clang defines that make this variant. */
+  defines: string[]
+  /** How it reads kernel memory: what the kernel must offer. */
+  reads: string
+}
+
+/** In order of preference: the first the kernel loads is used. */
+export const FASTPATH_VARIANTS: FastpathVariant[] = [
+  {name: 'kfunc', file: 'fastpath.bpf.o', defines: ['-DSKFP_KFUNCS'], reads: 'typed read-only views (kfuncs bpf_rdonly_cast, bpf_cast_to_kern_ctx: Linux 6.2+)'},
+  {name: 'probe-read', file: 'fastpath-compat.bpf.o', defines: [], reads: 'bpf_probe_read_kernel (Linux 6.1+)'},
+]
+export const INTERCEPT_OBJECT = 'intercept.bpf.o'
+/** The maps of the intercept object the fastpath object reuses (by name). */
+export const SHARED_MAPS = ['skfp_config', 'skfp_counters'] as const
+
+export interface LoadRefusal {
+  object: string
+  /** One line: what the kernel lacks. */
+  reason: string
+  /** libbpf's and the verifier's output, for --verbose. */
+  log: string
+}
+
+export interface DatapathSupport {
+  kernel: string
+  /** null when the intercept object loads (interception and the instance state work). */
+  intercept: LoadRefusal | null
+  /** The fastpath variant the kernel loads, or null. */
+  fastpath: VariantName | null
+  /** Variants tried before the one that loaded (or all of them). */
+  refused: LoadRefusal[]
+}
+
+/** Loads the intercept object and then each fastpath variant into a private bpffs mount, and removes it. */
+export async function probeDatapath(runner: Runner, objectDir: string): Promise<DatapathSupport> {
+  const mnt = mkdtempSync(join(tmpdir(), 'skfp-probe-'))
+  const support: DatapathSupport = {kernel: release(), intercept: null, fastpath: null, refused: []}
+  try {
+    await runner.run({tool: 'mount', args: ['-t', 'bpf', 'bpf', mnt]})
+    try {
+      const base = join(mnt, 'intercept')
+      // bpftool wants the parent of its pin directories to exist
+      for (const dir of ['intercept', ...FASTPATH_VARIANTS.map((v) => v.name)]) mkdirSync(join(mnt, dir))
+      const icept = await runner.run(bpftool.loadAll(join(objectDir, INTERCEPT_OBJECT), join(base, 'progs'), join(base, 'maps')), {allowFailure: true, timeoutMs: 120_000})
+      if (icept.exitCode !== 0) {
+        support.intercept = refusal(INTERCEPT_OBJECT, icept.stderr)
+        return support
+      }
+      for (const v of FASTPATH_VARIANTS) {
+        const dir = join(mnt, v.name)
+        const r = await runner.run(bpftool.loadAll(join(objectDir, v.file), join(dir, 'progs'), join(dir, 'maps'), sharedMaps(join(base, 'maps'))), {allowFailure: true, timeoutMs: 120_000})
+        if (r.exitCode === 0) {
+          support.fastpath = v.name
+          break
+        }
+        support.refused.push(refusal(v.file, r.stderr))
+      }
+      return support
+    } finally {
+      await runner.run({tool: 'umount', args: [mnt]}, {allowFailure: true})
+    }
+  } finally {
+    rmdirSync(mnt)
+  }
+}
+
+/** `map name NAME pinned PATH` pairs for bpftool: the intercept object's maps under mapDir. */
+export const sharedMaps = (mapDir: string): Record<string, string> => Object.fromEntries(SHARED_MAPS.map((m) => [m, join(mapDir, m)]))
+
+function refusal(object: string, stderr: string): LoadRefusal {
+  return {object, reason: loadFailureReason(stderr), log: stderr.trim()}
+}
+
+/** The one line that says what the kernel lacks, from libbpf's and the verifier's output. */
+export function loadFailureReason(output: string): string {
+  // bpftool's notice about libbpf's strict mode says nothing about the failure
+  const stderr = output
+    .split('\n')
+    .filter((l) => !/libbpf strict mode|If it used to work for this object file/.test(l))
+    .join('\n')
+  const m = (re: RegExp) => stderr.match(re)
+  let hit: RegExpMatchArray | null
+  if ((hit = m(/extern \(func ksym\) '(\w+)': not found in kernel/) ?? m(/extern (?:kfunc|func|ksym) '(\w+)' not found/) ?? m(/failed to find BTF for extern '(\w+)'/)))
+    return `the kernel has no kfunc ${hit[1]}`
+  if ((hit = m(/unknown func (bpf_\w+)#\d+/))) return `the kernel does not offer the helper ${hit[1]} to this program type`
+  if ((hit = m(/program of this type isn't supported/))) return 'the kernel does not support this program type'
+  if ((hit = m(/prog '(\w+)': relo #\d+: .*?(?:failed|no matching targets)[^\n]*/))) return `a kernel structure skfp reads is not as expected (${hit[1]}: CO-RE relocation failed)`
+  if (/kernel BTF is missing|failed to find valid kernel BTF|vmlinux BTF/i.test(stderr)) return 'the kernel has no BTF (/sys/kernel/btf/vmlinux)'
+  if ((hit = m(/prog '(\w+)': failed to load: (-?\d+)/))) {
+    const verifierLast = stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('libbpf:') && !l.startsWith('Error:') && !/^\d+: \(/.test(l) && !l.startsWith(';'))
+      .pop()
+    return `the verifier refused ${hit[1]} (${hit[2]}${verifierLast ? `: ${verifierLast}` : ''})`
+  }
+  return stderr.trim().split('\n').pop() ?? 'unknown reason'
+}
+
+/** Whether the running kernel's BTF names a type member or function (for `doctor`'s feature list). */
+export function kernelBtfHas(names: string[], btfPath = '/sys/kernel/btf/vmlinux'): Record<string, boolean> {
+  let btf: Buffer | undefined
+  try {
+    btf = readFileSync(btfPath)
+  } catch {
+    btf = undefined
+  }
+  return Object.fromEntries(names.map((n) => [n, !!btf && btf.includes(Buffer.from(`\0${n}\0`))]))
+}
+
+export interface KernelFeature {
+  name: string
+  status: 'available' | 'missing' | 'fallback'
+  /** What skfp uses it for, and what it does instead when it is missing. */
+  detail: string
+}
+
+/** What the running kernel offers skfp and what that leaves: the `doctor --json` features and capabilities. */
+export interface KernelReport {
+  kernel: string
+  features: KernelFeature[]
+  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; handoff: boolean}
+}
+
+export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/btf/vmlinux'): KernelReport {
+  const has = kernelBtfHas(['bpf_rdonly_cast', 'bpf_cast_to_kern_ctx', 'msg_tot_len'], btfPath)
+  const btf = Object.values(kernelBtfHas(['sock'], btfPath))[0]
+  const fp = support.fastpath
+  const features: KernelFeature[] = [
+    {name: 'kernel BTF', status: btf ? 'available' : 'missing', detail: btf ? 'CO-RE: every object is relocated against this kernel' : 'no object loads: a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed'},
+    {
+      name: 'tc interception (bpf_skc_lookup_tcp, bpf_sk_assign)',
+      status: support.intercept ? 'missing' : 'available',
+      detail: support.intercept ? `intercept.bpf.o refused: ${support.intercept.reason}` : 'intercept.bpf.o loads: interception works',
+    },
+    {
+      name: 'kfuncs bpf_rdonly_cast, bpf_cast_to_kern_ctx',
+      status: has.bpf_rdonly_cast && has.bpf_cast_to_kern_ctx ? 'available' : 'fallback',
+      detail: has.bpf_rdonly_cast && has.bpf_cast_to_kern_ctx ? 'the fastpath reads kernel sockets with plain loads' : 'the fastpath reads kernel sockets with bpf_probe_read_kernel (variant probe-read)',
+    },
+    {
+      name: 'sk_psock.msg_tot_len',
+      status: has.msg_tot_len ? 'available' : 'fallback',
+      detail: has.msg_tot_len
+        ? "the memory guard reads a receiver's queued bytes in one load"
+        : "the memory guard walks the receiver's queue (at most 64 messages; a longer queue counts as over the bound)",
+    },
+    {
+      name: 'fastpath object (sock_ops, sk_msg, sockhash, socket storage, bpf_loop)',
+      status: fp ? (fp === FASTPATH_VARIANTS[0].name ? 'available' : 'fallback') : 'missing',
+      detail: fp
+        ? `variant ${fp} loads${support.refused.length ? ` (${support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')})` : ''}`
+        : `no variant loads: ${support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')}`,
+    },
+  ]
+  return {
+    kernel: support.kernel,
+    features,
+    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, handoff: !!fp},
+  }
+}
