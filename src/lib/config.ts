@@ -13,6 +13,8 @@ export type ProxyDownMode = (typeof PROXY_DOWN_MODES)[number]
 
 export const CONFIG_SIZE = 56
 export const RECORD_MAX = 4088
+/** Entries of each bypass map (SKFP_BYPASS_MAX in bpf/lib/maps.h). */
+export const BYPASS_MAX = 256
 export const RECORD_SIZE = 8 + RECORD_MAX
 export const RECORD_VERSION = 1
 

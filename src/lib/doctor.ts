@@ -14,6 +14,7 @@ import {bootId} from './host.js'
 import {downInstances, upInstance} from './lifecycle.js'
 import {PIN_ROOT} from './pins.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
+import {throwIfInterrupted} from './interrupt.js'
 import {sandboxSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 
@@ -88,6 +89,7 @@ export async function runSelfTest(runner: Runner, log: (line: string) => void = 
     await upInstance(sandboxSettings(DOCTOR_NAME, sb.cgroup, nsA), {renderer: 'silent', log: () => {}}, runner)
     const probes: ProbeOutcome[] = []
     for (const name of Object.keys(PROBES) as ProbeName[]) {
+      throwIfInterrupted()
       const plain = await runProbe(sb, nsA, nsB, name, true)
       const fast = await runProbe(sb, nsA, nsB, name, false)
       const outcome = {probe: name, ok: !!fast.ok, plainOk: !!plain.ok, detail: (fast.detail ?? fast.error ?? '').slice(0, 200)} // fits the pinned record

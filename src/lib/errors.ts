@@ -6,6 +6,8 @@ export const EXIT_CODES = {
   tool: 5, // an external program failed unexpectedly
   partial: 6, // a change failed and its rollback failed too: run `skfp down`
   bug: 70, // skfp itself is wrong
+  interrupted: 130, // SIGINT (Ctrl-C): what was applied is undone
+  terminated: 143, // SIGTERM: likewise
 } as const
 
 export type ErrorKind = keyof typeof EXIT_CODES

@@ -6,6 +6,7 @@
 import {execa} from 'execa'
 import {accessSync, constants} from 'node:fs'
 import {SkfpError, environmentError, tail} from './errors.js'
+import {interruptSignal} from './interrupt.js'
 
 /** Every tool skfp runs, with the Debian package that provides it. */
 export const TOOLS = {
@@ -119,7 +120,8 @@ export class ExecaRunner implements Runner {
 /** A program skfp built or found itself (absolute path), e.g. build/bin/skfp-run, iperf3, v2ray. */
 export function startProgram(argv: string[], opts: {timeoutMs?: number} = {}) {
   if (!argv[0]?.startsWith('/')) throw new SkfpError('bug', `program path must be absolute: ${argv[0]}`, 'report this')
-  return execa(argv[0], argv.slice(1), {shell: false, reject: false, timeout: opts.timeoutMs, stdin: 'ignore', buffer: true, env: {LC_ALL: 'C'}})
+  // killed on Ctrl-C: a probe, iperf3 or proxy must not keep the clean-up waiting
+  return execa(argv[0], argv.slice(1), {shell: false, reject: false, timeout: opts.timeoutMs, stdin: 'ignore', buffer: true, env: {LC_ALL: 'C'}, cancelSignal: interruptSignal, forceKillAfterDelay: 2000})
 }
 
 export async function runProgram(argv: string[], opts: {timeoutMs?: number; allowFailure?: boolean} = {}): Promise<RunResult> {

@@ -57,7 +57,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
   }
   const exec = new Executor(runner)
-  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, opts)
+  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, {...opts, finishOnSignal: true})
   if (settings.intercept && !interceptFacts) {
     // a dry run did not take the running instance down: its own changes are not collisions
     const ours = decision.replace && opts.dryRun ? observed.record?.changes : undefined
@@ -150,7 +150,7 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
   const out: DownResult = {instances: [], dryRun: !!opts.dryRun}
   for (const name of names) {
     const observed = await observeInstance(runner, name)
-    const result = await runPlan(planDown(observed), new Executor(runner), opts)
+    const result = await runPlan(planDown(observed), new Executor(runner), {...opts, finishOnSignal: true})
     out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
   }
   if (opts.dryRun) return out

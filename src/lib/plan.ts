@@ -7,6 +7,7 @@ import {Listr, ListrLogger, ProcessOutput} from 'listr2'
 import {mkdirSync, rmSync, rmdirSync, readdirSync, chmodSync} from 'node:fs'
 import {SkfpError} from './errors.js'
 import {argvOf, type Cmd, type Runner} from './exec.js'
+import {interrupted, interruptedError, interruptibleSleep, throwIfInterrupted} from './interrupt.js'
 
 export type FsAction = {fs: 'mkdir'; path: string; mode?: number; existOk?: boolean} | {fs: 'rm'; path: string} | {fs: 'rmdir-if-empty'; path: string}
 export type Action = Cmd | FsAction
@@ -59,6 +60,8 @@ export interface RunPlanOptions {
   dryRun?: boolean
   /** listr2 renderer: 'default' on a terminal, 'simple' otherwise, 'silent' under --json. */
   renderer?: 'default' | 'simple' | 'silent'
+  /** A signal does not stop this plan (down: its steps have no undo, so it goes on to the end). */
+  finishOnSignal?: boolean
   /** Print a line to stderr (dry-run listing, rollback notes). */
   log?: (line: string) => void
 }
@@ -84,11 +87,6 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
   if (opts.dryRun) return {applied: [], dryRun: true, preview}
 
   const applied: Step[] = []
-  let interrupted = false
-  const onSigint = () => {
-    interrupted = true
-  }
-  process.on('SIGINT', onSigint)
   const crashAfter = process.env.SKFP_CRASH_AFTER // test-only: simulates a crash (kill -9) after that step
   const [pauseAfter, pauseMs] = (process.env.SKFP_PAUSE_AFTER ?? '').split(':') // test-only: STEP:MS holds the run there
   const output = new ProcessOutput(process.stderr, process.stderr)
@@ -96,7 +94,7 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
     steps.map((step) => ({
       title: step.title,
       task: async () => {
-        if (interrupted) throw new SkfpError('usage', 'interrupted', 'nothing is left applied')
+        if (!opts.finishOnSignal) throwIfInterrupted()
         for (const [i, action] of step.apply.entries()) {
           await exec.perform(action, step.tolerant)
           // undone from its first applied action on (tolerantly if it fails halfway); a step whose
@@ -104,12 +102,18 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
           if (i === 0) applied.push(step)
         }
         if (crashAfter === step.id) process.kill(process.pid, 'SIGKILL')
-        if (pauseAfter === step.id) await new Promise((r) => setTimeout(r, Number(pauseMs)))
+        if (pauseAfter === step.id) {
+          process.stderr.write(`skfp: paused after ${step.id}\n`)
+          await interruptibleSleep(Number(pauseMs))
+          if (!opts.finishOnSignal) throwIfInterrupted()
+        }
       },
     })),
     {
       concurrent: false,
       exitOnError: true,
+      // listr2's own handler exits the process on SIGINT, before the unwind below could run
+      registerSignalListeners: false,
       renderer: opts.renderer ?? 'simple',
       fallbackRenderer: 'simple',
       rendererOptions: {logger: new ListrLogger({processOutput: output})},
@@ -126,9 +130,9 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
         argv: (error as SkfpError).argv,
         stderrTail: (error as SkfpError).stderrTail,
       })
-    throw error
-  } finally {
-    process.off('SIGINT', onSigint)
+    // a step that failed because the signal also reached its program was interrupted, not broken
+    const signal = interrupted()
+    throw signal ? interruptedError(signal) : error
   }
 }
 

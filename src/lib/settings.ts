@@ -1,5 +1,5 @@
 /** `skfp up` flags → validated settings. Everything is checked before anything changes. */
-import {PROXY_DOWN_MODES, type ProxyDownMode} from './config.js'
+import {BYPASS_MAX, PROXY_DOWN_MODES, RECORD_MAX, type ProxyDownMode} from './config.js'
 import {usageError} from './errors.js'
 import {parseAddress, parseCidr, validateInterface} from './net.js'
 import {validateInstance} from './pins.js'
@@ -121,7 +121,7 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
   validateInstance(flags.instance)
   if (!FASTPATH_MODES.includes(flags.fastpath as FastpathMode))
     throw usageError(`--fastpath ${JSON.stringify(flags.fastpath)} is not a mode`, 'use on, off or auto')
-  return {
+  const settings: UpSettings = {
     instance: flags.instance,
     cgroup: flags.cgroup,
     netns: flags.netns,
@@ -131,6 +131,25 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
     fastpathSpinUs: parseInteger('fastpath-spin', flags['fastpath-spin'] ?? DEFAULT_FASTPATH_SPIN_US, 0, 1000),
     intercept: parseIntercept(flags, parseMark('proxy-mark', flags['proxy-mark'])),
   }
+  checkLimits(settings)
+  return settings
+}
+
+/** Bytes of the undo record that an instance's changes take besides its settings: measured 626
+ * (sysctl, rules and routes of both families, lo's qdisc and filter) and ~130 per uplink. */
+const RECORD_CHANGES_BUDGET = 768
+const RECORD_PER_UPLINK = 160
+
+/** The kernel side's limits, checked before anything runs: the bypass maps and the undo record. */
+function checkLimits(s: UpSettings): void {
+  const i = s.intercept
+  if (!i) return
+  const v6 = i.bypass.filter((c) => c.includes(':')).length
+  for (const [what, n] of [['IPv4 --bypass', i.bypass.length - v6], ['IPv6 --bypass', v6], ['--bypass-port', i.bypassPorts.length]] as const)
+    if (n > BYPASS_MAX) throw usageError(`${n} ${what} entries: at most ${BYPASS_MAX} fit`, 'merge them into shorter prefixes (or port ranges into fewer ports)')
+  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + RECORD_PER_UPLINK * i.uplinks.length
+  if (bytes > RECORD_MAX)
+    throw usageError(`these settings need about ${bytes} bytes of the undo record, which holds ${RECORD_MAX}`, 'give fewer --bypass or --bypass-port entries (a shorter prefix covers several addresses)')
 }
 
 /** Human-readable differences between two settings (for `up` on a running instance). */

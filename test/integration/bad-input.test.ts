@@ -61,6 +61,8 @@ export const cases: Case[] = [
   ['interception without a proxy mark', (c) => ix(c, {'proxy-mark': undefined}), 2, /interception needs --proxy-mark/],
   ['bypass without interception', (c) => up(c, {bypass: '10.0.0.0/8'}), 2, /--bypass needs --proxy-port/],
   ['proxy-down mode', (c) => ix(c, {'proxy-down': 'maybe'}), 2, /--proxy-down "maybe" is not a mode: use fail-fast, fail-closed or pass/],
+  ['150 bypass CIDRs (the undo record)', (c) => [...ix(c), ...Array.from({length: 150}, (_, i) => `--bypass=198.51.${i >> 8}.${i & 255}/32`)], 2, /these settings need about \d+ bytes of the undo record, which holds 4088: give fewer --bypass/],
+  ['300 bypass ports (the bypass map)', (c) => [...ix(c), ...Array.from({length: 300}, (_, i) => `--bypass-port=${1000 + i}`)], 2, /300 --bypass-port entries: at most 256 fit/],
   ['no default route and no --uplink', (c) => ix(c, {uplink: undefined}), 2, /no default route in netns .*: name the interfaces to intercept with --uplink/],
 ]
 
@@ -102,6 +104,16 @@ describe('bad input is refused cleanly, host unchanged', () => {
       expect(r.stderr.trim().split('\n')).toHaveLength(1)
       expect(r.stderr.trim()).toMatch(line)
       await expectRestored(before, [ns], sb.cgroup)
+    })
+  })
+
+  it('--json: an error is {"error": {kind, message, exitCode, …}} on stdout, the one line on stderr', async () => {
+    await withSandbox('bj', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const r = await skfp([...up({ns, cg: sb.cgroup}, {'fastpath-spin': '5000'}), '--json'])
+      expect(r.exitCode).toBe(2)
+      expect(r.json.error).toMatchObject({kind: 'usage', exitCode: 2, message: '--fastpath-spin "5000" is out of range'})
+      expect(r.stderr.trim().split('\n')).toHaveLength(1)
     })
   })
 

@@ -1,5 +1,7 @@
 // Crash at every step: `up` and `down` SIGKILLed right after each step of their plan
 // (SKFP_CRASH_AFTER), then `down` finishes the job, `up` works again, and the host is as it was.
+// Signals at every step: `up` held after each step (SKFP_PAUSE_AFTER) and sent SIGINT or SIGTERM
+// rolls back by itself and exits 130 / 143; `down` so interrupted finishes its work.
 //
 // Every case runs in a mount namespace of its own where bpffs is not mounted, as on a fresh
 // machine: `up`'s plan then starts with mount-bpffs and pin-root, so those steps are crashed too,
@@ -9,6 +11,7 @@ import {execa, type ResultPromise} from 'execa'
 import {existsSync, readFileSync, readdirSync, readlinkSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
+import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {resolveTool, TRUSTED_DIRS} from '../../src/lib/exec.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
@@ -87,7 +90,7 @@ class Owned {
 
   async collect(): Promise<void> {
     const dir = `${this.fresh.bpffs}/skfp/${this.instance}`
-    for (const [sub, kind, ids] of [['progs', 'prog', this.progs], ['maps', 'map', this.maps]] as const) {
+    for (const [sub, kind, ids] of [['progs', 'prog', this.progs], ['maps', 'map', this.maps], ['fastpath-maps', 'map', this.maps]] as const) {
       if (!existsSync(join(dir, sub))) continue
       for (const f of readdirSync(join(dir, sub))) {
         const r = await runner.run({tool: 'bpftool', args: ['-j', kind, 'show', 'pinned', join(dir, sub, f)]})
@@ -187,6 +190,55 @@ async function upWorksThenDownLeavesNothing(c: Case, owned: Owned, before: Recor
   expect(await owned.alive(), `${label}: programs and maps of the instance still in the kernel`).toEqual([])
   survived.push(label)
 }
+
+/** Runs the CLI in the fresh namespace held after `step`, sends it `signal` once it says so, returns its result. */
+async function signalledAt(c: Case, args: string[], step: string, signal: NodeJS.Signals) {
+  const argv = [...c.fresh.wrapper, process.execPath, join(PROJECT_ROOT, 'bin', 'run.js'), ...args]
+  const child = execa(argv[0], argv.slice(1), {reject: false, env: {NODE_ENV: 'production', SKFP_PAUSE_AFTER: `${step}:60000`}, timeout: 120_000})
+  let stderr = ''
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on('data', (d) => {
+      stderr += String(d)
+      if (stderr.includes(`skfp: paused after ${step}`)) resolve()
+    })
+    child.on('exit', () => reject(new Error(`exited before the pause after ${step}: ${stderr}`)))
+  })
+  child.kill(signal)
+  const r = await child
+  return {exitCode: r.exitCode ?? -1, stderr: String(r.stderr)}
+}
+
+describe('signals at every step', () => {
+  it.each(PLANS.up.map((step, i) => [step, i % 2 ? 'SIGTERM' : 'SIGINT'] as const))('up sent %s … %s: rolls back by itself, exits with the documented code, nothing is left', async (step, signal) => {
+    await inFreshHost('su', async (c) => {
+      const {sb, ns, fresh, cli} = c
+      const before = await snapshot(fresh, sb, ns)
+      const r = await signalledAt(c, upArgs(sb, ns), step, signal)
+      expect(r.exitCode, r.stderr).toBe(signal === 'SIGINT' ? 130 : 143)
+      expect(r.stderr).toContain(`stopped by ${signal}`)
+      const s = (await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]
+      expect(s.state, `status after ${signal} after ${step}`).toBe('down')
+      expect(await leftoversIn(fresh, sb)).toEqual([])
+      // the first steps mount bpffs and create the pin root, which stay (as after any down)
+      const {pins: _p, ...now} = await snapshot(fresh, sb, ns)
+      const {pins: _q, ...then} = before
+      expect(now).toEqual(then)
+      expect(pinTree(`${fresh.bpffs}/skfp`).filter((p) => !p.startsWith('.:'))).toEqual([])
+    })
+  })
+
+  it.each(['kill-switch', 'undo-sockops'])('down sent SIGINT after %s: finishes, nothing is left', async (step) => {
+    await inFreshHost('sd', async (c) => {
+      const {sb, ns, fresh, cli} = c
+      const before = await snapshot(fresh, sb, ns)
+      expect((await cli(upArgs(sb, ns))).exitCode).toBe(0)
+      const r = await signalledAt(c, ['down', '--instance', sb.name], step, 'SIGINT')
+      expect(r.exitCode, r.stderr).toBe(0)
+      expect(await leftoversIn(fresh, sb)).toEqual([])
+      expect(await snapshot(fresh, sb, ns)).toEqual(before)
+    })
+  })
+})
 
 describe('crash at every step', () => {
   afterAll(() => {

@@ -2,11 +2,12 @@
  * `skfp bench`: its own sandbox (skfp-bench: namespaces, child cgroup, instance), the scenarios one
  * after another, everything removed at the end, also on failure and on Ctrl-C.
  */
+import {interruptSignal, throwIfInterrupted} from '../interrupt.js'
 import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {build, isBuilt} from '../build.js'
-import {SkfpError, usageError} from '../errors.js'
+import {usageError} from '../errors.js'
 import {resolveTool, type Runner} from '../exec.js'
 import {cgroup2Mount, requireRoot} from '../host.js'
 import {PIN_ROOT} from '../pins.js'
@@ -49,7 +50,7 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
         opts.say(`  ${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
         outcomes.push(m)
       } catch (error) {
-        if (signal.aborted) throw interrupted()
+        if (signal.aborted) throwIfInterrupted()
         opts.say(`  failed: ${(error as Error).message}`)
         outcomes.push({name: def.name, failed: (error as Error).message})
       }
@@ -68,7 +69,6 @@ export async function prepareBench(runner: Runner): Promise<void> {
   if (!isBuilt(target)) await build(runner, target)
 }
 
-export const interrupted = () => new SkfpError('usage', 'interrupted', 'the sandbox was removed; nothing is left')
 
 export interface BenchSandbox {
   sb: Sandbox
@@ -86,23 +86,14 @@ export async function inBenchSandbox<T>(runner: Runner, say: (line: string) => v
   await removeLeftovers(runner, BENCH_NAME)
   const sb = await Sandbox.create(runner, BENCH_NAME)
   const workDir = mkdtempSync(join(tmpdir(), `${BENCH_NAME}-`))
-  // Ctrl-C: kill everything in the sandbox's cgroup now; the body stops at its next step and the
-  // finally below removes the sandbox. A second Ctrl-C quits at once (the next run sweeps). The
-  // listener stays registered until the end: execa's exit hook re-raises a signal nobody else handles.
-  const abort = new AbortController()
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (abort.signal.aborted) process.exit(130)
-    say(`${signal}: stopping, then removing the sandbox… (again to quit at once)`)
-    abort.abort()
-    killCgroupProcesses(sb.cgroup)
-  }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  // Ctrl-C (src/lib/interrupt.ts): kill everything in the sandbox's cgroup now; the body stops at
+  // its next step and the finally below removes the sandbox
+  const onSignal = () => killCgroupProcesses(sb.cgroup)
+  interruptSignal.addEventListener('abort', onSignal, {once: true})
   try {
-    return await body({sb, workDir, signal: abort.signal})
+    return await body({sb, workDir, signal: interruptSignal})
   } finally {
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
+    interruptSignal.removeEventListener('abort', onSignal)
     await sb.destroy()
     rmSync(workDir, {recursive: true, force: true})
   }

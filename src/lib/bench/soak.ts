@@ -12,7 +12,8 @@ import {usageError} from '../errors.js'
 import {resolveTool, type Runner} from '../exec.js'
 import {waitForOutput} from '../iperf.js'
 import type {Sandbox} from '../sandbox.js'
-import {inBenchSandbox, interrupted, isClean, prepareBench} from './index.js'
+import {inBenchSandbox, isClean, prepareBench} from './index.js'
+import {throwIfInterrupted} from '../interrupt.js'
 import {down, upInterception} from './instance.js'
 import {ECHO_PORT, IPERF_PORT} from './measure.js'
 import {proxyTopology, REMOTE_ADDR, startRelay} from './topology.js'
@@ -205,7 +206,7 @@ async function soak(runner: Runner, sb: Sandbox, topo: {host: string; remote: st
   async function repeat(more: () => boolean, once: () => Promise<void>): Promise<void> {
     while (more()) {
       await once()
-      if (signal.aborted) throw interrupted()
+      if (signal.aborted) throwIfInterrupted()
     }
   }
 }
