@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Boots a kernel in a qemu VM (TCG: nested KVM hangs on these machines) over this machine's root file
+# system with virtme-ng, runs a command inside as root, and exits with the command's exit code.
+#
+#   scripts/vm-run.sh [options] KERNEL -- CMD...
+#
+# KERNEL   a vmlinuz-VER file (its modules must be in /lib/modules/VER), or a short name cached by
+#          scripts/kernels.sh: 5.10, 6.1, 6.12.43, 6.12, 7.x
+# CMD      one argument: a shell script text (bash -c); several arguments: an exact argv.
+# Options  --timeout SEC  (default 900; whole VM, boot included)   --memory 4G   --cpus 2
+#          --boot-timeout SEC  (default 240) until CMD starts (a kernel that cannot boot hangs in qemu)
+#          --out DIR      copy what the command wrote to $SKFP_VM_OUT (in the VM) to DIR on the host
+#          --overlay DIR  make DIR writable in the VM through a tmpfs overlay (vng --overlay-rwdir): the
+#                         command may write there (builds, test output), the host's DIR stays untouched
+#          --verbose      show the kernel console (boot log) on stdout
+#          --keep         keep the VM's temp dir (path printed)
+# Exit     CMD's exit code; 124 timeout; 125 the VM did not boot or died before CMD finished;
+#          2 usage.
+#
+# What the VM shares with the host: the root file system read-only (qemu 9p export with readonly=on:
+# enforced by the host, not just a ro mount in the guest). /etc /usr /var /tmp /home /opt /srv are
+# copy-on-write overlays whose upper layer is a tmpfs in the VM; /run, /sys, /sys/fs/cgroup, bpffs are
+# the VM's own. The only host directory the VM can write is this run's temp dir (/tmp/skfp-vm.*),
+# shared read-write at the same path; $SKFP_VM_OUT points into it.
+set -euo pipefail
+
+CACHE=${SKFP_KERNEL_CACHE:-/var/cache/skfp/kernels}
+timeout=900 boot_timeout=240 memory=4G cpus=2 out="" verbose=0 keep=0 overlays=()
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
+while (($#)); do
+  case $1 in
+    --timeout) timeout=${2:?}; shift 2 ;;
+    --boot-timeout) boot_timeout=${2:?}; shift 2 ;;
+    --memory) memory=${2:?}; shift 2 ;;
+    --cpus) cpus=${2:?}; shift 2 ;;
+    --out) out=${2:?}; shift 2 ;;
+    --overlay) overlays+=("--overlay-rwdir=$(realpath "${2:?}")"); shift 2 ;;
+    --verbose|-v) verbose=1; shift ;;
+    --keep) keep=1; shift ;;
+    -h|--help) usage ;;
+    --) usage ;;
+    -*) echo "vm-run: unknown option $1" >&2; usage ;;
+    *) break ;;
+  esac
+done
+(($# >= 3)) && [[ $2 == -- ]] || usage
+kernel=$1
+shift 2
+
+die() { echo "vm-run: ERROR: $*" >&2; exit 125; }
+[[ $(id -u) -eq 0 ]] || die "run as root (the VM's user is root; qemu exports / as root)"
+command -v vng >/dev/null || die "vng missing: run scripts/kernels.sh"
+if [[ ! -f $kernel && -f $CACHE/installed/$kernel ]]; then
+  kernel=$CACHE/vmlinuz-$(<"$CACHE/installed/$kernel")
+fi
+[[ -f $kernel ]] || die "no kernel '$kernel' (a vmlinuz-VER path or a name from scripts/kernels.sh --list)"
+kernel=$(realpath "$kernel")
+kver=$(basename "$kernel")
+kver=${kver#vmlinuz-}
+[[ -d /lib/modules/$kver ]] ||
+  echo "vm-run: warning: /lib/modules/$kver missing: the VM will have no modules (name the file vmlinuz-VER)" >&2
+
+tmp=$(mktemp -d /tmp/skfp-vm.XXXXXX)
+share=$tmp/share
+mkdir -p "$share/out"
+chmod 755 "$tmp"
+cleanup() {
+  if [[ -n ${pgid:-} ]] && kill -0 -- "-$pgid" 2>/dev/null; then kill -KILL -- "-$pgid" 2>/dev/null || true; fi
+  if ((keep)); then echo "vm-run: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+{
+  echo '#!/bin/bash'
+  printf 'export SKFP_VM_OUT=%q\n' "$share/out"
+  printf 'cd %q 2>/dev/null || cd /\n' "$PWD"
+  printf ': >%q\n' "$share/started"
+  if (($# == 1)); then
+    printf 'bash -c %q\n' "$1"
+  else
+    printf '%q ' "$@"
+    echo
+  fi
+  echo 'rc=$?'
+  printf 'echo "$rc" >%q\n' "$share/rc"
+  echo 'exit "$rc"'
+} >"$share/cmd.sh"
+
+args=(--disable-kvm --disable-microvm -r "$kernel" --user root --memory "$memory" --cpus "$cpus"
+  --rwdir="$share=$share" "${overlays[@]}")
+((verbose)) && args+=(--verbose)
+start=$(date +%s.%N)
+# setsid: vng runs virtme-run, which forks qemu; a timeout must take the whole group down.
+# TMPDIR: virtme's own temp file (the guest's exit-code channel) goes into our temp dir.
+# FIFOs: qemu opens /proc/self/fd/1 and /proc/self/fd/2 by name, which on a regular file starts at
+# offset 0 and overwrites what is there (e.g. `vm-run.sh ... >log`); through a FIFO it just streams.
+mkfifo "$tmp/stdout" "$tmp/stderr"
+cat "$tmp/stdout" &
+cat_out=$!
+cat "$tmp/stderr" >&2 &
+cat_err=$!
+TMPDIR=$tmp setsid vng "${args[@]}" -- "bash $share/cmd.sh" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
+pgid=$!
+t0=$(date +%s)
+deadline=$((t0 + timeout)) boot_deadline=$((t0 + boot_timeout))
+timed_out=0
+while kill -0 "$pgid" 2>/dev/null; do
+  now=$(date +%s)
+  if ((now >= deadline)) || { ((now >= boot_deadline)) && [[ ! -f $share/started ]]; }; then
+    timed_out=1
+    kill -TERM -- "-$pgid" 2>/dev/null || true
+    sleep 5
+    kill -KILL -- "-$pgid" 2>/dev/null || true
+    break
+  fi
+  sleep 0.5
+done
+vrc=0
+wait "$pgid" 2>/dev/null || vrc=$?
+pgid=""
+wait "$cat_out" "$cat_err" 2>/dev/null || true
+secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+
+if [[ -n $out ]]; then
+  mkdir -p "$out"
+  cp -a "$share/out/." "$out/"
+fi
+if ((timed_out)) && [[ ! -f $share/started ]]; then
+  echo "vm-run: ERROR: the VM with $kver did not boot within ${boot_timeout}s (killed); rerun with --verbose for the kernel log" >&2
+  exit 125
+fi
+if ((timed_out)); then
+  echo "vm-run: TIMEOUT: the command in the VM with $kver did not finish within ${timeout}s (killed)" >&2
+  exit 124
+fi
+if [[ ! -f $share/started ]]; then
+  echo "vm-run: ERROR: the VM with $kver did not boot or could not start the command (vng exit $vrc, ${secs}s); rerun with --verbose for the kernel log" >&2
+  exit 125
+fi
+if [[ ! -f $share/rc ]]; then
+  echo "vm-run: ERROR: the VM with $kver died while the command ran (kernel panic? vng exit $vrc, ${secs}s); rerun with --verbose" >&2
+  exit 125
+fi
+rc=$(<"$share/rc")
+echo "vm-run: $kver: exit $rc after ${secs}s" >&2
+exit "$rc"
