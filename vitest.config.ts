@@ -3,6 +3,8 @@ import {defineConfig} from 'vitest/config'
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // run inside each VM of the kernel matrix (test/kernel/matrix.test.ts), not on the host directly
+    exclude: ['test/kernel/inside.test.ts', 'node_modules/**'],
     // integration tests share one kernel and two CPUs: one file at a time
     fileParallelism: false,
     testTimeout: 180_000,

@@ -190,15 +190,19 @@ for entry in "${KERNELS[@]}"; do
   [[ -n $mods ]] || die "$name: no modules directory in $image"
   # virtme-ng takes the release from the file name vmlinuz-VER and looks for /lib/modules/VER.
   [[ -f $CACHE/vmlinuz-$kver ]] && cmp -s "$vmlinuz" "$CACHE/vmlinuz-$kver" || cp "$vmlinuz" "$CACHE/vmlinuz-$kver"
-  if [[ -e /lib/modules/$kver && ! -L /lib/modules/$kver ]]; then
+  # A real directory, not a symlink: through a symlink the VM finds no module (veth: "Unknown device
+  # type"). Hard links into the cache: no extra space. Marked, so a real kernel's tree is left alone.
+  if [[ -e /lib/modules/$kver && ! -L /lib/modules/$kver && ! -f /lib/modules/$kver/.skfp-kernel-cache ]]; then
     log "$name: /lib/modules/$kver is a real directory (installed kernel?), leaving it alone"
-  elif [[ $(readlink "/lib/modules/$kver" 2>/dev/null) != "$mods" ]]; then
-    ln -sfn "$mods" "/lib/modules/$kver"
-  fi
-  if [[ ! -f $root/.skfp-ok ]]; then
+  elif [[ ! -f /lib/modules/$kver/.skfp-kernel-cache || ! -f $root/.skfp-ok ]]; then
+    rm -rf "/lib/modules/$kver.skfp-tmp"
+    cp -al "$mods" "/lib/modules/$kver.skfp-tmp"
+    touch "/lib/modules/$kver.skfp-tmp/.skfp-kernel-cache"
+    rm -rf "/lib/modules/$kver"
+    mv "/lib/modules/$kver.skfp-tmp" "/lib/modules/$kver"
     depmod -a "$kver" || die "$name: depmod -a $kver failed"
-    touch "$root/.skfp-ok"
   fi
+  touch "$root/.skfp-ok"
   echo "$kver" >"$CACHE/installed/$name.new" && mv "$CACHE/installed/$name.new" "$CACHE/installed/$name"
   printf '%-8s %-22s %s\n' "$name" "$kver" "$CACHE/vmlinuz-$kver"
 done

@@ -14,6 +14,8 @@ import {TEST_PREFIX} from './prefix.js'
 export {TEST_PREFIX}
 
 export const runner = new ExecaRunner()
+/** How long one CLI run or transfer may take: longer inside the kernel matrix's emulated VMs. */
+const SLOW_MS = Number(process.env.SKFP_TEST_SLOW_MS ?? 0)
 export const FIXTURE = join(PROJECT_ROOT, 'test', 'fixtures', 'transfer.mjs')
 
 /** Integration tests need root; in CI (and anywhere) they fail rather than skip when they cannot run. */
@@ -31,7 +33,7 @@ export interface CliResult {
 /** Runs the real CLI; wrapper is an argv prefix (setpriv, unshare …) to run it under. */
 export async function skfp(args: string[], env: Record<string, string> = {}, wrapper: string[] = []): Promise<CliResult> {
   const argv = [...wrapper, process.execPath, join(PROJECT_ROOT, 'bin', 'run.js'), ...args]
-  const r = await execa(argv[0], argv.slice(1), {reject: false, env: {NODE_ENV: 'production', ...env}, timeout: 170_000})
+  const r = await execa(argv[0], argv.slice(1), {reject: false, env: {NODE_ENV: 'production', ...env}, timeout: 170_000 + SLOW_MS})
   let json: unknown
   try {
     json = JSON.parse(String(r.stdout))
@@ -55,7 +57,7 @@ export async function withSandbox<T>(what: string, body: (sb: Sandbox) => Promis
 }
 
 export async function transfer(sb: Sandbox, netns: string, args: string[]): Promise<any> {
-  const r = await sb.run(netns, [process.execPath, FIXTURE, ...args], {timeoutMs: 150_000})
+  const r = await sb.run(netns, [process.execPath, FIXTURE, ...args], {timeoutMs: 150_000 + SLOW_MS})
   return JSON.parse(r.stdout.trim().split('\n').pop()!)
 }
 

@@ -1,0 +1,128 @@
+// The focused suite each kernel of the matrix runs, inside its VM (test/kernel/matrix.test.ts boots
+// it): what this kernel loads, interception carrying real bytes v4 and v6 through a transparent relay,
+// the fastpath with real bytes redirected and the guard bounding a slow reader, the self-test, bad
+// input, and a crash in `up` cleaned by `down`. SKFP_EXPECT_FASTPATH says which fastpath variant this
+// kernel must load ('none': it must be refused in one line), SKFP_EXPECT_GUARD how the guard measures.
+import {existsSync, readdirSync, rmdirSync, rmSync} from 'node:fs'
+import {afterAll, describe, expect, it} from 'vitest'
+import {programPath} from '../../src/lib/build.js'
+import {PIN_ROOT} from '../../src/lib/pins.js'
+import {expectedSha} from '../fixtures/transfer.mjs'
+import {FIXTURE, leftovers, skfp, status, transfer, upArgs, withSandbox} from '../integration/helpers.js'
+import {expectRestored, hostSnapshot} from '../integration/snapshot.js'
+import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6} from '../integration/topology.js'
+
+const EXPECT_FASTPATH = process.env.SKFP_EXPECT_FASTPATH ?? 'kfunc'
+const EXPECT_GUARD = process.env.SKFP_EXPECT_GUARD ?? 'msg_tot_len'
+const HAS_FASTPATH = EXPECT_FASTPATH !== 'none'
+const MiB = 1024 * 1024
+const release = (await import('node:os')).release()
+
+afterAll(() => {
+  // doctor pins its verdict for the boot: on the running kernel the suite leaves the host as it was
+  if (existsSync(`${PIN_ROOT}/doctor-verdict`)) rmSync(`${PIN_ROOT}/doctor-verdict`)
+  if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
+})
+
+describe(`kernel ${release}`, () => {
+  it('doctor: interception loads, the fastpath variant and guard are the expected ones, the self-test runs', async () => {
+    const doc = await skfp(['doctor', '--rerun', '--json'])
+    expect(doc.exitCode, doc.stderr).toBe(0)
+    expect(doc.json.kernel.capabilities).toEqual({
+      interception: true,
+      fastpath: HAS_FASTPATH ? EXPECT_FASTPATH : null,
+      guard: HAS_FASTPATH ? EXPECT_GUARD : null,
+      handoff: HAS_FASTPATH,
+    })
+    const v = doc.json.verdict
+    if (!HAS_FASTPATH) {
+      expect(v.probes).toEqual([])
+      expect(v.hazards[0]).toMatch(/^the fastpath cannot load \(fastpath\.bpf\.o: .+; fastpath-compat\.bpf\.o: .+\)$/)
+      return
+    }
+    for (const p of v.probes) expect(p.plainOk, `${p.probe} over plain TCP`).toBe(true)
+    // what the guard and the pairing promise on every kernel (splice, MSG_WAITALL, FIONREAD and the rare
+    // EAGAIN after a demotion are the kernel's sockmap behaviours: the verdict reports them)
+    for (const probe of ['slow-reader', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces'])
+      expect(v.probes.find((p: {probe: string}) => p.probe === probe), probe).toMatchObject({ok: true})
+  })
+
+  it('interception: 4 MiB each way over IPv4 and IPv6 through a transparent relay, sha256 intact; down restores the host; bad input and a crash in up leave it as it was', async () => {
+    // one sandbox for all of it: under emulation each namespace and each CLI run costs seconds
+    await withSandbox('kx', async (sb) => {
+      const {host, remote} = await proxyTopology(sb)
+      const before = await hostSnapshot([host], sb.cgroup)
+      const bad = await skfp(upArgs(sb, host, ['--fastpath-spin', '5000']))
+      expect(bad.exitCode).toBe(2)
+      expect(bad.stderr.trim()).toMatch(/^skfp: --fastpath-spin "5000" is out of range/)
+      await expectRestored(before, [host], sb.cgroup)
+
+      const up = await skfp(interceptArgs(sb, host))
+      expect(up.exitCode, up.stderr).toBe(0)
+      const relay = sb.start(host, [programPath('skfp-relay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--listen', `[::1]:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
+      await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
+      for (const [addr, port] of [[REMOTE4, 9201], [REMOTE6, 9202]] as const) {
+        const seed = `k${port}`
+        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(4 * MiB), '--seed', seed], {outsideCgroup: true})
+        await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
+        const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(4 * MiB), '--seed', seed])
+        const s = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
+        expect(s.serverReceivedSha, `${addr} up`).toBe(expectedSha(`${seed}-up`, 4 * MiB))
+        expect(c.clientReceivedSha, `${addr} down`).toBe(expectedSha(`${seed}-down`, 4 * MiB))
+      }
+      const st = await status(sb.name)
+      expect(st.state).toBe('up')
+      expect(st.counters.tcAssignedListener).toBe(2)
+      expect(st.fastpath.variant).toBe(HAS_FASTPATH ? EXPECT_FASTPATH : null)
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      await expectRestored(before, [host], sb.cgroup)
+
+      // killed before its last change: half up, and down removes what is left
+      const args = interceptArgs(sb, host).map((a) => (a === 'off' ? (HAS_FASTPATH ? 'on' : 'off') : a))
+      const crashed = await skfp(args, {SKFP_CRASH_AFTER: 'qdisc-up0'})
+      expect(crashed.exitCode, crashed.stderr).toBe(-1)
+      expect((await status(sb.name)).state).toBe('half-up')
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      expect(await leftovers(sb)).toEqual([])
+      await expectRestored(before, [host], sb.cgroup)
+    })
+  })
+
+  it.runIf(HAS_FASTPATH)('fastpath: 16 MiB each way over 127.0.0.1 redirected with sha256 intact; the guard holds a slow reader to its bound', async () => {
+    await withSandbox('kf', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const up = await skfp(upArgs(sb, ns, ['--fastpath-queue', String(4 * MiB)]))
+      expect(up.exitCode, up.stderr).toBe(0)
+      const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(16 * MiB), '--seed', 'kf'])
+      expect(r.serverReceivedSha).toBe(expectedSha('kf-up', 16 * MiB))
+      expect(r.clientReceivedSha).toBe(expectedSha('kf-down', 16 * MiB))
+      // under emulation the readers lag: the guard sends part of it over TCP, the rest is redirected
+      const after = await status(sb.name)
+      expect(after.counters.bytesRedirected, JSON.stringify(after.counters)).toBeGreaterThanOrEqual(MiB)
+
+      const slow = await sb.run(ns, [programPath('skfp-probe'), 'slow-reader', '--bytes', '128M', '--burst', '4M', '--pause-ms', '10', '--timeout-ms', '170000', '--max-tcp-mem-mib', '48'], {timeoutMs: 175_000})
+      const out = JSON.parse(slow.stdout.trim().split('\n').pop()!)
+      expect(out.c2sIntact && out.s2cIntact, JSON.stringify(out)).toBe(true)
+      expect(out.writeErrored).toBe(false)
+      expect(out.tcpMemPeakGrowthBytes, JSON.stringify(out)).toBeLessThanOrEqual(48 * MiB)
+      expect((await status(sb.name)).counters.guardDemotions).toBeGreaterThan(0)
+    })
+  })
+
+  it.runIf(!HAS_FASTPATH)('no fastpath on this kernel: --fastpath on is refused in one line naming the kernel; auto runs interception-only', async () => {
+    await withSandbox('kn', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const before = await hostSnapshot([ns], sb.cgroup)
+      const on = await skfp(upArgs(sb, ns))
+      expect(on.exitCode).toBe(3)
+      expect(on.stderr.trim().split('\n')).toHaveLength(1)
+      expect(on.stderr.trim()).toMatch(new RegExp(`^skfp: the fastpath cannot load on kernel ${release.replace(/[.+]/g, '\\$&')}: .+: interception works without it`))
+      await expectRestored(before, [ns], sb.cgroup)
+      const auto = await skfp(upArgs(sb, ns).map((a) => (a === 'on' ? 'auto' : a)))
+      expect(auto.exitCode, auto.stderr).toBe(0)
+      expect(auto.stderr).toMatch(/fastpath off: it cannot load on kernel/)
+      expect((await status(sb.name)).fastpath).toMatchObject({enabled: false, variant: null})
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+    })
+  })
+})
