@@ -32,6 +32,9 @@ export type Tool = keyof typeof TOOLS
 
 export const TRUSTED_DIRS = ['/usr/sbin', '/usr/bin', '/sbin', '/bin', '/usr/local/sbin', '/usr/local/bin']
 
+/** The whole environment of every program skfp runs: nothing of the caller's (skfp runs as root). */
+export const TOOL_ENV: Record<string, string> = {LC_ALL: 'C', PATH: TRUSTED_DIRS.join(':')}
+
 /** One external command: a tool and its arguments, optionally inside a named network namespace. */
 export interface Cmd {
   tool: Tool
@@ -70,6 +73,7 @@ export function argvOf(cmd: Cmd, resolve: (tool: Tool) => string = (t) => t): st
 
 export function resolveTool(tool: Tool, dirs: string[] = TRUSTED_DIRS): string {
   for (const dir of dirs) {
+    if (!dir.startsWith('/')) throw new SkfpError('bug', `${dir} is not an absolute directory to look for ${tool} in`, 'report this')
     const candidate = `${dir}/${tool}`
     try {
       accessSync(candidate, constants.X_OK)
@@ -103,8 +107,8 @@ export class ExecaRunner implements Runner {
       stripFinalNewline: true,
       timeout: opts.timeoutMs ?? 60_000,
       input: opts.input,
-      env: {LC_ALL: 'C'},
-      extendEnv: true,
+      env: TOOL_ENV,
+      extendEnv: false,
     })
     const out: RunResult = {stdout: String(result.stdout ?? ''), stderr: String(result.stderr ?? ''), exitCode: result.exitCode ?? -1}
     if (out.exitCode !== 0 && !opts.allowFailure) {
@@ -121,7 +125,7 @@ export class ExecaRunner implements Runner {
 export function startProgram(argv: string[], opts: {timeoutMs?: number} = {}) {
   if (!argv[0]?.startsWith('/')) throw new SkfpError('bug', `program path must be absolute: ${argv[0]}`, 'report this')
   // killed on Ctrl-C: a probe, iperf3 or proxy must not keep the clean-up waiting
-  return execa(argv[0], argv.slice(1), {shell: false, reject: false, timeout: opts.timeoutMs, stdin: 'ignore', buffer: true, env: {LC_ALL: 'C'}, cancelSignal: interruptSignal, forceKillAfterDelay: 2000})
+  return execa(argv[0], argv.slice(1), {shell: false, reject: false, timeout: opts.timeoutMs, stdin: 'ignore', buffer: true, env: TOOL_ENV, extendEnv: false, cancelSignal: interruptSignal, forceKillAfterDelay: 2000})
 }
 
 export async function runProgram(argv: string[], opts: {timeoutMs?: number; allowFailure?: boolean} = {}): Promise<RunResult> {

@@ -4,6 +4,7 @@ import {decodeConfig, decodeCounters, decodeRecord, KEY_ZERO, type Counters, typ
 import type {Runner} from './exec.js'
 import {INSTANCE_NAME, instancePins, PIN_ROOT, type InstancePins} from './pins.js'
 import type {InstanceRecord} from './record.js'
+import {withDefaults} from './settings.js'
 import {hookKey, observeIntercept, type InterceptObserved} from './intercept.js'
 import * as bpftool from './tools/bpftool.js'
 
@@ -34,7 +35,8 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   const base: ObservedInstance = {instance, pins, exists: existsSync(pins.dir), progs: {}, sockopsAttached: false}
   if (!base.exists) return base
   const recordBytes = existsSync(pins.map.record) ? await bpftool.mapLookup(runner, pins.map.record, KEY_ZERO) : undefined
-  const record = recordBytes ? decodeRecord<InstanceRecord>(recordBytes) : undefined
+  const decoded = recordBytes ? decodeRecord<InstanceRecord>(recordBytes) : undefined
+  const record = decoded ? {...decoded, settings: withDefaults(decoded.settings)} : undefined
   const configBytes = existsSync(pins.map.config) ? await bpftool.mapLookup(runner, pins.map.config, KEY_ZERO) : undefined
   const sockops = existsSync(pins.prog.sockops) ? await bpftool.progShowPinned(runner, pins.prog.sockops) : undefined
   const skMsg = existsSync(pins.prog.skMsg) ? await bpftool.progShowPinned(runner, pins.prog.skMsg) : undefined

@@ -164,6 +164,24 @@ export function diffSettings(running: UpSettings, wanted: UpSettings): string[] 
   return out
 }
 
+/**
+ * The settings of a record written by an older skfp, completed: a setting it did not know takes its
+ * default (the value that skfp ran with), so `up` with the same flags finds nothing to change.
+ */
+export function withDefaults(recorded: Partial<UpSettings> & Pick<UpSettings, 'instance' | 'cgroup'>): UpSettings {
+  const i = recorded.intercept as Partial<InterceptSettings> | null | undefined
+  return {
+    proxyMark: 0,
+    fastpath: 'auto',
+    fastpathQueue: DEFAULT_FASTPATH_QUEUE,
+    fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US,
+    ...recorded,
+    intercept: i
+      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, ...i} as InterceptSettings)
+      : null,
+  }
+}
+
 /** Settings for skfp's own sandboxes (demo, self-test, bench): the fastpath on, no interception. */
 export function sandboxSettings(instance: string, cgroup: string, netns: string, over: Partial<UpSettings> = {}): UpSettings {
   return {instance, cgroup, netns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US, intercept: null, ...over}

@@ -101,11 +101,11 @@ describe('fastpath lifecycle', () => {
       }
       expect((await skfp(upArgs(sb, pairs[0].a))).exitCode).toBe(0)
       for (const addr of ['198.18.0.2', 'fd00:18::2']) {
-        const servers = pairs.map(({b, seed}) => sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(32 * MiB), '--seed', seed]))
+        const servers: ReturnType<typeof sb.start>[] = pairs.map(({b, seed}) => sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(32 * MiB), '--seed', seed]))
         await Promise.all(servers.map((srv) => waitForOutput(srv, /./)))
         const same = ['--addr', addr, '--port', '7100', '--client-port', '7101', '--bytes', String(32 * MiB)]
-        const clients = await Promise.all(pairs.map(({a, seed}) => transfer(sb, a, ['client', ...same, '--seed', seed])))
-        const got = await Promise.all(servers.map(async (srv) => JSON.parse(String((await srv).stdout).trim().split('\n').pop()!)))
+        const clients: any[] = await Promise.all(pairs.map(({a, seed}) => transfer(sb, a, ['client', ...same, '--seed', seed])))
+        const got: any[] = await Promise.all(servers.map(async (srv) => JSON.parse(String((await srv).stdout).trim().split('\n').pop()!)))
         const why = async (dir: string, seed: string, bytes: number) => `${addr} ${seed} ${dir} (${bytes} bytes); ${JSON.stringify((await status(sb.name)).counters)}`
         for (const [i, {seed}] of pairs.entries()) {
           if (got[i].serverReceivedSha !== expectedSha(`${seed}-up`, 32 * MiB)) expect.fail(await why('up', seed, got[i].serverReceived))

@@ -64,7 +64,9 @@ describe('interception through v2ray', () => {
       expect(before).toBe(0)
       expect(readFileSync(log, 'utf8')).toBe('')
       // a port bypass, on an address that is otherwise intercepted
-      await skfp(interceptArgs(sb, host, ['--bypass-port', '8081', '--replace']))
+      const replaced = await skfp(interceptArgs(sb, host, ['--bypass-port', '8081', '--replace']))
+      expect(replaced.exitCode, replaced.stderr).toBe(0)
+      expect(replaced.json.action).toBe('replaced')
       expect((await curl(sb, host, `http://${REMOTE4}:8081/`)).stdout).toBe('200')
       expect((await status(sb.name)).counters.tcAssignedListener).toBe(0)
       expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200') // and this one is proxied

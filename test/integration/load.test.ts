@@ -17,7 +17,6 @@ import {leftovers, runner, skfp, status, upArgs, withSandbox, socketsDrainTo0} f
 
 const HOLD = programPath('skfp-hold')
 const PINGPONG = programPath('skfp-pingpong')
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** Runs skfp-hold; `whileOpen` runs once every connection is open and has moved its first payload. */
 async function hold(sb: Sandbox, ns: string, args: string[], whileOpen: (open: any) => Promise<void>): Promise<{open: any; done: any}> {
@@ -83,7 +82,7 @@ describe('load', () => {
     await runner.run(compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), object, 'bpfel', false, [...variant.defines, `-DSKFP_SOCKS_MAX=${MAX}`]), {timeoutMs: 180_000})
     await withSandbox('mx', async (sb) => {
       const ns = await sb.addNetns('a')
-      const settings = {instance: sb.name, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on' as const, fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US}
+      const settings = {instance: sb.name, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on' as const, fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US, intercept: null}
       const objects = {intercept: interceptObject({target: 'bpfel', debug: false}), fastpath: object}
       const steps = planUp(settings, {pins: instancePins(sb.name), objects, fastpathVariant: variant.name, bootId: bootId(), bpffsMounted: true, pinRootExists: existsSync(PIN_ROOT), fastpath: true})
       await runPlan(steps, new Executor(runner), {renderer: 'silent', log: () => {}})

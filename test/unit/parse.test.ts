@@ -1,5 +1,8 @@
 import {describe, expect, it} from 'vitest'
-import {argvOf, resolveTool} from '../../src/lib/exec.js'
+import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {argvOf, resolveTool, TRUSTED_DIRS} from '../../src/lib/exec.js'
 import {cgroup2Mount, bpffsMounted, parseMounts} from '../../src/lib/host.js'
 import {parseHexBytes, sumPerCpu} from '../../src/lib/tools/bpftool.js'
 import {renderArgv} from '../../src/lib/render.js'
@@ -47,7 +50,21 @@ describe('exec', () => {
 
   it('resolves tools only in trusted system directories, naming the package when missing', () => {
     expect(lineOf(() => resolveTool('bpftool', ['/nonexistent']))).toMatch(/bpftool not found .*apt-get install bpftool/)
-    expect(() => resolveTool('bpftool', ['.'])).toThrow()
+  })
+
+  it('never takes a program from the current folder, even one that is there and executable', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'skfp-cwd-'))
+    writeFileSync(join(dir, 'mount'), '#!/bin/sh\necho planted\n', {mode: 0o755})
+    const cwd = process.cwd()
+    process.chdir(dir)
+    try {
+      expect(lineOf(() => resolveTool('mount', ['.']))).toMatch(/not an absolute directory/)
+      const found = resolveTool('mount')
+      expect(TRUSTED_DIRS.some((d) => found === `${d}/mount`), found).toBe(true)
+    } finally {
+      process.chdir(cwd)
+      rmSync(dir, {recursive: true})
+    }
   })
 
   it('shortens long zero runs for humans only', () => {

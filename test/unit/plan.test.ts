@@ -10,7 +10,7 @@ import {buildRecord, datapathConfig, decideUp, planUp} from '../../src/lib/up.js
 import type {UpSettings} from '../../src/lib/settings.js'
 import {lineOf} from './line-of.js'
 
-const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20}
+const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20, intercept: null}
 const pins = instancePins('lab')
 const objects = {intercept: '/opt/skfp/build/bpfel/intercept.bpf.o', fastpath: '/opt/skfp/build/bpfel/fastpath.bpf.o'}
 const facts = {pins, objects, fastpathVariant: 'kfunc' as const, bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}

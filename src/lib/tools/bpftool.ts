@@ -1,5 +1,6 @@
 /** bpftool: command builders (pure, used by plans) and JSON queries. */
 import type {Cmd, Runner} from '../exec.js'
+import {arrayOf, hasFields, isObject, parseChecked, type Check} from './output.js'
 
 const bpftool = (...args: string[]): Cmd => ({tool: 'bpftool', args})
 const hexArgs = (bytes: Uint8Array): string[] => [...bytes].map((b) => b.toString(16).padStart(2, '0'))
@@ -36,22 +37,25 @@ export interface CgroupAttachment {
   name: string
 }
 
-async function json<T>(runner: Runner, args: string[]): Promise<T | undefined> {
-  const r = await runner.run({tool: 'bpftool', args: ['-j', ...args]}, {allowFailure: true})
-  if (r.exitCode !== 0 || !r.stdout.trim()) return undefined
-  return JSON.parse(r.stdout) as T
+/** An observation: a failure is an error (the callers check that a pin exists first), never "nothing". */
+async function json<T>(runner: Runner, args: string[], check: Check, empty?: T): Promise<T> {
+  const r = await runner.run({tool: 'bpftool', args: ['-j', ...args]})
+  if (!r.stdout.trim() && empty !== undefined) return empty
+  return parseChecked<T>(r.stdout, check, `bpftool -j ${args.slice(0, 3).join(' ')}`)
 }
 
-export const progShowPinned = (runner: Runner, pin: string) => json<ProgInfo>(runner, ['prog', 'show', 'pinned', pin])
+const isProg = hasFields({id: 'number', name: 'string', type: 'string'})
+const isAttachment = hasFields({id: 'number'})
 
-export async function cgroupShow(runner: Runner, cgroup: string): Promise<CgroupAttachment[]> {
-  return (await json<CgroupAttachment[]>(runner, ['cgroup', 'show', cgroup])) ?? []
-}
+export const progShowPinned = (runner: Runner, pin: string) => json<ProgInfo>(runner, ['prog', 'show', 'pinned', pin], isProg)
 
-/** The raw value bytes stored under key, or undefined when the map or key is absent. */
-export async function mapLookup(runner: Runner, mapPin: string, key: Uint8Array): Promise<Uint8Array | undefined> {
-  const entry = await json<{value: string[]}>(runner, ['map', 'lookup', 'pinned', mapPin, 'key', 'hex', ...hexArgs(key)])
-  return entry ? parseHexBytes(entry.value) : undefined
+/** What is attached to a cgroup (bpftool prints nothing for a cgroup with nothing attached). */
+export const cgroupShow = (runner: Runner, cgroup: string) => json<CgroupAttachment[]>(runner, ['cgroup', 'show', cgroup], arrayOf(isAttachment), [])
+
+/** The raw value bytes stored under key (callers look up keys of ARRAY maps, which always exist). */
+export async function mapLookup(runner: Runner, mapPin: string, key: Uint8Array): Promise<Uint8Array> {
+  const entry = await json<{value: string[]}>(runner, ['map', 'lookup', 'pinned', mapPin, 'key', 'hex', ...hexArgs(key)], (v) => isObject(v) && arrayOf((x) => typeof x === 'string')(v.value))
+  return parseHexBytes(entry.value)
 }
 
 export interface PerCpuEntry {
@@ -61,7 +65,8 @@ export interface PerCpuEntry {
 
 /** Sums of a per-CPU array of __u64, indexed by key (from the BTF-formatted dump). */
 export async function perCpuSums(runner: Runner, mapPin: string): Promise<bigint[]> {
-  const dump = (await json<{formatted: PerCpuEntry}[]>(runner, ['map', 'dump', 'pinned', mapPin])) ?? []
+  const isEntry = (e: unknown) => isObject(e) && isObject(e.formatted) && typeof e.formatted.key === 'number' && arrayOf(hasFields({cpu: 'number', value: 'number'}))(e.formatted.values)
+  const dump = await json<{formatted: PerCpuEntry}[]>(runner, ['map', 'dump', 'pinned', mapPin], arrayOf(isEntry), [])
   return sumPerCpu(dump.map((e) => e.formatted))
 }
 
@@ -72,9 +77,8 @@ export function sumPerCpu(entries: PerCpuEntry[]): bigint[] {
 }
 
 /** Number of entries of a map (for the sockhash: live accelerated sockets). */
-export async function mapEntryCount(runner: Runner, mapPin: string): Promise<number | undefined> {
-  const dump = await json<unknown[]>(runner, ['map', 'dump', 'pinned', mapPin])
-  return dump?.length
+export async function mapEntryCount(runner: Runner, mapPin: string): Promise<number> {
+  return (await json<unknown[]>(runner, ['map', 'dump', 'pinned', mapPin], Array.isArray, [])).length
 }
 
 export function parseHexBytes(values: string[]): Uint8Array {

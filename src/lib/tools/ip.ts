@@ -1,5 +1,6 @@
 /** ip (iproute2): command builders and JSON queries. Inside a netns, commands go through nsenter. */
 import {SkfpError, tail} from '../errors.js'
+import {arrayOf, hasFields, parseChecked, type Check} from './output.js'
 import type {Cmd, Runner} from '../exec.js'
 
 const ip = (args: string[], netns?: string): Cmd => (netns ? {tool: 'ip', args, netns} : {tool: 'ip', args})
@@ -39,21 +40,21 @@ export interface Route {
   table?: string
 }
 
-async function json<T>(runner: Runner, args: string[], netns?: string): Promise<T> {
+async function json<T>(runner: Runner, args: string[], item: Check, netns?: string): Promise<T[]> {
   const r = await runner.run(ip(['-j', ...args], netns))
-  return (r.stdout.trim() ? JSON.parse(r.stdout) : []) as T
+  return r.stdout.trim() ? parseChecked<T[]>(r.stdout, arrayOf(item), `ip -j ${args.join(' ')}`) : []
 }
 
-export const links = (runner: Runner, netns?: string) => json<Link[]>(runner, ['link', 'show'], netns)
-export const rules = (runner: Runner, family: 4 | 6, netns?: string) => json<Rule[]>(runner, [...fam(family), 'rule', 'show'], netns)
+export const links = (runner: Runner, netns?: string) => json<Link>(runner, ['link', 'show'], hasFields({ifindex: 'number', ifname: 'string'}), netns)
+export const rules = (runner: Runner, family: 4 | 6, netns?: string) => json<Rule>(runner, [...fam(family), 'rule', 'show'], hasFields({priority: 'number'}), netns)
 /** Routes of a table; a table that does not exist yet has none (ip exits 2 for it). */
 export async function routes(runner: Runner, family: 4 | 6, table: string, netns?: string): Promise<Route[]> {
   const r = await runner.run(ip(['-j', ...fam(family), 'route', 'show', 'table', table], netns), {allowFailure: true})
-  if (r.exitCode === 0) return r.stdout.trim() ? (JSON.parse(r.stdout) as Route[]) : []
+  if (r.exitCode === 0) return r.stdout.trim() ? parseChecked<Route[]>(r.stdout, arrayOf(hasFields({dst: 'string'})), `ip -j route show table ${table}`) : []
   if (/table does not exist/.test(r.stderr)) return []
   throw new SkfpError('tool', `ip route show table ${table} failed (exit ${r.exitCode})`, tail(r.stderr, 1), {stderrTail: tail(r.stderr)})
 }
-export const netnsList = async (runner: Runner) => (await json<{name: string}[]>(runner, ['netns', 'list'])).map((n) => n.name)
+export const netnsList = async (runner: Runner) => (await json<{name: string}>(runner, ['netns', 'list'], hasFields({name: 'string'}))).map((n) => n.name)
 
 /** Local addresses of TCP listeners (`ss -Hltn`; ss has no JSON output, so only the 4th column is read). */
 export async function tcpListeners(runner: Runner, netns?: string): Promise<string[]> {

@@ -1,5 +1,7 @@
 /** tc: clsact qdiscs and skfp's bpf filters (fixed pref and handle, so skfp finds exactly its own). */
+import {SkfpError, tail} from '../errors.js'
 import type {Cmd, Runner} from '../exec.js'
+import {arrayOf, hasFields, isObject, parseChecked, type Check} from './output.js'
 
 /** Every skfp filter sits at this pref with this handle: never 49152, which tc gives filters added without one. */
 export const FILTER_PREF = 1487
@@ -26,14 +28,22 @@ export interface Qdisc {
   handle: string
 }
 
-async function json<T>(runner: Runner, args: string[], netns?: string): Promise<T[]> {
+/** A device without a clsact qdisc (or gone) has no filters; any other failure is an error. */
+const NOTHING_THERE = /Cannot find specified qdisc|Cannot find device|Parent Qdisc doesn't exists|No such device/
+
+async function json<T>(runner: Runner, args: string[], item: Check, netns?: string): Promise<T[]> {
   const r = await runner.run(tc(['-j', ...args], netns), {allowFailure: true})
-  return r.exitCode === 0 && r.stdout.trim() ? (JSON.parse(r.stdout) as T[]) : []
+  if (r.exitCode !== 0) {
+    if (NOTHING_THERE.test(r.stderr)) return []
+    throw new SkfpError('tool', `tc ${args.slice(0, 4).join(' ')} failed (exit ${r.exitCode})`, tail(r.stderr, 1) || 'see --verbose', {stderrTail: tail(r.stderr)})
+  }
+  return r.stdout.trim() ? parseChecked<T[]>(r.stdout, arrayOf(item), `tc -j ${args.slice(0, 4).join(' ')}`) : []
 }
 
 /** The filters of one hook (tc prints each filter twice: a header and one with options). */
-export const filters = (runner: Runner, dev: string, dir: Direction, netns?: string) => json<Filter>(runner, ['filter', 'show', 'dev', dev, dir], netns)
-export const qdiscs = (runner: Runner, dev: string, netns?: string) => json<Qdisc>(runner, ['qdisc', 'show', 'dev', dev], netns)
+export const filters = (runner: Runner, dev: string, dir: Direction, netns?: string) =>
+  json<Filter>(runner, ['filter', 'show', 'dev', dev, dir], (f) => isObject(f) && typeof f.kind === 'string' && (f.pref === undefined || typeof f.pref === 'number'), netns)
+export const qdiscs = (runner: Runner, dev: string, netns?: string) => json<Qdisc>(runner, ['qdisc', 'show', 'dev', dev], hasFields({kind: 'string'}), netns)
 
 export const isSkfpFilter = (f: Filter) => f.pref === FILTER_PREF && f.kind === 'bpf' && f.options?.handle === FILTER_HANDLE
 /** Filters that are not skfp's (a qdisc with any is not skfp's to remove). */

@@ -1,0 +1,68 @@
+// Observations: a tool that fails is an error, never "nothing there"; its JSON is checked, not cast;
+// a record written by an older skfp takes the defaults for the settings it did not know.
+import {describe, expect, it} from 'vitest'
+import type {Cmd, Runner, RunResult} from '../../src/lib/exec.js'
+import {SkfpError} from '../../src/lib/errors.js'
+import {diffSettings, withDefaults, type UpSettings} from '../../src/lib/settings.js'
+import * as bpftool from '../../src/lib/tools/bpftool.js'
+import * as ip from '../../src/lib/tools/ip.js'
+import * as tc from '../../src/lib/tools/tc.js'
+
+/** Answers every command with the same result, and remembers the argv. */
+class FakeRunner implements Runner {
+  readonly seen: string[][] = []
+  constructor(private readonly result: RunResult) {}
+  async run(cmd: Cmd, opts: {allowFailure?: boolean} = {}): Promise<RunResult> {
+    this.seen.push([cmd.tool, ...cmd.args])
+    if (this.result.exitCode !== 0 && !opts.allowFailure) throw new SkfpError('tool', `${cmd.tool} failed (exit ${this.result.exitCode})`, this.result.stderr)
+    return this.result
+  }
+}
+const answer = (stdout: string, exitCode = 0, stderr = '') => new FakeRunner({stdout, stderr, exitCode})
+
+describe('tool observations', () => {
+  it('tc: a failing `filter show` is an error; a device that is gone has no filters', async () => {
+    await expect(tc.filters(answer('', 2, 'RTNETLINK answers: Operation not permitted'), 'eth0', 'egress')).rejects.toThrow(/tc filter show dev eth0 failed \(exit 2\)/)
+    expect(await tc.filters(answer('', 1, 'Cannot find device "eth9"'), 'eth9', 'egress')).toEqual([])
+    expect(await tc.filters(answer('[{"protocol":"all","pref":1487,"kind":"bpf"}]'), 'eth0', 'egress')).toEqual([{protocol: 'all', pref: 1487, kind: 'bpf'}])
+    await expect(tc.qdiscs(answer('[{"handle":"ffff:"}]'), 'eth0')).rejects.toThrow(/printed JSON of an unexpected shape/)
+  })
+
+  it('bpftool: a failing query throws; its JSON is checked; an empty cgroup has no attachments', async () => {
+    await expect(bpftool.progShowPinned(answer('', 255, 'Error: bpf obj get: Permission denied'), '/sys/fs/bpf/x')).rejects.toBeInstanceOf(SkfpError)
+    await expect(bpftool.progShowPinned(answer('{"id":"7"}'), '/sys/fs/bpf/x')).rejects.toThrow(/unexpected shape/)
+    await expect(bpftool.progShowPinned(answer('not json'), '/sys/fs/bpf/x')).rejects.toThrow(/printed no valid JSON/)
+    expect(await bpftool.progShowPinned(answer('{"id":7,"name":"skfp_sk_msg","type":"sk_msg"}'), '/p')).toMatchObject({id: 7})
+    expect(await bpftool.cgroupShow(answer(''), '/sys/fs/cgroup/x')).toEqual([])
+    await expect(bpftool.cgroupShow(answer('', 255, 'Error: can\'t open cgroup'), '/sys/fs/cgroup/x')).rejects.toBeInstanceOf(SkfpError)
+  })
+
+  it('ip: entries without the fields skfp reads are refused', async () => {
+    await expect(ip.links(answer('[{"name":"eth0"}]'))).rejects.toThrow(/ip -j link show printed JSON of an unexpected shape/)
+    expect(await ip.rules(answer('[{"priority":0,"table":"local"}]'), 4)).toEqual([{priority: 0, table: 'local'}])
+  })
+})
+
+describe('a record of an older skfp', () => {
+  const current: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/lab', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20, intercept: null}
+
+  it('settings it did not know take their defaults, so the same flags differ in nothing', () => {
+    const old = {instance: 'lab', cgroup: '/sys/fs/cgroup/lab', proxyMark: 255, fastpath: 'on' as const}
+    expect(diffSettings(old as UpSettings, current)).toEqual(['fastpathQueue: unset → 4194304', 'fastpathSpinUs: unset → 20', 'intercept: unset → null'])
+    expect(diffSettings(withDefaults(old), current)).toEqual([])
+  })
+
+  it('interception settings it did not know take theirs too; what it recorded wins', () => {
+    const old = {...current, intercept: {uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x77, table: 1487}}
+    expect(withDefaults(old as never).intercept).toEqual({...old.intercept, bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast'})
+  })
+})
+
+describe('the environment of programs skfp runs', () => {
+  it('is LC_ALL=C and the trusted PATH, nothing of the caller', async () => {
+    const {runProgram} = await import('../../src/lib/exec.js')
+    process.env.SKFP_TEST_LEAK = 'leaked'
+    const r = await runProgram(['/usr/bin/env'])
+    expect(r.stdout.split('\n').sort()).toEqual(['LC_ALL=C', 'PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin'])
+  })
+})
