@@ -1,5 +1,6 @@
 /** What every skfp command shares: --verbose, --json errors, one-line errors with fixed exit codes. */
 import {Command, Flags} from '@oclif/core'
+import chalk from 'chalk'
 import {SkfpError} from './errors.js'
 import {installSignalHandlers, interrupted, interruptedError} from './interrupt.js'
 import {ExecaRunner} from './exec.js'
@@ -15,6 +16,8 @@ export abstract class SkfpCommand extends Command {
 
   protected async init(): Promise<void> {
     installSignalHandlers()
+    // https://no-color.org: present and not empty turns colour off (chalk itself only reads FORCE_COLOR)
+    if (process.env.NO_COLOR) chalk.level = 0
     await super.init()
     this.verboseOn = this.argv.includes('--verbose')
   }

@@ -6,7 +6,8 @@ import type {InstanceStatus} from './status.js'
 
 const stateColor = {up: chalk.green, 'half-up': chalk.yellow, down: chalk.dim}
 
-export function renderStatus(s: InstanceStatus): string {
+/** rates: per-second increase of each counter since the last screen (status --watch). */
+export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, number>>): string {
   const lines = [`instance ${chalk.bold(s.instance)}: ${stateColor[s.state](s.state)}`]
   for (const p of s.problems) lines.push(`  ${chalk.yellow('!')} ${p} — run \`skfp down --instance ${s.instance}\``)
   if (s.state === 'down') return lines.join('\n')
@@ -23,7 +24,11 @@ export function renderStatus(s: InstanceStatus): string {
     lines.push(`  proxy      port ${i.proxy.port} on ${[i.proxy.addr4, i.proxy.addr6].filter(Boolean).join(' and ')}: listening v4 ${yes(i.proxy.listening.v4)} v6 ${yes(i.proxy.listening.v6)}; when down: ${i.proxyDown}`)
   }
   if (s.counters)
-    for (const [name, value] of Object.entries(s.counters)) if (value) lines.push(`  ${name.padEnd(24)} ${value.toLocaleString('en-US')}`)
+    for (const [name, value] of Object.entries(s.counters)) {
+      if (!value) continue
+      const rate = rates?.[name]
+      lines.push(`  ${name.padEnd(24)} ${value.toLocaleString('en-US')}${rate === undefined ? '' : `  (${Math.round(rate).toLocaleString('en-US')}/s)`}`)
+    }
   return lines.join('\n')
 }
 

@@ -1,7 +1,11 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
 import {CFG_FASTPATH, type Counters} from './config.js'
 import {hookKey} from './intercept.js'
-import {instanceState, missingIntercept, type InstanceState, type ObservedInstance} from './observe.js'
+import type {Runner} from './exec.js'
+import {interruptibleSleep, interrupted} from './interrupt.js'
+import {instanceState, listInstances, missingIntercept, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
+import {validateInstance} from './pins.js'
+import {renderStatus} from './render.js'
 import type {UpSettings} from './settings.js'
 
 /** The `skfp status --json` contract (one entry per instance). */
@@ -71,5 +75,36 @@ function interceptStatus(o: ObservedInstance): InstanceStatus['intercept'] {
     routes: {v4: fam(4, seen.routes), v6: fam(6, seen.routes)},
     proxy: {port: i.proxyPort, addr4: i.proxyAddr4, addr6: i.proxyAddr6, listening: {v4: fam(4, seen.listening), v6: fam(6, seen.listening)}},
     proxyDown: i.proxyDown,
+  }
+}
+
+/** The status of one instance, or of every instance. */
+export async function instanceStatuses(runner: Runner, which: {instance: string; all: boolean}): Promise<InstanceStatus[]> {
+  const names = which.all ? listInstances() : [validateInstance(which.instance)]
+  return Promise.all(names.map(async (n) => statusOf(await observeInstance(runner, n))))
+}
+
+/** Counter increase per second between two readings of the same instance. */
+export function counterRates(before: Counters | null, after: Counters | null, seconds: number): Partial<Counters> {
+  if (!before || !after || seconds <= 0) return {}
+  const rates: Partial<Counters> = {}
+  for (const k of Object.keys(after) as (keyof Counters)[]) rates[k] = Math.max(0, (after[k] - before[k]) / seconds)
+  return rates
+}
+
+/** `status --watch`: a screen every interval (with rates from the one before) until Ctrl-C or count. */
+export async function watchStatus(runner: Runner, opts: {instance: string; all: boolean; interval: number; count?: number}, show: (screen: string) => void): Promise<void> {
+  let previous = new Map<string, {counters: Counters | null; at: number}>()
+  for (let n = 0; !interrupted() && (opts.count === undefined || n < opts.count); n++) {
+    if (n > 0) await interruptibleSleep(opts.interval * 1000)
+    if (interrupted()) break
+    const at = Date.now()
+    const list = await instanceStatuses(runner, opts)
+    const screens = list.map((s) => {
+      const before = previous.get(s.instance)
+      return renderStatus(s, before ? counterRates(before.counters, s.counters, (at - before.at) / 1000) : undefined)
+    })
+    previous = new Map(list.map((s) => [s.instance, {counters: s.counters, at}]))
+    show(`${new Date(at).toISOString()}  every ${opts.interval} s, Ctrl-C to stop\n\n${screens.join('\n\n') || 'no instance is up'}`)
   }
 }

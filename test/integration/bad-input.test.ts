@@ -117,6 +117,15 @@ describe('bad input is refused cleanly, host unchanged', () => {
     })
   })
 
+  it('NO_COLOR turns colour off, even where FORCE_COLOR asks for it', async () => {
+    const coloured = await skfp(['status', '--instance', 'skfp-tt-nocolor'], {FORCE_COLOR: '3'})
+    expect(coloured.stdout).toContain('\u001b[')
+    const plain = await skfp(['status', '--instance', 'skfp-tt-nocolor'], {FORCE_COLOR: '3', NO_COLOR: '1'})
+    expect(plain.exitCode).toBe(0)
+    expect(plain.stdout).toContain('instance skfp-tt-nocolor: down')
+    expect(plain.stdout).not.toContain('\u001b[')
+  })
+
   it('not root: refused before anything changes', async () => {
     await withSandbox('nr', async (sb) => {
       const ns = await sb.addNetns('a')
