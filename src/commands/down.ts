@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 import {SkfpCommand} from '../lib/base-command.js'
 import {renderPlan} from '../lib/render.js'
-import {downInstances, type DownResult} from '../lib/lifecycle.js'
+import {downInstances, type DownResult} from '../lib/teardown.js'
 import {validateInstance} from '../lib/pins.js'
 
 export default class Down extends SkfpCommand {

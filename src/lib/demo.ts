@@ -4,7 +4,8 @@
  */
 import type {Runner} from './exec.js'
 import {iperf} from './iperf.js'
-import {downInstances, upInstance} from './lifecycle.js'
+import {upInstance} from './lifecycle.js'
+import {downInstances} from './teardown.js'
 import {observeInstance} from './observe.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
 import {sandboxSettings} from './settings.js'

@@ -11,15 +11,16 @@ import {programPath} from './build.js'
 import {decodeRecord, encodeRecord, KEY_ZERO, RECORD_SIZE} from './config.js'
 import type {Runner} from './exec.js'
 import {bootId} from './host.js'
-import {downInstances, upInstance} from './lifecycle.js'
-import {PIN_ROOT} from './pins.js'
+import {downInstances} from './teardown.js'
+import type {UpOptions, UpResult} from './lifecycle.js'
+import type {UpSettings} from './settings.js'
+import {VERDICT_PIN} from './pins.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
 import {throwIfInterrupted} from './interrupt.js'
 import {sandboxSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 
 export const DOCTOR_NAME = 'skfp-doctor'
-export const VERDICT_PIN = `${PIN_ROOT}/doctor-verdict`
 
 /** Each probe and the hazard its failure means for applications. */
 export const PROBES = {
@@ -80,13 +81,16 @@ async function runProbe(sb: Sandbox, nsA: string, nsB: string, name: ProbeName, 
   return {ok: !!a.ok && !!b.ok, detail: `${a.detail ?? a.error}; ${b.detail ?? b.error}`}
 }
 
-export async function runSelfTest(runner: Runner, log: (line: string) => void = () => {}): Promise<Verdict> {
+/** up is passed in: the self-test loads the datapath exactly as `up` does (and lifecycle runs the self-test). */
+export type UpFn = (settings: UpSettings, opts: UpOptions, runner: Runner) => Promise<UpResult>
+
+export async function runSelfTest(runner: Runner, up: UpFn, log: (line: string) => void = () => {}): Promise<Verdict> {
   await removeLeftovers(runner, DOCTOR_NAME)
   const sb = await Sandbox.create(runner, DOCTOR_NAME)
   try {
     const nsA = await sb.addNetns('a')
     const nsB = await sb.addNetns('b')
-    await upInstance(sandboxSettings(DOCTOR_NAME, sb.cgroup, nsA), {renderer: 'silent', log: () => {}}, runner)
+    await up(sandboxSettings(DOCTOR_NAME, sb.cgroup, nsA), {renderer: 'silent', log: () => {}}, runner)
     const probes: ProbeOutcome[] = []
     for (const name of Object.keys(PROBES) as ProbeName[]) {
       throwIfInterrupted()

@@ -1,13 +1,13 @@
 /** The services behind up and down: gather facts, decide, plan, run. Commands stay thin. */
-import {existsSync, mkdirSync, readdirSync, rmSync, rmdirSync} from 'node:fs'
-import {autoOffLine, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, VERDICT_PIN, type Verdict} from './doctor.js'
+import {existsSync, mkdirSync} from 'node:fs'
+import {autoOffLine, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, type Verdict} from './doctor.js'
 import {build, fastpathObject, interceptObject, isBuilt, objectDir, type BuildOptions} from './build.js'
 import {probeDatapath, type DatapathSupport} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
-import {instanceState, listInstances, observeInstance} from './observe.js'
+import {instanceState, observeInstance} from './observe.js'
 import {instancePins, PIN_ROOT} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
@@ -131,41 +131,9 @@ export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?
   if (!loads.fastpath) verdict = unloadableVerdict(`the fastpath cannot load (${noFastpathReason(loads)})`)
   else {
     opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
-    verdict = await runSelfTest(runner, opts.log)
+    verdict = await runSelfTest(runner, upInstance, opts.log)
   }
   mkdirSync(PIN_ROOT, {recursive: true, mode: 0o700})
   await storeVerdict(runner, verdict)
   return verdict
-}
-
-export interface DownResult {
-  instances: {instance: string; wasState: string; plan: PlanResult['preview']}[]
-  dryRun: boolean
-}
-
-export async function downInstances(which: {instance?: string; all?: boolean}, opts: RunPlanOptions = {}, runner: Runner = new ExecaRunner()): Promise<DownResult> {
-  requireRoot()
-  resolveTool('bpftool')
-  const names = which.all ? listInstances() : [which.instance ?? 'default']
-  const out: DownResult = {instances: [], dryRun: !!opts.dryRun}
-  for (const name of names) {
-    const observed = await observeInstance(runner, name)
-    const result = await runPlan(planDown(observed), new Executor(runner), {...opts, finishOnSignal: true})
-    out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
-  }
-  if (opts.dryRun) return out
-  // --all removes everything skfp pinned, the self-test verdict of this boot included
-  if (which.all && existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
-  // an up killed between creating the pin root and its instance directory leaves it empty
-  removePinRootIfEmpty()
-  return out
-}
-
-/** Another up may be creating its instance directory right now: then the root stays. */
-function removePinRootIfEmpty(): void {
-  try {
-    if (readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
-  } catch (error) {
-    if (!['ENOENT', 'ENOTEMPTY'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error
-  }
 }

@@ -3,6 +3,8 @@ import {usageError} from './errors.js'
 
 export const BPFFS = '/sys/fs/bpf'
 export const PIN_ROOT = `${BPFFS}/skfp`
+/** The kernel self-test's verdict of this boot (skfp doctor). */
+export const VERDICT_PIN = `${PIN_ROOT}/doctor-verdict`
 export const INSTANCE_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/
 
 export function validateInstance(name: string): string {

@@ -1,0 +1,40 @@
+/** `skfp down` as a service: observe each instance's pins, plan its removal, run it to the end. */
+import {existsSync, readdirSync, rmdirSync, rmSync} from 'node:fs'
+import {ExecaRunner, resolveTool, type Runner} from './exec.js'
+import {requireRoot} from './host.js'
+import {instanceState, listInstances, observeInstance} from './observe.js'
+import {PIN_ROOT, VERDICT_PIN} from './pins.js'
+import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
+import {planDown} from './down.js'
+
+export interface DownResult {
+  instances: {instance: string; wasState: string; plan: PlanResult['preview']}[]
+  dryRun: boolean
+}
+
+export async function downInstances(which: {instance?: string; all?: boolean}, opts: RunPlanOptions = {}, runner: Runner = new ExecaRunner()): Promise<DownResult> {
+  requireRoot()
+  resolveTool('bpftool')
+  const names = which.all ? listInstances() : [which.instance ?? 'default']
+  const out: DownResult = {instances: [], dryRun: !!opts.dryRun}
+  for (const name of names) {
+    const observed = await observeInstance(runner, name)
+    const result = await runPlan(planDown(observed), new Executor(runner), {...opts, finishOnSignal: true})
+    out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
+  }
+  if (opts.dryRun) return out
+  // --all removes everything skfp pinned, the self-test verdict of this boot included
+  if (which.all && existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
+  // an up killed between creating the pin root and its instance directory leaves it empty
+  removePinRootIfEmpty()
+  return out
+}
+
+/** Another up may be creating its instance directory right now: then the root stays. */
+function removePinRootIfEmpty(): void {
+  try {
+    if (readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
+  } catch (error) {
+    if (!['ENOENT', 'ENOTEMPTY'].includes((error as NodeJS.ErrnoException).code ?? '')) throw error
+  }
+}
