@@ -8,7 +8,7 @@ import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
 import {instanceState, observeInstance} from './observe.js'
-import {instancePins, PIN_ROOT} from './pins.js'
+import {BPFFS, instancePins, PIN_ROOT} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
 import type {UpSettings} from './settings.js'
@@ -133,6 +133,9 @@ export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?
     opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
     verdict = await runSelfTest(runner, upInstance, opts.log)
   }
+  // the verdict is a pin: bpffs first (as up mounts it; it stays mounted). Without it the pin root
+  // would be a directory in sysfs, where mkdir never succeeds
+  if (!bpffsMounted()) await runner.run({tool: 'mount', args: ['-t', 'bpf', 'bpf', BPFFS]})
   mkdirSync(PIN_ROOT, {recursive: true, mode: 0o700})
   await storeVerdict(runner, verdict)
   return verdict
