@@ -37,6 +37,14 @@ describe('tool observations', () => {
     await expect(bpftool.cgroupShow(answer('', 255, 'Error: can\'t open cgroup'), '/sys/fs/cgroup/x')).rejects.toBeInstanceOf(SkfpError)
   })
 
+  it('bpftool: per-CPU counters from a BTF-formatted dump and from a raw one (a map without BTF, 5.10)', async () => {
+    const formatted = '[{"key":[],"values":[],"formatted":{"key":2,"values":[{"cpu":0,"value":3},{"cpu":1,"value":4}]}}]'
+    expect((await bpftool.perCpuSums(answer(formatted), '/m'))[2]).toBe(7n)
+    const raw = '[{"key":["0x02","0x00","0x00","0x00"],"values":[{"cpu":0,"value":["0x01","0x01","0x00","0x00","0x00","0x00","0x00","0x00"]},{"cpu":1,"value":["0xff","0x00","0x00","0x00","0x00","0x00","0x00","0x01"]}]}]'
+    expect((await bpftool.perCpuSums(answer(raw), '/m'))[2]).toBe(257n + 255n + (1n << 56n))
+    await expect(bpftool.perCpuSums(answer('[{"key":2}]'), '/m')).rejects.toThrow(/unexpected shape/)
+  })
+
   it('ip: entries without the fields skfp reads are refused', async () => {
     await expect(ip.links(answer('[{"name":"eth0"}]'))).rejects.toThrow(/ip -j link show printed JSON of an unexpected shape/)
     expect(await ip.rules(answer('[{"priority":0,"table":"local"}]'), 4)).toEqual([{priority: 0, table: 'local'}])

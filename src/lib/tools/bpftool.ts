@@ -60,14 +60,27 @@ export async function mapLookup(runner: Runner, mapPin: string, key: Uint8Array)
 
 export interface PerCpuEntry {
   key: number
-  values: {cpu: number; value: number}[]
+  values: {cpu: number; value: number | bigint}[]
 }
 
-/** Sums of a per-CPU array of __u64, indexed by key (from the BTF-formatted dump). */
+/** Sums of a per-CPU array of __u64, indexed by key. bpftool prints each entry BTF-formatted, or,
+ * where the kernel took the object without its BTF (5.10 refuses an empty DATASEC), as raw
+ * little-endian hex bytes: both are read. */
 export async function perCpuSums(runner: Runner, mapPin: string): Promise<bigint[]> {
-  const isEntry = (e: unknown) => isObject(e) && isObject(e.formatted) && typeof e.formatted.key === 'number' && arrayOf(hasFields({cpu: 'number', value: 'number'}))(e.formatted.values)
-  const dump = await json<{formatted: PerCpuEntry}[]>(runner, ['map', 'dump', 'pinned', mapPin], arrayOf(isEntry), [])
-  return sumPerCpu(dump.map((e) => e.formatted))
+  const isFormatted = (e: Record<string, unknown>) =>
+    isObject(e.formatted) && typeof e.formatted.key === 'number' && arrayOf(hasFields({cpu: 'number', value: 'number'}))(e.formatted.values)
+  const isHex = arrayOf((x) => typeof x === 'string')
+  const isRaw = (e: Record<string, unknown>) => isHex(e.key) && arrayOf((v) => isObject(v) && typeof v.cpu === 'number' && isHex(v.value))(e.values)
+  const dump = await json<Record<string, unknown>[]>(runner, ['map', 'dump', 'pinned', mapPin], arrayOf((e) => isObject(e) && (isFormatted(e) || isRaw(e))), [])
+  return sumPerCpu(dump.map(perCpuEntry))
+}
+
+const littleEndian = (hex: string[]): bigint => parseHexBytes(hex).reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n)
+
+function perCpuEntry(e: Record<string, unknown>): PerCpuEntry {
+  if (e.formatted) return e.formatted as PerCpuEntry
+  const values = e.values as {cpu: number; value: string[]}[]
+  return {key: Number(littleEndian(e.key as string[])), values: values.map((v) => ({cpu: v.cpu, value: littleEndian(v.value)}))}
 }
 
 export function sumPerCpu(entries: PerCpuEntry[]): bigint[] {
