@@ -83,6 +83,9 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
   }
 }
 
+/** Each variant the kernel refused, with why, in one line. */
+export const refusals = (support: DatapathSupport): string => support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')
+
 /** `map name NAME pinned PATH` pairs for bpftool: the intercept object's maps under mapDir. */
 export const sharedMaps = (mapDir: string): Record<string, string> => Object.fromEntries(SHARED_MAPS.map((m) => [m, join(mapDir, m)]))
 
@@ -142,8 +145,8 @@ export interface KernelReport {
 }
 
 export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/btf/vmlinux'): KernelReport {
-  const has = kernelBtfHas(['bpf_rdonly_cast', 'bpf_cast_to_kern_ctx', 'msg_tot_len'], btfPath)
-  const btf = Object.values(kernelBtfHas(['sock'], btfPath))[0]
+  const has = kernelBtfHas(['sock', 'bpf_rdonly_cast', 'bpf_cast_to_kern_ctx', 'msg_tot_len'], btfPath)
+  const btf = has.sock
   const fp = support.fastpath
   const features: KernelFeature[] = [
     {name: 'kernel BTF', status: btf ? 'available' : 'missing', detail: btf ? 'CO-RE: every object is relocated against this kernel' : 'no object loads: a kernel built with CONFIG_DEBUG_INFO_BTF=y is needed'},
@@ -168,8 +171,8 @@ export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/bt
       name: 'fastpath object (sock_ops, sk_msg, sockhash, socket storage, bpf_loop)',
       status: fp ? (fp === FASTPATH_VARIANTS[0].name ? 'available' : 'fallback') : 'missing',
       detail: fp
-        ? `variant ${fp} loads${support.refused.length ? ` (${support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')})` : ''}`
-        : `no variant loads: ${support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')}`,
+        ? `variant ${fp} loads${support.refused.length ? ` (${refusals(support)})` : ''}`
+        : `no variant loads: ${refusals(support)}`,
     },
   ]
   return {

@@ -2,7 +2,7 @@
 import {existsSync, mkdirSync} from 'node:fs'
 import {autoOffLine, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, type Verdict} from './doctor.js'
 import {build, fastpathObject, interceptObject, isBuilt, objectDir, type BuildOptions} from './build.js'
-import {probeDatapath, type DatapathSupport} from './datapath.js'
+import {probeDatapath, refusals, type DatapathSupport} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
@@ -93,11 +93,6 @@ function loadRefused(support: DatapathSupport, what: string, r: DatapathSupport[
   return environmentError(`${what} on kernel ${support.kernel}: ${r.reason}`, hint, {argv: ['bpftool', 'prog', 'loadall', r.object], stderrTail: r.log.split('\n').slice(-40).join('\n')})
 }
 
-/** The line `up` prints (auto) or the error it raises (on) when this kernel takes no fastpath. */
-export function noFastpathReason(support: DatapathSupport): string {
-  return support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')
-}
-
 /** on/off as given; auto follows the kernel self-test's verdict (run now if this boot has none). */
 async function resolveFastpath(settings: UpSettings, support: DatapathSupport, runner: Runner, opts: UpOptions): Promise<boolean> {
   if (settings.fastpath === 'off') return false
@@ -105,7 +100,7 @@ async function resolveFastpath(settings: UpSettings, support: DatapathSupport, r
     const last = support.refused[support.refused.length - 1]
     if (settings.fastpath === 'on')
       throw loadRefused(support, 'the fastpath cannot load', last, 'interception works without it: use --fastpath off (or auto); `skfp doctor` lists what this kernel lacks')
-    ;(opts.log ?? warn)(`fastpath off: it cannot load on kernel ${support.kernel} (${noFastpathReason(support)}); interception works without it`)
+    ;(opts.log ?? warn)(`fastpath off: it cannot load on kernel ${support.kernel} (${refusals(support)}); interception works without it`)
     return false
   }
   if (settings.fastpath === 'on') return true
@@ -128,7 +123,7 @@ export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?
   if (existing) return existing
   const loads = support ?? (await datapathSupport(runner))
   let verdict: Verdict
-  if (!loads.fastpath) verdict = unloadableVerdict(`the fastpath cannot load (${noFastpathReason(loads)})`)
+  if (!loads.fastpath) verdict = unloadableVerdict(`the fastpath cannot load (${refusals(loads)})`)
   else {
     opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
     verdict = await runSelfTest(runner, upInstance, opts.log)
