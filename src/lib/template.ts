@@ -4,13 +4,16 @@
  */
 import {readFileSync} from 'node:fs'
 import {isAbsolute, join, posix, resolve} from 'node:path'
+import {Flags} from '@oclif/core'
 import {PROJECT_ROOT} from './build.js'
-import {usageError} from './errors.js'
+import {SkfpError, usageError} from './errors.js'
+import {parseAddress, parseCidr} from './net.js'
 import {parseUpFlags, type InterceptSettings, type RawUpFlags} from './settings.js'
 
+/** Proxies that take up's flags alone. Their files hold the inbounds with UDP on. */
 export const TEMPLATES = {v2ray: 'v2ray.json', xray: 'xray.json', mihomo: 'mihomo.yaml', 'sing-box': 'sing-box.json'} as const
 export type TemplateName = keyof typeof TEMPLATES
-export const TEMPLATE_NAMES = [...Object.keys(TEMPLATES), 'systemd', 'daemonset']
+export const TEMPLATE_NAMES = [...Object.keys(TEMPLATES), 'ss-redir', 'systemd', 'daemonset']
 
 export interface TemplateResult {
   template: string
@@ -19,25 +22,126 @@ export interface TemplateResult {
 
 const readTemplate = (file: string) => readFileSync(join(PROJECT_ROOT, 'templates', file), 'utf8')
 
+/**
+ * A template with its {{placeholders}} filled in. Each value is escaped as inside a JSON string,
+ * which is also right inside a YAML double-quoted one, and changes no number or address.
+ */
+function fill(file: string, values: Record<string, string | number | boolean>): string {
+  return readTemplate(file).replace(/\{\{(\w+)\}\}/g, (_, key: string) => {
+    if (!(key in values)) throw new SkfpError('bug', `templates/${file} has an unknown placeholder {{${key}}}`, 'report this')
+    return JSON.stringify(String(values[key])).slice(1, -1)
+  })
+}
+
+const json = (config: unknown) => `${JSON.stringify(config, null, 2)}\n`
+
+interface Inbound {
+  tag: string
+  network?: string
+  settings?: {network: string}
+}
+
+const dokodemoTcpOnly = (ib: Inbound) => (ib.settings!.network = 'tcp')
+/** How each JSON template's inbound takes TCP alone (--no-udp). */
+const TCP_ONLY: Record<Exclude<TemplateName, 'mihomo'>, (ib: Inbound) => void> = {
+  v2ray: dokodemoTcpOnly,
+  xray: dokodemoTcpOnly,
+  'sing-box': (ib) => (ib.network = 'tcp'), // no network: both
+}
+
+/**
+ * A proxy's snippet: a tproxy listener per family the proxy listens on, TCP and (with --udp, the
+ * default) UDP on the same port, and the mark on its own sockets. --lan needs nothing here: none
+ * of these listeners looks at the client's address (mihomo's allow-lan only moves its port
+ * listeners off 127.0.0.1, and the snippet has none).
+ */
 export function renderTemplate(name: TemplateName, i: InterceptSettings, proxyMark: number): string {
-  const file = TEMPLATES[name]
-  const text = readTemplate(file)
-    .replaceAll('{{proxyPort}}', String(i.proxyPort))
-    .replaceAll('{{proxyMark}}', String(proxyMark))
-    .replaceAll('{{proxyAddr4}}', i.proxyAddr4 ?? '')
-    .replaceAll('{{proxyAddr6}}', i.proxyAddr6 ?? '')
-  if (file.endsWith('.json')) {
-    // an inbound per family the proxy listens on
-    const config = JSON.parse(text) as {inbounds: {tag: string}[]}
-    config.inbounds = config.inbounds.filter((ib) => (ib.tag.endsWith('-v4') ? i.proxyAddr4 : i.proxyAddr6))
-    return `${JSON.stringify(config, null, 2)}\n`
-  }
-  // mihomo: tproxy-port is the IPv4 listener; the listeners: block is the IPv6 one
-  return i.proxyAddr6 ? text : text.replace(/^listeners:\n(?:\s+.*\n)+/m, '')
+  const text = fill(TEMPLATES[name], {proxyPort: i.proxyPort, proxyMark, proxyAddr4: i.proxyAddr4 ?? '', proxyAddr6: i.proxyAddr6 ?? '', udp: i.udp})
+  // a listener per family the proxy listens on: skfp-tproxy-v4, skfp-tproxy-v6
+  const listens = (tag: string) => (tag.endsWith('-v4') ? i.proxyAddr4 : i.proxyAddr6)
+  if (name === 'mihomo') return text.replace(/^ {2}- name: (skfp-tproxy-v[46])\n(?: {4}.*\n)+/gm, (entry, tag: string) => (listens(tag) ? entry : ''))
+  const config = JSON.parse(text) as {inbounds: Inbound[]}
+  config.inbounds = config.inbounds.filter((ib) => listens(ib.tag))
+  if (!i.udp) config.inbounds.forEach(TCP_ONLY[name])
+  return json(config)
+}
+
+// ---- ss-redir (shadowsocks-libev)
+
+/** The template's own flags for ss-redir: the ss-server it relays to. */
+export const SS_REDIR_FLAGS = {
+  'ss-server': Flags.string({description: "ss-redir: the ss-server's IP:PORT ([IPv6]:PORT); it must be in a --bypass range, here and for skfp up.", helpGroup: 'TEMPLATE'}),
+  'ss-password': Flags.string({description: "ss-redir: the server's password (written into the file: keep it private).", helpGroup: 'TEMPLATE'}),
+  'ss-method': Flags.string({description: "ss-redir: the server's cipher (default chacha20-ietf-poly1305, as ss-redir's).", helpGroup: 'TEMPLATE'}),
+}
+
+/** `ss-redir --help` (shadowsocks-libev 3.3.5): the AEAD ciphers first, then the stream ones. */
+const SS_METHODS = [
+  'chacha20-ietf-poly1305', 'xchacha20-ietf-poly1305', 'aes-128-gcm', 'aes-192-gcm', 'aes-256-gcm',
+  'rc4-md5', 'aes-128-cfb', 'aes-192-cfb', 'aes-256-cfb', 'aes-128-ctr', 'aes-192-ctr', 'aes-256-ctr',
+  'camellia-128-cfb', 'camellia-192-cfb', 'camellia-256-cfb', 'bf-cfb', 'salsa20', 'chacha20', 'chacha20-ietf',
+]
+
+export interface SsServer {
+  address: string
+  port: number
+  password: string
+  method: string
+}
+
+/**
+ * ss-redir's inputs, checked against up's settings: one listening address (ss-redir binds one),
+ * and a server skfp lets out untouched (ss-redir has no SO_MARK, so only --bypass keeps its own
+ * connections to the server from being handed back to it).
+ */
+export function parseSsServer(flags: TemplateFlags, i: InterceptSettings): SsServer {
+  const text = flags['ss-server']
+  if (text === undefined) throw usageError('skfp template ss-redir needs --ss-server', "give the ss-server's IP address and port, e.g. --ss-server 203.0.113.9:8388")
+  const [, bracketed, plain, portText] = /^(?:\[([^\]]+)\]|([^:]+)):(\d{1,5})$/.exec(text) ?? []
+  const address = bracketed ?? plain
+  const family = address === undefined ? undefined : parseAddress(address)?.family
+  const port = Number(portText)
+  if (!family || (bracketed !== undefined) !== (family === 6) || port < 1 || port > 65535)
+    throw usageError(`--ss-server ${JSON.stringify(text)} is not IP:PORT`, "give the server's IP address and port, e.g. 203.0.113.9:8388 or [2001:db8::9]:8388 (not a name: --bypass needs its address)")
+  if (!flags['ss-password']) throw usageError('skfp template ss-redir needs --ss-password', "give the ss-server's password (it is written into the file: keep the file private)")
+  const method = flags['ss-method'] ?? SS_METHODS[0]
+  if (!SS_METHODS.includes(method))
+    throw usageError(`--ss-method ${JSON.stringify(method)} is not a cipher of ss-redir`, `give the server's: ${SS_METHODS.slice(0, 5).join(', ')}, or an older one from ss-redir --help`)
+  if (i.proxyAddr4 && i.proxyAddr6)
+    throw usageError('ss-redir listens on one address and --proxy-addr gives two (127.0.0.1 and ::1 when not given)', 'give --proxy-addr once; for the other family run a second ss-redir from skfp template ss-redir --proxy-addr ::1, and give skfp up both')
+  // the server's address with each range's prefix: in the range when that gives the range
+  if (!i.bypass.some((c) => c.includes(':') === (family === 6) && parseCidr(`${address}/${c.split('/')[1]}`).text === c))
+    throw usageError(`--ss-server ${address} is in no --bypass range`, `ss-redir marks none of its sockets, so skfp would hand its connections to the server back to it: add --bypass ${parseCidr(address).text} here and to skfp up`)
+  return {address, port, password: flags['ss-password'], method}
+}
+
+/** ss-redir's config file: its tproxy listener (TCP, and UDP unless --no-udp) and its server. */
+export function renderSsRedir(i: InterceptSettings, server: SsServer): string {
+  const config = JSON.parse(
+    fill('ss-redir.json', {
+      proxyAddr: (i.proxyAddr4 ?? i.proxyAddr6)!,
+      proxyPort: i.proxyPort,
+      ssAddress: server.address,
+      ssPort: server.port,
+      ssPassword: server.password,
+      ssMethod: server.method,
+      ssBypass: parseCidr(server.address).text,
+    }),
+  ) as {mode: string}
+  if (!i.udp) config.mode = 'tcp_only'
+  return json(config)
 }
 
 /** What `skfp template` is given: up's flags (dry-run aside) and the templates' own. */
-export type TemplateFlags = Omit<RawUpFlags, 'cgroup'> & {cgroup?: string; after?: string[]; skfp?: string; image?: string}
+export type TemplateFlags = Omit<RawUpFlags, 'cgroup'> & {
+  cgroup?: string
+  after?: string[]
+  skfp?: string
+  image?: string
+  'ss-server'?: string
+  'ss-password'?: string
+  'ss-method'?: string
+}
 
 /** An oclif flag definition, as much of it as turning values back into argv needs. */
 export interface FlagDef {
@@ -47,7 +151,14 @@ export interface FlagDef {
 }
 
 /** The templates' own flags, and which templates take them. */
-const OWN_FLAGS = {after: ['systemd'], skfp: ['systemd', 'daemonset'], image: ['daemonset']} as const
+const OWN_FLAGS = {
+  after: ['systemd'],
+  skfp: ['systemd', 'daemonset'],
+  image: ['daemonset'],
+  'ss-server': ['ss-redir'],
+  'ss-password': ['ss-redir'],
+  'ss-method': ['ss-redir'],
+} as const
 
 export function renderNamedTemplate(name: string, flags: TemplateFlags, upFlags: Record<string, FlagDef>): string {
   if (!TEMPLATE_NAMES.includes(name)) throw usageError(`no template for ${JSON.stringify(name)}`, `use one of ${TEMPLATE_NAMES.join(', ')}`)
@@ -58,7 +169,9 @@ export function renderNamedTemplate(name: string, flags: TemplateFlags, upFlags:
   if (name === 'daemonset') return daemonSetTemplate(flags, upFlags)
   if (flags['proxy-port'] === undefined) throw usageError(`skfp template ${name} needs --proxy-port`, "give the port of the proxy's transparent listener, as for skfp up")
   const settings = parseUpFlags({...flags, cgroup: ''})
-  return renderTemplate(name as TemplateName, settings.intercept!, settings.proxyMark)
+  const i = settings.intercept!
+  if (name === 'ss-redir') return renderSsRedir(i, parseSsServer(flags, i))
+  return renderTemplate(name as TemplateName, i, settings.proxyMark)
 }
 
 /** `skfp up`'s arguments for these values: the instance, then each flag that is not at its default. */
