@@ -14,6 +14,7 @@
 #define SKFP_CFG_BYPASS_PRIVATE  (1u << 2) /* RFC1918/ULA destinations go direct */
 #define SKFP_CFG_HAS_PROXY_V4    (1u << 3) /* proxy_addr4 is set */
 #define SKFP_CFG_HAS_PROXY_V6    (1u << 4) /* proxy_addr6 is set */
+#define SKFP_CFG_UDP             (1u << 5) /* UDP is intercepted too */
 
 /* skfp_config.proxy_down: what intercepted traffic gets with no proxy listener */
 #define SKFP_PROXY_DOWN_FAIL_FAST   0 /* reset / ICMP error at once */
@@ -57,6 +58,13 @@ enum skfp_counter {
 	SKFP_CNT_SPIN_RELEASED,      /* sk_msg: the reader's socket was busy; released while the sender waited */
 	SKFP_CNT_SPIN_EXPIRED,       /* sk_msg: still busy after fastpath_spin_ns: the sender sleeps on it */
 	SKFP_CNT_TC_FORWARDED,       /* uplink egress: forwarded by the host (no local socket), passed untouched */
+	SKFP_CNT_UDP_SEEN,           /* uplink egress: UDP datagrams of local sockets looked at */
+	SKFP_CNT_UDP_BYPASSED,       /* uplink egress: UDP bypassed (mark, CIDR, port) */
+	SKFP_CNT_UDP_ANSWERS,        /* uplink egress: UDP answering a datagram that came in: direct */
+	SKFP_CNT_UDP_REDIRECTED,     /* uplink egress: UDP redirected to lo */
+	SKFP_CNT_UDP_ASSIGNED,       /* lo ingress: UDP assigned to the proxy's socket */
+	SKFP_CNT_UDP_NO_PROXY,       /* UDP with no proxy socket: --proxy-down decided */
+	SKFP_CNT_UDP_FRAGMENTS,      /* UDP fragments to intercepted destinations: dropped */
 	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
 };
 

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Transparent-proxy interception with tc, what iptables TPROXY does without
  * netfilter:
- *  - skfp_tc_egress (clsact egress of each uplink): TCP that should reach the
- *    proxy gets skb->mark = fwmark and is turned around into lo's ingress;
+ *  - skfp_tc_egress (clsact egress of each uplink): TCP and UDP that should
+ *    reach the proxy get skb->mark = fwmark and are turned around into lo's
+ *    ingress;
  *  - skfp_tc_lo_ingress (clsact ingress of lo): hands those packets to the
- *    proxy's socket with bpf_sk_assign.
+ *    proxy's socket with bpf_sk_assign;
+ *  - skfp_tc_uplink_ingress (clsact ingress of each uplink, with UDP): notes
+ *    the UDP flows that came in to a local socket, so that the host's own UDP
+ *    servers answer their clients directly.
  * Policy routing delivers the marked packets locally although their
  * destination is remote: `ip rule add fwmark FWMARK lookup T` +
  * `ip route add local default dev lo table T` (and -6), lo accept_local=1.
@@ -21,6 +25,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/tcp.h>
+#include <linux/udp.h>
 #include "maps.h"
 
 #define SKFP_TCP_SYN 0x02
@@ -75,12 +80,16 @@ struct {
 	__type(value, __u8);
 } skfp_bypass_ports SEC(".maps");
 
-/* What the programs need of one TCP packet. */
+/* What the programs need of one TCP or UDP packet. */
 struct skfp_pkt {
 	struct bpf_sock_tuple tuple; /* network order, as the lookup helpers take it */
 	__u32 family;                /* 4 or 6 */
-	__u32 seq;                   /* host order */
+	__u32 seq;                   /* TCP: host order */
+	__u32 l4_off;                /* offset of the TCP/UDP header (0 in a fragment) */
+	__u8 proto;                  /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 flags;                  /* TCP flags byte (SKFP_TCP_*) */
+	__u8 frag;                   /* UDP: a fragment (first or later): ports left 0 */
+	__u8 _pad;
 };
 
 static __always_inline int skfp_pkt_is_syn(const struct skfp_pkt *p)
@@ -88,51 +97,116 @@ static __always_inline int skfp_pkt_is_syn(const struct skfp_pkt *p)
 	return (p->flags & (SKFP_TCP_SYN | SKFP_TCP_ACK | SKFP_TCP_RST)) == SKFP_TCP_SYN;
 }
 
-/* Parses Ethernet + IPv4/IPv6 (no extension headers) + TCP. Returns 0, or -1
- * for anything else, which the callers let through untouched. */
+/* IPv6 extension headers walked before giving up on a packet. */
+#define SKFP_IPV6_EXT_MAX 4
+
+/* The IPv6 header chain up to TCP or UDP: hop-by-hop, routing and
+ * destination options are skipped; a fragment header ends the walk (what
+ * follows it may be payload). Returns the protocol, or -1. */
+static __always_inline int skfp_ipv6_walk(struct __sk_buff *skb, __u8 nexthdr, __u32 *off, __u8 *frag)
+{
+	__u8 h[2];
+
+#pragma unroll
+	for (int i = 0; i < SKFP_IPV6_EXT_MAX; i++) {
+		switch (nexthdr) {
+		case IPPROTO_TCP:
+		case IPPROTO_UDP:
+			return nexthdr;
+		case IPPROTO_FRAGMENT:
+			if (bpf_skb_load_bytes(skb, *off, h, 1))
+				return -1;
+			*frag = 1;
+			return h[0];
+		case IPPROTO_HOPOPTS:
+		case IPPROTO_ROUTING:
+		case IPPROTO_DSTOPTS:
+			if (bpf_skb_load_bytes(skb, *off, h, 2))
+				return -1;
+			nexthdr = h[0];
+			*off += (h[1] + 1) * 8;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP ? nexthdr : -1;
+}
+
+/* Parses Ethernet + IPv4/IPv6 (extension headers walked) + TCP or UDP.
+ * Returns 0, or -1 for anything else, which the callers let through
+ * untouched. A TCP fragment is "anything else" (TCP segments to fit the
+ * path); a UDP fragment parses with frag set and no ports. */
 static __always_inline int skfp_parse(struct __sk_buff *skb, struct skfp_pkt *p)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct tcphdr *th;
+	__u32 off;
+	int proto;
 
 	if ((void *)(eth + 1) > end)
 		return -1;
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = (void *)(eth + 1);
 
-		if ((void *)(ip + 1) > end || ip->protocol != IPPROTO_TCP || ip->ihl < 5)
+		if ((void *)(ip + 1) > end || ip->ihl < 5)
 			return -1;
-		/* Fragments carry no (or no whole) TCP header. */
-		if (ip->frag_off & bpf_htons(0x3fff))
-			return -1;
-		th = (void *)ip + ip->ihl * 4;
-		if ((void *)(th + 1) > end)
+		proto = ip->protocol;
+		if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 			return -1;
 		p->family = 4;
 		p->tuple.ipv4.saddr = ip->saddr;
 		p->tuple.ipv4.daddr = ip->daddr;
-		p->tuple.ipv4.sport = th->source;
-		p->tuple.ipv4.dport = th->dest;
+		off = sizeof(*eth) + ip->ihl * 4;
+		if (ip->frag_off & bpf_htons(0x3fff))
+			p->frag = 1;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 
-		if ((void *)(ip6 + 1) > end || ip6->nexthdr != IPPROTO_TCP)
-			return -1;
-		th = (void *)(ip6 + 1);
-		if ((void *)(th + 1) > end)
+		if ((void *)(ip6 + 1) > end)
 			return -1;
 		p->family = 6;
 		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
-		p->tuple.ipv6.sport = th->source;
-		p->tuple.ipv6.dport = th->dest;
+		off = sizeof(*eth) + sizeof(*ip6);
+		proto = skfp_ipv6_walk(skb, ip6->nexthdr, &off, &p->frag);
+		if (proto < 0)
+			return -1;
 	} else {
 		return -1;
 	}
-	p->flags = ((__u8 *)th)[13];
-	p->seq = bpf_ntohl(th->seq);
+	p->proto = proto;
+	if (p->frag)
+		return proto == IPPROTO_UDP ? 0 : -1;
+	p->l4_off = off;
+	if (proto == IPPROTO_TCP) {
+		struct tcphdr th;
+
+		if (bpf_skb_load_bytes(skb, off, &th, sizeof(th)))
+			return -1;
+		p->flags = ((__u8 *)&th)[13];
+		p->seq = bpf_ntohl(th.seq);
+		if (p->family == 4) {
+			p->tuple.ipv4.sport = th.source;
+			p->tuple.ipv4.dport = th.dest;
+		} else {
+			p->tuple.ipv6.sport = th.source;
+			p->tuple.ipv6.dport = th.dest;
+		}
+	} else {
+		struct udphdr uh;
+
+		if (bpf_skb_load_bytes(skb, off, &uh, sizeof(uh)))
+			return -1;
+		if (p->family == 4) {
+			p->tuple.ipv4.sport = uh.source;
+			p->tuple.ipv4.dport = uh.dest;
+		} else {
+			p->tuple.ipv6.sport = uh.source;
+			p->tuple.ipv6.dport = uh.dest;
+		}
+	}
 	return 0;
 }
 
@@ -207,8 +281,16 @@ static __always_inline struct bpf_sock *skfp_lookup_conn(struct __sk_buff *skb, 
 	return sk;
 }
 
-/* The proxy's listener for the packet's family, or NULL. The packet's own
- * source goes into the lookup so SO_REUSEPORT groups spread as usual. */
+static __always_inline struct bpf_sock *skfp_udp_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 family)
+{
+	if (family == 4)
+		return bpf_sk_lookup_udp(skb, t, sizeof(t->ipv4), BPF_F_CURRENT_NETNS, 0);
+	return bpf_sk_lookup_udp(skb, t, sizeof(t->ipv6), BPF_F_CURRENT_NETNS, 0);
+}
+
+/* The proxy's socket for the packet's family and protocol, or NULL: its TCP
+ * listener, or its UDP socket (not connected). The packet's own source goes
+ * into the lookup so SO_REUSEPORT groups spread as usual. */
 static __always_inline struct bpf_sock *skfp_lookup_proxy(struct __sk_buff *skb, const struct skfp_config *cfg,
 							  const struct skfp_pkt *p)
 {
@@ -229,6 +311,14 @@ static __always_inline struct bpf_sock *skfp_lookup_proxy(struct __sk_buff *skb,
 		t.ipv6.sport = p->tuple.ipv6.sport;
 		__builtin_memcpy(t.ipv6.daddr, cfg->proxy_addr6, 16);
 		t.ipv6.dport = bpf_htons(cfg->proxy_port);
+	}
+	if (p->proto == IPPROTO_UDP) {
+		sk = skfp_udp_lookup(skb, &t, p->family);
+		if (sk && sk->state == BPF_TCP_ESTABLISHED) {
+			bpf_sk_release(sk);
+			return NULL;
+		}
+		return sk;
 	}
 	sk = skfp_skc_lookup(skb, &t, p->family);
 	if (sk && sk->state != BPF_TCP_LISTEN) {
@@ -375,6 +465,236 @@ static __always_inline int skfp_proxy_down(struct __sk_buff *skb, const struct s
 	}
 }
 
+/* UDP. A datagram has no SYN to decide by: each one to an intercepted
+ * destination goes to the proxy's UDP socket, with two exceptions. A
+ * datagram that answers one which came in to a local socket (the host's own
+ * DNS, WireGuard or game server replying) goes direct: skfp_tc_uplink_ingress
+ * notes such flows, as conntrack would, for SKFP_UDP_ANSWER_NS after the
+ * last datagram in. And a fragment cannot be handed over (tc sees the
+ * pieces the IP layer cut, the proxy needs whole datagrams): fragments to
+ * destinations that are not bypassed by address are dropped and counted,
+ * never let out, in every --proxy-down mode. --bypass-port cannot apply to
+ * them (later fragments carry no ports). */
+#define SKFP_UDP_ANSWER_NS (120ull * 1000000000ull)
+#define SKFP_UDP_NOTE_NS (1000000000ull) /* a flow's note is refreshed at most once a second */
+
+/* A UDP flow seen from the local socket. 40 bytes. */
+struct skfp_udp_flow {
+	__u32 local_ip[4];
+	__u32 remote_ip[4];
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 family;
+};
+
+/* UDP flows that came in to a local socket: when the last datagram did. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct skfp_udp_flow);
+	__type(value, __u64);
+} skfp_udp_inbound SEC(".maps");
+
+/* local/remote: the packet's source/destination (egress) or the reverse (ingress). */
+static __always_inline void skfp_udp_flow_of(struct skfp_udp_flow *f, const struct skfp_pkt *p, int ingress)
+{
+	if (p->family == 4) {
+		f->local_ip[0] = ingress ? p->tuple.ipv4.daddr : p->tuple.ipv4.saddr;
+		f->remote_ip[0] = ingress ? p->tuple.ipv4.saddr : p->tuple.ipv4.daddr;
+		f->local_port = ingress ? p->tuple.ipv4.dport : p->tuple.ipv4.sport;
+		f->remote_port = ingress ? p->tuple.ipv4.sport : p->tuple.ipv4.dport;
+	} else {
+		__builtin_memcpy(f->local_ip, ingress ? p->tuple.ipv6.daddr : p->tuple.ipv6.saddr, 16);
+		__builtin_memcpy(f->remote_ip, ingress ? p->tuple.ipv6.saddr : p->tuple.ipv6.daddr, 16);
+		f->local_port = ingress ? p->tuple.ipv6.dport : p->tuple.ipv6.sport;
+		f->remote_port = ingress ? p->tuple.ipv6.sport : p->tuple.ipv6.dport;
+	}
+	f->family = p->family;
+}
+
+static __always_inline int skfp_udp_answers(const struct skfp_pkt *p)
+{
+	struct skfp_udp_flow f = {};
+	__u64 *seen;
+
+	skfp_udp_flow_of(&f, p, 0);
+	seen = bpf_map_lookup_elem(&skfp_udp_inbound, &f);
+	return seen && bpf_ktime_get_ns() - *seen < SKFP_UDP_ANSWER_NS;
+}
+
+/* A connected UDP socket bound to the packet's destination (TPROXY's
+ * "established" UDP lookup): a proxy that answers from such a socket gets the
+ * flow's next datagrams on it. */
+static __always_inline struct bpf_sock *skfp_udp_lookup_conn(struct __sk_buff *skb, struct skfp_pkt *p)
+{
+	struct bpf_sock *sk = skfp_udp_lookup(skb, &p->tuple, p->family);
+	int bound;
+
+	if (!sk)
+		return NULL;
+	if (p->family == 4)
+		bound = sk->src_ip4 != 0;
+	else
+		bound = (sk->src_ip6[0] | sk->src_ip6[1] | sk->src_ip6[2] | sk->src_ip6[3]) != 0;
+	if (sk->state != BPF_TCP_ESTABLISHED || !bound) {
+		bpf_sk_release(sk);
+		return NULL;
+	}
+	return sk;
+}
+
+/* Fail-fast for UDP: the ICMP port unreachable a closed port would send,
+ * delivered to the uplink's ingress: a connected socket's next receive fails
+ * with ECONNREFUSED at once. The error quotes the datagram's IP header and
+ * 8 bytes of it (the UDP header); a datagram with IPv4 options or IPv6
+ * extension headers is dropped instead. */
+/* The ICMP/ICMPv6 error header (linux/icmp.h pulls in libc headers). */
+struct skfp_icmp_hdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__u32 unused;
+};
+#define SKFP_ICMP_DEST_UNREACH 3
+#define SKFP_ICMP_PORT_UNREACH 3
+#define SKFP_ICMPV6_DEST_UNREACH 1
+#define SKFP_ICMPV6_PORT_UNREACH 4
+
+struct skfp_icmp4_reply {
+	struct iphdr ip;
+	struct skfp_icmp_hdr icmp;
+	__u8 quoted[sizeof(struct iphdr) + 8];
+};
+
+struct skfp_icmp6_reply {
+	struct ipv6hdr ip6;
+	struct skfp_icmp_hdr icmp;
+	__u8 quoted[sizeof(struct ipv6hdr) + 8];
+};
+
+static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct skfp_pkt *p)
+{
+	struct ethhdr eth;
+	__u8 mac[ETH_ALEN];
+	__s64 csum;
+
+	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		return TC_ACT_SHOT;
+	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
+	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+
+	if (p->family == 4) {
+		struct skfp_icmp4_reply r = {};
+
+		if (p->l4_off != sizeof(eth) + sizeof(struct iphdr) ||
+		    bpf_skb_load_bytes(skb, sizeof(eth), r.quoted, sizeof(r.quoted)))
+			return TC_ACT_SHOT;
+		r.ip.version = 4;
+		r.ip.ihl = 5;
+		r.ip.ttl = 64;
+		r.ip.protocol = IPPROTO_ICMP;
+		r.ip.saddr = p->tuple.ipv4.daddr;
+		r.ip.daddr = p->tuple.ipv4.saddr;
+		r.ip.tot_len = bpf_htons(sizeof(r));
+		r.ip.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.ip, sizeof(r.ip), 0));
+		r.icmp.type = SKFP_ICMP_DEST_UNREACH;
+		r.icmp.code = SKFP_ICMP_PORT_UNREACH;
+		r.icmp.checksum = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp, sizeof(r) - sizeof(r.ip), 0));
+		if (bpf_skb_change_tail(skb, sizeof(eth) + sizeof(r), 0) ||
+		    bpf_skb_store_bytes(skb, sizeof(eth), &r, sizeof(r), 0))
+			return TC_ACT_SHOT;
+	} else {
+		struct skfp_pseudo6 ph = {.proto = IPPROTO_ICMPV6};
+		struct skfp_icmp6_reply r = {};
+
+		if (p->l4_off != sizeof(eth) + sizeof(struct ipv6hdr) ||
+		    bpf_skb_load_bytes(skb, sizeof(eth), r.quoted, sizeof(r.quoted)))
+			return TC_ACT_SHOT;
+		r.ip6.version = 6;
+		r.ip6.nexthdr = IPPROTO_ICMPV6;
+		r.ip6.hop_limit = 64;
+		r.ip6.payload_len = bpf_htons(sizeof(r) - sizeof(r.ip6));
+		__builtin_memcpy(&r.ip6.saddr, p->tuple.ipv6.daddr, 16);
+		__builtin_memcpy(&r.ip6.daddr, p->tuple.ipv6.saddr, 16);
+		__builtin_memcpy(ph.saddr, p->tuple.ipv6.daddr, 16);
+		__builtin_memcpy(ph.daddr, p->tuple.ipv6.saddr, 16);
+		ph.len = bpf_htonl(sizeof(r) - sizeof(r.ip6));
+		r.icmp.type = SKFP_ICMPV6_DEST_UNREACH;
+		r.icmp.code = SKFP_ICMPV6_PORT_UNREACH;
+		csum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+		r.icmp.checksum = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp, sizeof(r) - sizeof(r.ip6), csum));
+		if (bpf_skb_change_tail(skb, sizeof(eth) + sizeof(r), 0) ||
+		    bpf_skb_store_bytes(skb, sizeof(eth), &r, sizeof(r), 0))
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+		return TC_ACT_SHOT;
+	skb->mark = 0;
+	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+}
+
+/* Uplink egress, a UDP datagram of a local socket. */
+static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
+{
+	struct bpf_sock *sk;
+
+	if (!(cfg->flags & SKFP_CFG_UDP))
+		return TC_ACT_OK;
+	skfp_count(SKFP_CNT_UDP_SEEN, 1);
+	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, p)) {
+		skfp_count(SKFP_CNT_UDP_BYPASSED, 1);
+		return TC_ACT_OK;
+	}
+	if (p->frag) {
+		skfp_count(SKFP_CNT_UDP_FRAGMENTS, 1);
+		return TC_ACT_SHOT;
+	}
+	if (skfp_udp_answers(p)) {
+		skfp_count(SKFP_CNT_UDP_ANSWERS, 1);
+		return TC_ACT_OK;
+	}
+	sk = skfp_lookup_proxy(skb, cfg, p);
+	if (!sk) {
+		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
+		switch (cfg->proxy_down) {
+		case SKFP_PROXY_DOWN_PASS:
+			return TC_ACT_OK;
+		case SKFP_PROXY_DOWN_FAIL_FAST:
+			return skfp_udp_reject(skb, p);
+		default:
+			return TC_ACT_SHOT;
+		}
+	}
+	bpf_sk_release(sk);
+	skb->mark = cfg->fwmark;
+	skfp_count(SKFP_CNT_UDP_REDIRECTED, 1);
+	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
+}
+
+/* lo ingress, a UDP datagram skfp redirected. */
+static __always_inline int skfp_udp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
+{
+	struct bpf_sock *sk;
+	long err;
+
+	sk = skfp_udp_lookup_conn(skb, p);
+	if (!sk)
+		sk = skfp_lookup_proxy(skb, cfg, p);
+	if (!sk) {
+		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
+		return TC_ACT_SHOT;
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
+		return TC_ACT_SHOT;
+	}
+	skfp_count(SKFP_CNT_UDP_ASSIGNED, 1);
+	return TC_ACT_OK;
+}
+
 SEC("tc")
 int skfp_tc_egress(struct __sk_buff *skb)
 {
@@ -395,6 +715,8 @@ int skfp_tc_egress(struct __sk_buff *skb)
 		skfp_count(SKFP_CNT_TC_FORWARDED, 1);
 		return TC_ACT_OK;
 	}
+	if (p.proto == IPPROTO_UDP)
+		return skfp_udp_egress(skb, cfg, &p);
 	skfp_count(SKFP_CNT_TC_SEEN, 1);
 	/* The proxy's own upstream: intercepting it would loop. */
 	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, &p)) {
@@ -435,6 +757,8 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 	/* The redirect left the uplink's Ethernet addresses: PACKET_OTHERHOST,
 	 * which ip_rcv drops. */
 	bpf_skb_change_type(skb, PACKET_HOST);
+	if (p.proto == IPPROTO_UDP)
+		return skfp_udp_assign(skb, cfg, &p);
 
 	sk = skfp_lookup_conn(skb, &p);
 	if (sk) {
@@ -457,6 +781,37 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
+	return TC_ACT_OK;
+}
+
+/* Uplink ingress, with UDP on: notes each UDP flow that comes in to a local
+ * socket (skfp_udp_answers). Everything passes. */
+SEC("tc")
+int skfp_tc_uplink_ingress(struct __sk_buff *skb)
+{
+	struct skfp_udp_flow f = {};
+	struct skfp_config *cfg;
+	struct skfp_pkt p = {};
+	struct bpf_sock *sk;
+	__u64 now, *seen;
+
+	cfg = skfp_get_config();
+	if (!cfg || (cfg->flags & (SKFP_CFG_INTERCEPT | SKFP_CFG_UDP)) != (SKFP_CFG_INTERCEPT | SKFP_CFG_UDP))
+		return TC_ACT_OK;
+	if (skfp_parse(skb, &p) || p.proto != IPPROTO_UDP || p.frag)
+		return TC_ACT_OK;
+	skfp_udp_flow_of(&f, &p, 1);
+	now = bpf_ktime_get_ns();
+	seen = bpf_map_lookup_elem(&skfp_udp_inbound, &f);
+	if (seen && now - *seen < SKFP_UDP_NOTE_NS)
+		return TC_ACT_OK;
+	/* Only flows to a local socket: a forwarded one (a router's LAN
+	 * client) never has its answer looked up, and would evict. */
+	sk = skfp_udp_lookup(skb, &p.tuple, p.family);
+	if (!sk)
+		return TC_ACT_OK;
+	bpf_sk_release(sk);
+	bpf_map_update_elem(&skfp_udp_inbound, &f, &now, BPF_ANY);
 	return TC_ACT_OK;
 }
 

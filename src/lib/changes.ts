@@ -49,8 +49,12 @@ export function changeActions(change: Change, pins: InstancePins, netns?: string
     case 'qdisc':
       return {title: `Add a clsact qdisc to ${change.dev}`, undoTitle: `Delete the clsact qdisc of ${change.dev}`, apply: [tc.qdiscAddClsact(change.dev, netns)], undo: [tc.qdiscDelClsact(change.dev, netns)]}
     case 'tc-filter': {
-      const prog = change.direction === 'egress' ? pins.prog.tcEgress : pins.prog.tcLoIngress
-      const name = change.direction === 'egress' ? 'skfp_tc_egress' : 'skfp_tc_lo_ingress'
+      const [prog, name] =
+        change.prog === 'uplink-ingress'
+          ? [pins.prog.tcUplinkIngress, 'skfp_tc_uplink_ingress']
+          : change.direction === 'egress'
+            ? [pins.prog.tcEgress, 'skfp_tc_egress']
+            : [pins.prog.tcLoIngress, 'skfp_tc_lo_ingress']
       return {
         title: `Attach ${name} to ${change.dev} ${change.direction}`,
         undoTitle: `Detach ${name} from ${change.dev} ${change.direction}`,

@@ -7,6 +7,7 @@ export const CFG_INTERCEPT = 1 << 1
 export const CFG_BYPASS_PRIVATE = 1 << 2
 export const CFG_HAS_PROXY_V4 = 1 << 3
 export const CFG_HAS_PROXY_V6 = 1 << 4
+export const CFG_UDP = 1 << 5
 
 export const PROXY_DOWN_MODES = ['fail-fast', 'fail-closed', 'pass'] as const
 export type ProxyDownMode = (typeof PROXY_DOWN_MODES)[number]
@@ -52,6 +53,13 @@ export const COUNTER_NAMES = [
   'spinsReleased',
   'spinsExpired',
   'tcForwarded',
+  'udpSeen',
+  'udpBypassed',
+  'udpAnswers',
+  'udpRedirected',
+  'udpAssigned',
+  'udpNoProxy',
+  'udpFragmentsDropped',
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 export type Counters = Record<CounterName, number>

@@ -26,6 +26,10 @@ export const TOOLS = {
   ip6tables: 'iptables',
   taskset: 'util-linux',
   python3: 'python3',
+  dnsmasq: 'dnsmasq-base',
+  dig: 'bind9-dnsutils',
+  'ss-redir': 'shadowsocks-libev',
+  'ss-server': 'shadowsocks-libev',
 } as const
 
 export type Tool = keyof typeof TOOLS

@@ -7,7 +7,7 @@ import {conflictError, usageError} from './errors.js'
 import type {Cmd, Runner} from './exec.js'
 import {parseCidr} from './net.js'
 import type {InstancePins} from './pins.js'
-import type {Change} from './record.js'
+import type {Change, TcProg} from './record.js'
 import type {InterceptSettings, UpSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 import * as ip from './tools/ip.js'
@@ -35,6 +35,20 @@ export async function resolveUplinks(runner: Runner, settings: UpSettings): Prom
   for (const family of [4, 6] as const) for (const r of await ip.routes(runner, family, 'main', settings.netns)) if (r.dst === 'default' && r.dev) devs.add(r.dev)
   if (devs.size === 0) throw usageError(`no default route in ${settings.netns ? `netns ${settings.netns}` : 'the host namespace'}`, 'name the interfaces to intercept with --uplink')
   return {...settings, intercept: {...i, uplinks: [...devs].sort()}}
+}
+
+/** Where interception's tc programs sit: lo's ingress, each uplink's egress and, with UDP, its ingress. */
+export interface Hook {
+  dev: string
+  direction: tc.Direction
+  prog?: TcProg
+}
+
+export function interceptHooks(i: InterceptSettings): Hook[] {
+  return [
+    {dev: 'lo', direction: 'ingress'},
+    ...i.uplinks.flatMap((dev): Hook[] => [{dev, direction: 'egress'}, ...(i.udp ? [{dev, direction: 'ingress' as const, prog: 'uplink-ingress' as const}] : [])]),
+  ]
 }
 
 const markOf = (text?: string) => (text ? Number.parseInt(text.split('/')[0], 16) : undefined)
@@ -70,7 +84,7 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
     if (routes.length > 0 && !has({kind: 'route', family, table: i.table})) throw conflictError(`table ${i.table} already has IPv${family} routes`, 'choose another table with --table')
   }
   const needsClsact: string[] = []
-  for (const [dev, dir] of [['lo', 'ingress'], ...i.uplinks.map((u) => [u, 'egress'])] as [string, tc.Direction][]) {
+  for (const {dev, direction: dir} of interceptHooks(i)) {
     const ownFilter = has({kind: 'tc-filter', dev, direction: dir, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16)})
     if (!ownFilter && (await tc.filters(runner, dev, dir, ns)).some((f) => f.pref === tc.FILTER_PREF))
       throw conflictError(`a tc filter already sits at pref ${tc.FILTER_PREF} on ${dev} ${dir}`, 'remove it, or run `skfp down` if skfp left it')
@@ -87,9 +101,11 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
 export function interceptChanges(i: InterceptSettings, facts: InterceptFacts): Change[] {
   const changes: Change[] = [{kind: 'sysctl', key: ACCEPT_LOCAL, old: facts.oldAcceptLocal, value: '1'}]
   for (const family of families(i)) changes.push({kind: 'rule', family, fwmark: i.fwmark, table: i.table, priority: RULE_PRIORITY}, {kind: 'route', family, table: i.table})
-  for (const [dev, direction] of [['lo', 'ingress'], ...i.uplinks.map((u) => [u, 'egress'])] as [string, tc.Direction][]) {
-    if (facts.needsClsact.includes(dev)) changes.push({kind: 'qdisc', dev})
-    changes.push({kind: 'tc-filter', dev, direction, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16)})
+  const qdiscs = new Set<string>()
+  for (const {dev, direction, prog} of interceptHooks(i)) {
+    if (facts.needsClsact.includes(dev) && !qdiscs.has(dev)) changes.push({kind: 'qdisc', dev})
+    qdiscs.add(dev)
+    changes.push({kind: 'tc-filter', dev, direction, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16), ...(prog ? {prog} : {})})
   }
   return changes
 }
@@ -116,6 +132,8 @@ export function bypassWrites(i: InterceptSettings, pins: InstancePins): Cmd[] {
 export interface InterceptObserved {
   /** A listener on the proxy's address and port, per family. */
   listening: Record<4 | 6, boolean>
+  /** An unconnected UDP socket there (with UDP on). */
+  udpListening: Record<4 | 6, boolean>
   filters: Record<string, boolean>
   qdiscForeignFilters: Record<string, number>
   qdiscs: Record<string, boolean>
@@ -128,12 +146,16 @@ export const hookKey = (dev: string, dir: string) => `${dev} ${dir}`
 
 /** What of the recorded interception changes is still in place (all gone when the netns is). */
 export async function observeIntercept(runner: Runner, i: InterceptSettings, changes: Change[], netns?: string): Promise<InterceptObserved> {
-  const o: InterceptObserved = {listening: {4: false, 6: false}, filters: {}, qdiscForeignFilters: {}, qdiscs: {}, rules: {4: false, 6: false}, routes: {4: false, 6: false}, sysctl: {}}
+  const o: InterceptObserved = {listening: {4: false, 6: false}, udpListening: {4: false, 6: false}, filters: {}, qdiscForeignFilters: {}, qdiscs: {}, rules: {4: false, 6: false}, routes: {4: false, 6: false}, sysctl: {}}
   if (netns && !existsSync(`/run/netns/${netns}`)) return o
-  const listeners = await ip.tcpListeners(runner, netns)
   const port = `:${i.proxyPort}`
-  o.listening[4] = !!i.proxyAddr4 && listeners.some((a) => a === `${i.proxyAddr4}${port}` || a === `0.0.0.0${port}` || a === `*${port}`)
-  o.listening[6] = !!i.proxyAddr6 && listeners.some((a) => a === `[${i.proxyAddr6}]${port}` || a === `[::]${port}` || a === `*${port}`)
+  const on = (list: string[], f: 4 | 6) =>
+    f === 4
+      ? !!i.proxyAddr4 && list.some((a) => a === `${i.proxyAddr4}${port}` || a === `0.0.0.0${port}` || a === `*${port}`)
+      : !!i.proxyAddr6 && list.some((a) => a === `[${i.proxyAddr6}]${port}` || a === `[::]${port}` || a === `*${port}`)
+  const listeners = await ip.tcpListeners(runner, netns)
+  const udp = i.udp ? await ip.tcpListeners(runner, netns, true) : []
+  for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(listeners, f), on(udp, f)]
   for (const c of changes) {
     if (c.kind === 'tc-filter') o.filters[hookKey(c.dev, c.direction)] = (await tc.filters(runner, c.dev, c.direction, netns)).some(tc.isSkfpFilter)
     if (c.kind === 'qdisc') {

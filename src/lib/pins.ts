@@ -19,7 +19,7 @@ export interface InstancePins {
   maps: string
   /** The fastpath object's own maps (and second pins of the maps it shares). */
   fastpathMaps: string
-  prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string}
+  prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string}
   map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string}
 }
 
@@ -38,6 +38,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
       skMsg: `${progs}/skfp_sk_msg`,
       tcEgress: `${progs}/skfp_tc_egress`,
       tcLoIngress: `${progs}/skfp_tc_lo_ingress`,
+      tcUplinkIngress: `${progs}/skfp_tc_uplink_ingress`,
     },
     map: {
       config: `${maps}/skfp_config`,

@@ -5,11 +5,15 @@
 import type {UpSettings} from './settings.js'
 import type {VariantName} from './datapath.js'
 
+/** tc programs that sit where their direction alone does not tell (see Change 'tc-filter'). */
+export type TcProg = 'uplink-ingress'
+
 export type Change =
   | {kind: 'msg-verdict'}
   | {kind: 'sockops'; cgroup: string}
   | {kind: 'qdisc'; dev: string} // a clsact qdisc skfp created (removed at down when empty)
-  | {kind: 'tc-filter'; dev: string; direction: 'ingress' | 'egress'; prio: number; handle: number}
+  /** prog: which program, when the direction does not say (egress: skfp_tc_egress; ingress: skfp_tc_lo_ingress). */
+  | {kind: 'tc-filter'; dev: string; direction: 'ingress' | 'egress'; prio: number; handle: number; prog?: TcProg}
   | {kind: 'rule'; family: 4 | 6; fwmark: number; table: number; priority: number}
   | {kind: 'route'; family: 4 | 6; table: number}
   | {kind: 'sysctl'; key: string; old: string; value: string}

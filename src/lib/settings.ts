@@ -25,6 +25,10 @@ export interface InterceptSettings {
   bypassPorts: number[]
   bypassPrivate: boolean
   proxyDown: ProxyDownMode
+  /** UDP to intercepted destinations goes to the proxy's UDP socket on the same port too. */
+  udp: boolean
+  /** Interfaces whose incoming (forwarded) traffic is intercepted: LAN ports, bridges. */
+  lan: string[]
 }
 
 export const DEFAULT_FWMARK = 0x5cf0
@@ -72,9 +76,11 @@ export interface RawUpFlags {
   'bypass-port'?: string[]
   'bypass-private'?: boolean
   'proxy-down'?: string
+  udp?: boolean
+  lan?: string[]
 }
 
-const INTERCEPT_ONLY = ['uplink', 'proxy-addr', 'fwmark', 'table', 'bypass', 'bypass-port', 'proxy-down'] as const
+const INTERCEPT_ONLY = ['uplink', 'proxy-addr', 'fwmark', 'table', 'bypass', 'bypass-port', 'proxy-down', 'udp', 'lan'] as const
 
 function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings | null {
   if (flags['proxy-port'] === undefined) {
@@ -100,6 +106,10 @@ function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings
   if (!flags['proxy-addr']?.length) [proxyAddr4, proxyAddr6] = ['127.0.0.1', '::1']
   const uplinks = (flags.uplink ?? []).map(validateInterface)
   if (uplinks.includes('lo')) throw usageError('--uplink lo is not an uplink', 'give the interfaces traffic leaves the host by (see `ip route show default`)')
+  const lan = [...new Set((flags.lan ?? []).map(validateInterface))]
+  if (lan.includes('lo')) throw usageError('--lan lo is not a LAN interface', 'give the interface (or bridge) the LAN clients or containers are on, e.g. br-lan or docker0')
+  const both = lan.find((d) => uplinks.includes(d))
+  if (both) throw usageError(`${both} is given as both --lan and --uplink`, 'an interface is either where traffic leaves the host (--uplink) or where clients come in (--lan)')
   const proxyDown = flags['proxy-down'] ?? 'fail-fast'
   if (!PROXY_DOWN_MODES.includes(proxyDown as ProxyDownMode)) throw usageError(`--proxy-down ${JSON.stringify(proxyDown)} is not a mode`, 'use fail-fast, fail-closed or pass')
   return {
@@ -113,6 +123,8 @@ function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings
     bypassPorts: [...new Set((flags['bypass-port'] ?? []).map((p) => parseInteger('bypass-port', p, 1, 65535)))],
     bypassPrivate: flags['bypass-private'] ?? true,
     proxyDown: proxyDown as ProxyDownMode,
+    udp: flags.udp ?? true,
+    lan,
   }
 }
 
@@ -136,9 +148,11 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
 }
 
 /** Bytes of the undo record that an instance's changes take besides its settings: measured 626
- * (sysctl, rules and routes of both families, lo's qdisc and filter) and ~130 per uplink. */
+ * (sysctl, rules and routes of both families, lo's qdisc and filter), ~130 per uplink and ~100 for
+ * an uplink's UDP ingress filter. */
 const RECORD_CHANGES_BUDGET = 768
 const RECORD_PER_UPLINK = 160
+const RECORD_PER_UDP_UPLINK = 120
 
 /** The kernel side's limits, checked before anything runs: the bypass maps and the undo record. */
 function checkLimits(s: UpSettings): void {
@@ -147,7 +161,7 @@ function checkLimits(s: UpSettings): void {
   const v6 = i.bypass.filter((c) => c.includes(':')).length
   for (const [what, n] of [['IPv4 --bypass', i.bypass.length - v6], ['IPv6 --bypass', v6], ['--bypass-port', i.bypassPorts.length]] as const)
     if (n > BYPASS_MAX) throw usageError(`${n} ${what} entries: at most ${BYPASS_MAX} fit`, 'merge them into shorter prefixes (or port ranges into fewer ports)')
-  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + RECORD_PER_UPLINK * i.uplinks.length
+  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + (RECORD_PER_UPLINK + (i.udp ? RECORD_PER_UDP_UPLINK : 0)) * i.uplinks.length
   if (bytes > RECORD_MAX)
     throw usageError(`these settings need about ${bytes} bytes of the undo record, which holds ${RECORD_MAX}`, 'give fewer --bypass or --bypass-port entries (a shorter prefix covers several addresses)')
 }
@@ -177,7 +191,7 @@ export function withDefaults(recorded: Partial<UpSettings> & Pick<UpSettings, 'i
     fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US,
     ...recorded,
     intercept: i
-      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, ...i} as InterceptSettings)
+      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, udp: false, lan: [], ...i} as InterceptSettings)
       : null,
   }
 }

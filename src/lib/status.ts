@@ -28,6 +28,8 @@ export interface InstanceStatus {
     rules: {v4: boolean | null; v6: boolean | null}
     routes: {v4: boolean | null; v6: boolean | null}
     proxy: {port: number; addr4: string | null; addr6: string | null; listening: {v4: boolean | null; v6: boolean | null}}
+    /** UDP interception, and the proxy's UDP sockets (null when UDP is off or the family is not proxied). */
+    udp: {enabled: boolean; listening: {v4: boolean | null; v6: boolean | null}}
     proxyDown: string
   } | null
   counters: Counters | null
@@ -69,11 +71,12 @@ function interceptStatus(o: ObservedInstance): InstanceStatus['intercept'] {
   if (!i || !seen) return null
   const fam = (f: 4 | 6, v: Record<4 | 6, boolean>) => ((f === 4 ? i.proxyAddr4 : i.proxyAddr6) ? v[f] : null)
   return {
-    uplinks: i.uplinks.map((dev) => ({dev, attached: !!seen.filters[hookKey(dev, 'egress')]})),
+    uplinks: i.uplinks.map((dev) => ({dev, attached: !!seen.filters[hookKey(dev, 'egress')] && (!i.udp || !!seen.filters[hookKey(dev, 'ingress')])})),
     loAttached: !!seen.filters[hookKey('lo', 'ingress')],
     rules: {v4: fam(4, seen.rules), v6: fam(6, seen.rules)},
     routes: {v4: fam(4, seen.routes), v6: fam(6, seen.routes)},
     proxy: {port: i.proxyPort, addr4: i.proxyAddr4, addr6: i.proxyAddr6, listening: {v4: fam(4, seen.listening), v6: fam(6, seen.listening)}},
+    udp: {enabled: i.udp, listening: i.udp ? {v4: fam(4, seen.udpListening), v6: fam(6, seen.udpListening)} : {v4: null, v6: null}},
     proxyDown: i.proxyDown,
   }
 }

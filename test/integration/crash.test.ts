@@ -258,6 +258,7 @@ describe('crash at every step', () => {
       'tc-filter-lo-ingress',
       'qdisc-up0',
       'tc-filter-up0-egress',
+      'tc-filter-up0-ingress',
     ])
     expect(PLANS.down).toEqual(expect.arrayContaining(['kill-switch', 'unpin']))
     expect(PLANS.down.at(-1)).toBe('unpin')

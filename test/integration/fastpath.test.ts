@@ -113,8 +113,7 @@ describe('fastpath lifecycle', () => {
         }
       }
       const s = await status(sb.name)
-      expect(s.counters.connectionsPaired).toBe(4)
-      expect(s.counters.socketsAdded).toBe(8)
+      expect([s.counters.connectionsPaired, s.counters.socketsAdded], JSON.stringify(s.counters)).toEqual([4, 8])
       expect(s.counters.bytesRedirected).toBeGreaterThan(0) // how much depends on the readers' pace (the guard)
     })
   })

@@ -53,6 +53,8 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
     bypassPorts: [],
     bypassPrivate: false,
     proxyDown: 'fail-fast',
+    udp: false,
+    lan: [],
   }
   await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, silent, ctx.runner)
 }

@@ -57,8 +57,10 @@ export async function routes(runner: Runner, family: 4 | 6, table: string, netns
 export const netnsList = async (runner: Runner) => (await json<{name: string}>(runner, ['netns', 'list'], hasFields({name: 'string'}))).map((n) => n.name)
 
 /** Local addresses of TCP listeners (`ss -Hltn`; ss has no JSON output, so only the 4th column is read). */
-export async function tcpListeners(runner: Runner, netns?: string): Promise<string[]> {
-  const r = await runner.run(netns ? {tool: 'ss', args: ['-Hltn'], netns} : {tool: 'ss', args: ['-Hltn']}, {allowFailure: true})
+/** Local addresses of TCP listeners (or, udp, of unconnected UDP sockets), as ss prints them. */
+export async function tcpListeners(runner: Runner, netns?: string, udp = false): Promise<string[]> {
+  const args = [udp ? '-Hlun' : '-Hltn']
+  const r = await runner.run(netns ? {tool: 'ss', args, netns} : {tool: 'ss', args}, {allowFailure: true})
   return r.stdout
     .split('\n')
     .map((line) => line.trim().split(/\s+/)[3])
