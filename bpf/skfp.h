@@ -65,6 +65,10 @@ enum skfp_counter {
 	SKFP_CNT_UDP_ASSIGNED,       /* lo ingress: UDP assigned to the proxy's socket */
 	SKFP_CNT_UDP_NO_PROXY,       /* UDP with no proxy socket: --proxy-down decided */
 	SKFP_CNT_UDP_FRAGMENTS,      /* UDP fragments to intercepted destinations: dropped */
+	SKFP_CNT_LAN_SEEN,           /* --lan ingress: TCP/UDP packets looked at */
+	SKFP_CNT_LAN_DIRECT,         /* --lan ingress: for the host itself, its LAN, bypassed, or not the proxy's */
+	SKFP_CNT_LAN_ASSIGNED,       /* --lan ingress: assigned to the proxy's socket */
+	SKFP_CNT_LAN_NO_PROXY,       /* --lan ingress: no proxy socket: --proxy-down decided */
 	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
 };
 

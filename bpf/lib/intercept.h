@@ -6,6 +6,8 @@
  *    ingress;
  *  - skfp_tc_lo_ingress (clsact ingress of lo): hands those packets to the
  *    proxy's socket with bpf_sk_assign;
+ *  - skfp_tc_lan_ingress (clsact ingress of each --lan interface): hands what
+ *    LAN clients send through the host to the proxy's sockets directly;
  *  - skfp_tc_uplink_ingress (clsact ingress of each uplink, with UDP): notes
  *    the UDP flows that came in to a local socket, so that the host's own UDP
  *    servers answer their clients directly.
@@ -389,7 +391,9 @@ struct skfp_pseudo6 {
  * at once with ECONNREFUSED. Nothing leaves the host. The reply is built on
  * the stack and written over the SYN, which is then cut to its length (the
  * SYN's options and any TFO data go). */
-static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_pkt *p)
+/* to: BPF_F_INGRESS for the host's own client (the answer comes in on the
+ * uplink), 0 for a LAN client (it goes back out of the LAN interface). */
+static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_pkt *p, __u64 to)
 {
 	struct tcphdr th = {};
 	struct ethhdr eth;
@@ -447,22 +451,7 @@ static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_
 	    bpf_skb_change_tail(skb, sizeof(eth) + ip_len + sizeof(th), 0))
 		return TC_ACT_SHOT;
 	skb->mark = 0;
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
-}
-
-/* No proxy for this packet: what --proxy-down says. */
-static __always_inline int skfp_proxy_down(struct __sk_buff *skb, const struct skfp_config *cfg,
-					   const struct skfp_pkt *p)
-{
-	skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
-	switch (cfg->proxy_down) {
-	case SKFP_PROXY_DOWN_PASS:
-		return TC_ACT_OK;
-	case SKFP_PROXY_DOWN_FAIL_FAST:
-		return skfp_reject(skb, p);
-	default:
-		return TC_ACT_SHOT;
-	}
+	return bpf_redirect(skb->ifindex, to);
 }
 
 /* UDP. A datagram has no SYN to decide by: each one to an intercepted
@@ -572,7 +561,7 @@ struct skfp_icmp6_reply {
 	__u8 quoted[sizeof(struct ipv6hdr) + 8];
 };
 
-static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct skfp_pkt *p)
+static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct skfp_pkt *p, __u64 to)
 {
 	struct ethhdr eth;
 	__u8 mac[ETH_ALEN];
@@ -631,7 +620,21 @@ static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct s
 	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
 		return TC_ACT_SHOT;
 	skb->mark = 0;
-	return bpf_redirect(skb->ifindex, BPF_F_INGRESS);
+	return bpf_redirect(skb->ifindex, to);
+}
+
+/* No proxy for this packet: what --proxy-down says (to: see skfp_reject). */
+static __always_inline int skfp_proxy_down(struct __sk_buff *skb, const struct skfp_config *cfg,
+					   const struct skfp_pkt *p, __u64 to)
+{
+	switch (cfg->proxy_down) {
+	case SKFP_PROXY_DOWN_PASS:
+		return TC_ACT_OK;
+	case SKFP_PROXY_DOWN_FAIL_FAST:
+		return p->proto == IPPROTO_UDP ? skfp_udp_reject(skb, p, to) : skfp_reject(skb, p, to);
+	default:
+		return TC_ACT_SHOT;
+	}
 }
 
 /* Uplink egress, a UDP datagram of a local socket. */
@@ -657,14 +660,7 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 	sk = skfp_lookup_proxy(skb, cfg, p);
 	if (!sk) {
 		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
-		switch (cfg->proxy_down) {
-		case SKFP_PROXY_DOWN_PASS:
-			return TC_ACT_OK;
-		case SKFP_PROXY_DOWN_FAIL_FAST:
-			return skfp_udp_reject(skb, p);
-		default:
-			return TC_ACT_SHOT;
-		}
+		return skfp_proxy_down(skb, cfg, p, BPF_F_INGRESS);
 	}
 	bpf_sk_release(sk);
 	skb->mark = cfg->fwmark;
@@ -692,6 +688,37 @@ static __always_inline int skfp_udp_assign(struct __sk_buff *skb, const struct s
 		return TC_ACT_SHOT;
 	}
 	skfp_count(SKFP_CNT_UDP_ASSIGNED, 1);
+	return TC_ACT_OK;
+}
+
+/* A TCP packet for the proxy, at an ingress hook: to its connection's socket,
+ * or (a SYN) to its listener. */
+static __always_inline int skfp_tcp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
+{
+	struct bpf_sock *sk;
+	long err;
+
+	sk = skfp_lookup_conn(skb, p);
+	if (sk) {
+		/* Routing would find this socket too; assigning skips the lookup. */
+		bpf_sk_assign(skb, sk, 0);
+		bpf_sk_release(sk);
+		skfp_count(SKFP_CNT_TC_ASSIGNED_EST, 1);
+		return TC_ACT_OK;
+	}
+	sk = skfp_lookup_proxy(skb, cfg, p);
+	if (!sk) {
+		/* The proxy went away since egress looked. */
+		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+		return TC_ACT_SHOT;
+	}
+	err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+		return TC_ACT_SHOT;
+	}
+	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
 	return TC_ACT_OK;
 }
 
@@ -729,7 +756,8 @@ int skfp_tc_egress(struct __sk_buff *skb)
 		skfp_count(SKFP_CNT_TC_BYPASSED, 1);
 		return TC_ACT_OK;
 	case SKFP_NO_PROXY:
-		return skfp_proxy_down(skb, cfg, &p);
+		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+		return skfp_proxy_down(skb, cfg, &p, BPF_F_INGRESS);
 	default:
 		break;
 	}
@@ -746,8 +774,6 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 {
 	struct skfp_config *cfg;
 	struct skfp_pkt p = {};
-	struct bpf_sock *sk;
-	long err;
 
 	cfg = skfp_get_config();
 	if (!cfg || !cfg->fwmark || skb->mark != cfg->fwmark)
@@ -760,28 +786,7 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 	if (p.proto == IPPROTO_UDP)
 		return skfp_udp_assign(skb, cfg, &p);
 
-	sk = skfp_lookup_conn(skb, &p);
-	if (sk) {
-		/* Routing would find this socket too; assigning skips the lookup. */
-		bpf_sk_assign(skb, sk, 0);
-		bpf_sk_release(sk);
-		skfp_count(SKFP_CNT_TC_ASSIGNED_EST, 1);
-		return TC_ACT_OK;
-	}
-	sk = skfp_lookup_proxy(skb, cfg, &p);
-	if (!sk) {
-		/* The proxy went away since egress looked. */
-		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
-		return TC_ACT_SHOT;
-	}
-	err = bpf_sk_assign(skb, sk, 0);
-	bpf_sk_release(sk);
-	if (err) {
-		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
-		return TC_ACT_SHOT;
-	}
-	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
-	return TC_ACT_OK;
+	return skfp_tcp_assign(skb, cfg, &p);
 }
 
 /* Uplink ingress, with UDP on: notes each UDP flow that comes in to a local
@@ -812,6 +817,91 @@ int skfp_tc_uplink_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	bpf_sk_release(sk);
 	bpf_map_update_elem(&skfp_udp_inbound, &f, &now, BPF_ANY);
+	return TC_ACT_OK;
+}
+
+/* --lan: what LAN clients (a router's, containers on a bridge) send through
+ * the host. Taken at the LAN interface's ingress, before routing and before
+ * any NAT, so the proxy sees the client's own address; the fwmark makes
+ * routing deliver it locally, where the socket it was assigned takes it. What
+ * is for the host itself (its own addresses, broadcast) and what goes back
+ * out of the LAN interface it came from (the LAN's own subnet) stays as it is:
+ * the kernel's route lookup (bpf_fib_lookup) decides. With forwarding off on
+ * the interface the host routes nothing for its LAN clients, and skfp takes
+ * nothing either. Proxy down: as on the uplink, answers go back out of the
+ * LAN interface. Not covered: a UDP answer from a LAN host to a datagram the
+ * host port-forwarded to it (DNAT) is intercepted; --bypass-port its port. */
+static __always_inline int skfp_lan_stays(struct __sk_buff *skb, const struct skfp_pkt *p)
+{
+	struct bpf_fib_lookup f = {};
+	long rc;
+
+	f.ifindex = skb->ifindex;
+	f.l4_protocol = p->proto;
+	if (p->family == 4) {
+		f.family = AF_INET;
+		f.ipv4_src = p->tuple.ipv4.saddr;
+		f.ipv4_dst = p->tuple.ipv4.daddr;
+	} else {
+		f.family = AF_INET6;
+		__builtin_memcpy(f.ipv6_src, p->tuple.ipv6.saddr, 16);
+		__builtin_memcpy(f.ipv6_dst, p->tuple.ipv6.daddr, 16);
+	}
+	rc = bpf_fib_lookup(skb, &f, sizeof(f), 0);
+	if (rc == BPF_FIB_LKUP_RET_NOT_FWDED || rc == BPF_FIB_LKUP_RET_FWD_DISABLED)
+		return 1;
+	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && f.ifindex == skb->ifindex;
+}
+
+SEC("tc")
+int skfp_tc_lan_ingress(struct __sk_buff *skb)
+{
+	struct skfp_config *cfg;
+	struct skfp_pkt p = {};
+	struct bpf_sock *sk;
+	int ret;
+
+	cfg = skfp_get_config();
+	if (!cfg || !(cfg->flags & SKFP_CFG_INTERCEPT) || !cfg->fwmark)
+		return TC_ACT_OK;
+	if (skfp_parse(skb, &p) || (p.proto == IPPROTO_UDP && !(cfg->flags & SKFP_CFG_UDP)))
+		return TC_ACT_OK;
+	skfp_count(SKFP_CNT_LAN_SEEN, 1);
+	if (skfp_bypass(cfg, &p) || skfp_lan_stays(skb, &p)) {
+		skfp_count(SKFP_CNT_LAN_DIRECT, 1);
+		return TC_ACT_OK;
+	}
+	if (p.frag) {
+		skfp_count(SKFP_CNT_UDP_FRAGMENTS, 1);
+		return TC_ACT_SHOT;
+	}
+	if (p.proto == IPPROTO_TCP) {
+		switch (skfp_route(skb, cfg, &p)) {
+		case SKFP_DIRECT:
+			skfp_count(SKFP_CNT_LAN_DIRECT, 1);
+			return TC_ACT_OK;
+		case SKFP_NO_PROXY:
+			skfp_count(SKFP_CNT_LAN_NO_PROXY, 1);
+			return skfp_proxy_down(skb, cfg, &p, 0);
+		default:
+			break;
+		}
+		ret = skfp_tcp_assign(skb, cfg, &p);
+	} else {
+		sk = skfp_udp_lookup_conn(skb, &p);
+		if (!sk)
+			sk = skfp_lookup_proxy(skb, cfg, &p);
+		if (!sk) {
+			skfp_count(SKFP_CNT_LAN_NO_PROXY, 1);
+			return skfp_proxy_down(skb, cfg, &p, 0);
+		}
+		bpf_sk_release(sk);
+		ret = skfp_udp_assign(skb, cfg, &p);
+	}
+	if (ret != TC_ACT_OK)
+		return ret;
+	skb->mark = cfg->fwmark;
+	skfp_count(SKFP_CNT_LAN_ASSIGNED, 1);
 	return TC_ACT_OK;
 }
 

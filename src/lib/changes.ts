@@ -52,7 +52,9 @@ export function changeActions(change: Change, pins: InstancePins, netns?: string
       const [prog, name] =
         change.prog === 'uplink-ingress'
           ? [pins.prog.tcUplinkIngress, 'skfp_tc_uplink_ingress']
-          : change.direction === 'egress'
+          : change.prog === 'lan-ingress'
+            ? [pins.prog.tcLanIngress, 'skfp_tc_lan_ingress']
+            : change.direction === 'egress'
             ? [pins.prog.tcEgress, 'skfp_tc_egress']
             : [pins.prog.tcLoIngress, 'skfp_tc_lo_ingress']
       return {

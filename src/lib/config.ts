@@ -60,6 +60,10 @@ export const COUNTER_NAMES = [
   'udpAssigned',
   'udpNoProxy',
   'udpFragmentsDropped',
+  'lanSeen',
+  'lanDirect',
+  'lanAssigned',
+  'lanNoProxy',
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 export type Counters = Record<CounterName, number>

@@ -37,7 +37,8 @@ export async function resolveUplinks(runner: Runner, settings: UpSettings): Prom
   return {...settings, intercept: {...i, uplinks: [...devs].sort()}}
 }
 
-/** Where interception's tc programs sit: lo's ingress, each uplink's egress and, with UDP, its ingress. */
+/** Where interception's tc programs sit: lo's ingress, each uplink's egress and, with UDP, its
+ * ingress, and each --lan interface's ingress. */
 export interface Hook {
   dev: string
   direction: tc.Direction
@@ -48,6 +49,7 @@ export function interceptHooks(i: InterceptSettings): Hook[] {
   return [
     {dev: 'lo', direction: 'ingress'},
     ...i.uplinks.flatMap((dev): Hook[] => [{dev, direction: 'egress'}, ...(i.udp ? [{dev, direction: 'ingress' as const, prog: 'uplink-ingress' as const}] : [])]),
+    ...i.lan.map((dev): Hook => ({dev, direction: 'ingress', prog: 'lan-ingress'})),
   ]
 }
 
@@ -65,11 +67,12 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
   const ns = settings.netns
   const has = (c: Change) => ours.some((o) => Object.entries(c).every(([k, v]) => (o as Record<string, unknown>)[k] === v))
   const links = await ip.links(runner, ns)
-  for (const dev of i.uplinks) {
-    const link = links.find((l) => l.ifname === dev)
-    if (!link) throw usageError(`interface ${dev} does not exist${ns ? ` in netns ${ns}` : ''}`, 'check `ip link` and pass an existing uplink with --uplink')
-    if (link.link_type !== 'ether') throw usageError(`interface ${dev} is not an Ethernet interface (${link.link_type})`, 'skfp intercepts on Ethernet-like uplinks (physical, veth, bridge); give one with --uplink')
-  }
+  for (const [flag, devs] of [['--uplink', i.uplinks], ['--lan', i.lan]] as const)
+    for (const dev of devs) {
+      const link = links.find((l) => l.ifname === dev)
+      if (!link) throw usageError(`interface ${dev} does not exist${ns ? ` in netns ${ns}` : ''}`, `check \`ip link\` and pass an existing interface with ${flag}`)
+      if (link.link_type !== 'ether') throw usageError(`interface ${dev} is not an Ethernet interface (${link.link_type})`, `skfp intercepts on Ethernet-like interfaces (physical, veth, bridge); give one with ${flag}`)
+    }
   const lo = links.find((l) => l.ifname === 'lo')
   if (!lo) throw usageError('no lo interface', 'the target namespace needs a loopback interface')
   for (const family of families(i)) {

@@ -19,7 +19,7 @@ export interface InstancePins {
   maps: string
   /** The fastpath object's own maps (and second pins of the maps it shares). */
   fastpathMaps: string
-  prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string}
+  prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string; tcLanIngress: string}
   map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string}
 }
 
@@ -39,6 +39,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
       tcEgress: `${progs}/skfp_tc_egress`,
       tcLoIngress: `${progs}/skfp_tc_lo_ingress`,
       tcUplinkIngress: `${progs}/skfp_tc_uplink_ingress`,
+      tcLanIngress: `${progs}/skfp_tc_lan_ingress`,
     },
     map: {
       config: `${maps}/skfp_config`,

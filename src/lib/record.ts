@@ -6,7 +6,7 @@ import type {UpSettings} from './settings.js'
 import type {VariantName} from './datapath.js'
 
 /** tc programs that sit where their direction alone does not tell (see Change 'tc-filter'). */
-export type TcProg = 'uplink-ingress'
+export type TcProg = 'uplink-ingress' | 'lan-ingress'
 
 export type Change =
   | {kind: 'msg-verdict'}

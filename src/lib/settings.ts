@@ -148,11 +148,12 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
 }
 
 /** Bytes of the undo record that an instance's changes take besides its settings: measured 626
- * (sysctl, rules and routes of both families, lo's qdisc and filter), ~130 per uplink and ~100 for
- * an uplink's UDP ingress filter. */
+ * (sysctl, rules and routes of both families, lo's qdisc and filter), ~130 per uplink, ~100 for
+ * an uplink's UDP ingress filter and ~150 per --lan interface (qdisc and filter). */
 const RECORD_CHANGES_BUDGET = 768
 const RECORD_PER_UPLINK = 160
 const RECORD_PER_UDP_UPLINK = 120
+const RECORD_PER_LAN = 200
 
 /** The kernel side's limits, checked before anything runs: the bypass maps and the undo record. */
 function checkLimits(s: UpSettings): void {
@@ -161,7 +162,7 @@ function checkLimits(s: UpSettings): void {
   const v6 = i.bypass.filter((c) => c.includes(':')).length
   for (const [what, n] of [['IPv4 --bypass', i.bypass.length - v6], ['IPv6 --bypass', v6], ['--bypass-port', i.bypassPorts.length]] as const)
     if (n > BYPASS_MAX) throw usageError(`${n} ${what} entries: at most ${BYPASS_MAX} fit`, 'merge them into shorter prefixes (or port ranges into fewer ports)')
-  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + (RECORD_PER_UPLINK + (i.udp ? RECORD_PER_UDP_UPLINK : 0)) * i.uplinks.length
+  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + (RECORD_PER_UPLINK + (i.udp ? RECORD_PER_UDP_UPLINK : 0)) * i.uplinks.length + RECORD_PER_LAN * i.lan.length
   if (bytes > RECORD_MAX)
     throw usageError(`these settings need about ${bytes} bytes of the undo record, which holds ${RECORD_MAX}`, 'give fewer --bypass or --bypass-port entries (a shorter prefix covers several addresses)')
 }

@@ -24,6 +24,8 @@ export interface InstanceStatus {
   /** null when interception is off. */
   intercept: {
     uplinks: {dev: string; attached: boolean}[]
+    /** --lan interfaces: their ingress filters. */
+    lan: {dev: string; attached: boolean}[]
     loAttached: boolean
     rules: {v4: boolean | null; v6: boolean | null}
     routes: {v4: boolean | null; v6: boolean | null}
@@ -72,6 +74,7 @@ function interceptStatus(o: ObservedInstance): InstanceStatus['intercept'] {
   const fam = (f: 4 | 6, v: Record<4 | 6, boolean>) => ((f === 4 ? i.proxyAddr4 : i.proxyAddr6) ? v[f] : null)
   return {
     uplinks: i.uplinks.map((dev) => ({dev, attached: !!seen.filters[hookKey(dev, 'egress')] && (!i.udp || !!seen.filters[hookKey(dev, 'ingress')])})),
+    lan: i.lan.map((dev) => ({dev, attached: !!seen.filters[hookKey(dev, 'ingress')]})),
     loAttached: !!seen.filters[hookKey('lo', 'ingress')],
     rules: {v4: fam(4, seen.rules), v6: fam(6, seen.rules)},
     routes: {v4: fam(4, seen.routes), v6: fam(6, seen.routes)},

@@ -63,6 +63,12 @@ export const cases: Case[] = [
   ['proxy-down mode', (c) => ix(c, {'proxy-down': 'maybe'}), 2, /--proxy-down "maybe" is not a mode: use fail-fast, fail-closed or pass/],
   ['200 bypass CIDRs (the undo record)', (c) => [...ix(c), ...Array.from({length: 200}, (_, i) => `--bypass=198.51.${i >> 8}.${i & 255}/32`)], 2, /these settings need about \d+ bytes of the undo record, which holds 4088: give fewer --bypass/],
   ['300 bypass ports (the bypass map)', (c) => [...ix(c), ...Array.from({length: 300}, (_, i) => `--bypass-port=${1000 + i}`)], 2, /300 --bypass-port entries: at most 256 fit/],
+  ['--no-udp without interception', (c) => up(c, {}, ['--no-udp']), 2, /--udp needs --proxy-port/],
+  ['--lan without interception', (c) => up(c, {lan: 'up0'}), 2, /--lan needs --proxy-port/],
+  ['--lan lo', (c) => ix(c, {lan: 'lo'}), 2, /--lan lo is not a LAN interface: give the interface \(or bridge\) the LAN clients/],
+  ['--lan that is the uplink', (c) => ix(c, {lan: 'up0'}), 2, /up0 is given as both --lan and --uplink/],
+  ['--lan interface that does not exist', (c) => ix(c, {lan: 'nope1'}), 2, /interface nope1 does not exist in netns .*: check `ip link` and pass an existing interface with --lan/],
+  ['--lan interface with ;', (c) => ix(c, {lan: 'br0;reboot'}), 2, /bad interface name/],
   ['no default route and no --uplink', (c) => ix(c, {uplink: undefined}), 2, /no default route in netns .*: name the interfaces to intercept with --uplink/],
 ]
 

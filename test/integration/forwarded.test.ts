@@ -2,10 +2,15 @@
 // routed namespace without NAT) passes the uplink untouched while interception is up, IPv4 and IPv6;
 // the host's own connections are still intercepted.
 import {readFileSync} from 'node:fs'
+import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
+import {PROJECT_ROOT} from '../../src/lib/build.js'
+import {resolveTool} from '../../src/lib/exec.js'
+import {waitForOutput} from '../../src/lib/iperf.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, runner, skfp, status, transfer, withSandbox} from './helpers.js'
+import {expectRestored, hostSnapshot} from './snapshot.js'
 import {curl, interceptArgs, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray} from './topology.js'
 
 const MiB = 1024 * 1024
@@ -14,11 +19,18 @@ const MiB = 1024 * 1024
 async function natContainer(sb: Sandbox, host: string): Promise<string> {
   const c = await sb.addNetns('c')
   await sb.cmd(host, ['link', 'add', 'br0', 'type', 'bridge'])
+  await runner.run({tool: 'sysctl', args: ['-qw', 'net.ipv6.conf.br0.accept_dad=0'], netns: host})
   await sb.cmd(host, ['addr', 'add', '198.18.4.1/24', 'dev', 'br0'])
   await sb.cmd(host, ['-6', 'addr', 'add', 'fd00:4::1/64', 'dev', 'br0', 'nodad'])
   await sb.cmd(host, ['link', 'set', 'br0', 'up'])
   await sb.link({netns: host, dev: 'vc0', addrs: []}, {netns: c, dev: 'eth0', addrs: ['198.18.4.2/24', 'fd00:4::2/64']})
   await sb.cmd(host, ['link', 'set', 'vc0', 'master', 'br0'])
+  // the bridge's link-local address comes with its first port's carrier: wait for it, so that a
+  // snapshot taken now is the settled host
+  for (let i = 0; !(await sb.cmd(host, ['-6', 'addr', 'show', 'dev', 'br0', 'scope', 'link'])).stdout.includes('fe80'); i++) {
+    if (i > 100) throw new Error('br0 has no link-local address')
+    await new Promise((r) => setTimeout(r, 20))
+  }
   await sb.cmd(c, ['route', 'add', 'default', 'via', '198.18.4.1'])
   await sb.cmd(c, ['-6', 'route', 'add', 'default', 'via', 'fd00:4::1'])
   for (const [tool, src] of [['iptables', '198.18.4.0/24'], ['ip6tables', 'fd00:4::/64']] as const)
@@ -78,6 +90,63 @@ describe('forwarded traffic while interception is up', () => {
       expect(readFileSync(log, 'utf8')).toContain(`tcp:${REMOTE4}:8080`)
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
+    })
+  })
+})
+
+const UDP = join(PROJECT_ROOT, 'test', 'fixtures', 'udp.py')
+
+describe('--lan: LAN clients and containers through the proxy', () => {
+  it('a container behind a NAT bridge goes through the proxy with its own address (TCP and UDP, v4 and v6); the gateway itself and proxy-down stay right; down restores the host', async () => {
+    await withSandbox('ln', async (sb) => {
+      const {host, remote} = await proxyTopology(sb)
+      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const c = await natContainer(sb, host)
+      const before = await hostSnapshot([host], sb.cgroup)
+      const up = await skfp(interceptArgs(sb, host, ['--lan', 'br0']))
+      expect(up.exitCode, up.stderr).toBe(0)
+      const {child: v2ray, log} = await startV2ray(sb, host)
+      await startHttp(sb, remote)
+      for (const url of [`http://${REMOTE4}:8080/`, `http://[${REMOTE6}]:8080/`]) expect((await curl(sb, c, url)).stdout, url).toBe('200')
+      for (const addr of [REMOTE4, REMOTE6]) {
+        const echo = sb.start(remote, [resolveTool('python3'), '-u', UDP, 'echo', '--addr', addr, '--port', '5300'], {outsideCgroup: true})
+        await waitForOutput(echo, /listening/)
+        const r = JSON.parse((await sb.run(c, [resolveTool('python3'), UDP, 'client', '--addr', addr, '--port', '5300', '--count', '20'])).stdout)
+        expect(r, addr).toMatchObject({received: 20, corrupt: 0, error: null})
+      }
+      // the proxy saw the container's own address, before the uplink's masquerade
+      const accessLog = readFileSync(log, 'utf8')
+      for (const line of [`198.18.4.2:`, `accepted tcp:${REMOTE4}:8080`, `[fd00:4::2]:`, `accepted tcp:[${REMOTE6}]:8080`, `accepted udp:${REMOTE4}:5300`, `accepted udp:[${REMOTE6}]:5300`])
+        expect(accessLog).toContain(line)
+      expect(accessLog.split('\n').filter((l) => l.includes('accepted')).every((l) => /^\S+ \S+ (198\.18\.4\.2|\[fd00:4::2\]):/.test(l)), accessLog).toBe(true)
+
+      // the gateway's own resolver, asked on its bridge address, answers itself
+      const dns = sb.start(host, [resolveTool('dnsmasq'), '--keep-in-foreground', '--no-resolv', '--no-hosts', '--conf-file=/dev/null', '--pid-file=', '--user=root', '--bind-interfaces', '--listen-address=198.18.4.1', '--listen-address=fd00:4::1', '--address=/skfp.test/198.19.7.7', '--log-facility=-'])
+      await waitForOutput({stdout: dns.stderr}, /started, version/)
+      for (const server of ['198.18.4.1', 'fd00:4::1'])
+        expect((await sb.run(c, [resolveTool('dig'), `@${server}`, 'skfp.test', 'A', '+short', '+tries=1', '+time=3'])).stdout.trim(), server).toBe('198.19.7.7')
+      expect(readFileSync(log, 'utf8')).not.toMatch(/accepted udp:\S+:53 /)
+      // and the host's own traffic is still intercepted on the uplink
+      expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
+      const st = await status(sb.name)
+      expect(st.intercept.lan).toEqual([{dev: 'br0', attached: true}])
+      expect(st.counters.lanAssigned).toBeGreaterThan(40)
+      expect(st.counters.lanDirect).toBeGreaterThan(0)
+      expect(st.counters.tcAssignedListener).toBeGreaterThanOrEqual(3) // two from the container, one from the host
+
+      // the proxy goes away: fail-fast answers the container at once, TCP and UDP
+      v2ray.kill('SIGTERM')
+      await v2ray.catch(() => {})
+      const t0 = Date.now()
+      expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('000')
+      const refused = JSON.parse((await sb.run(c, [resolveTool('python3'), UDP, 'client', '--addr', REMOTE6, '--port', '5300', '--timeout', '2'])).stdout)
+      expect(refused.error).toBe('ECONNREFUSED')
+      expect(Date.now() - t0).toBeLessThan(1500)
+      expect((await status(sb.name)).counters.lanNoProxy).toBeGreaterThanOrEqual(2)
+
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      await expectRestored(before, [host], sb.cgroup)
+      expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200') // direct again
     })
   })
 })
