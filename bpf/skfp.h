@@ -15,6 +15,12 @@
 #define SKFP_CFG_HAS_PROXY_V4    (1u << 3) /* proxy_addr4 is set */
 #define SKFP_CFG_HAS_PROXY_V6    (1u << 4) /* proxy_addr6 is set */
 #define SKFP_CFG_UDP             (1u << 5) /* UDP is intercepted too */
+#define SKFP_CFG_CGROUP_SCOPE    (1u << 6) /* skfp_cgroups lists cgroups: look the socket's up */
+#define SKFP_CFG_CGROUP_ONLY     (1u << 7) /* only sockets of SKFP_CGROUP_INTERCEPT cgroups are intercepted */
+
+/* skfp_cgroups values */
+#define SKFP_CGROUP_INTERCEPT 1 /* --intercept-cgroup */
+#define SKFP_CGROUP_BYPASS    2 /* --bypass-cgroup */
 
 /* skfp_config.proxy_down: what intercepted traffic gets with no proxy listener */
 #define SKFP_PROXY_DOWN_FAIL_FAST   0 /* reset / ICMP error at once */
@@ -69,6 +75,7 @@ enum skfp_counter {
 	SKFP_CNT_LAN_DIRECT,         /* --lan ingress: for the host itself, its LAN, bypassed, or not the proxy's */
 	SKFP_CNT_LAN_ASSIGNED,       /* --lan ingress: assigned to the proxy's socket */
 	SKFP_CNT_LAN_NO_PROXY,       /* --lan ingress: no proxy socket: --proxy-down decided */
+	SKFP_CNT_OUT_OF_SCOPE,       /* uplink egress: a new flow of a socket outside --intercept-cgroup / inside --bypass-cgroup */
 	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
 };
 

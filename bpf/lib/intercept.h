@@ -82,6 +82,43 @@ struct {
 	__type(value, __u8);
 } skfp_bypass_ports SEC(".maps");
 
+/* --intercept-cgroup / --bypass-cgroup: cgroup v2 ids (the directory's inode
+ * number) -> SKFP_CGROUP_*. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SKFP_CGROUPS_MAX);
+	__type(key, __u64);
+	__type(value, __u8);
+} skfp_cgroups SEC(".maps");
+
+/* Levels of the cgroup tree looked at, from the root: deeper cgroups are
+ * judged by their ancestor at this depth. */
+#define SKFP_CGROUP_DEPTH 16
+
+/* Whether the packet's socket is in interception's scope: the deepest listed
+ * cgroup among its cgroup and that cgroup's ancestors decides; none listed:
+ * in scope unless only listed cgroups are (SKFP_CFG_CGROUP_ONLY). */
+static __always_inline int skfp_cgroup_in_scope(struct __sk_buff *skb, const struct skfp_config *cfg)
+{
+	__u8 decision = 0, *v;
+	__u64 id;
+
+	if (!(cfg->flags & SKFP_CFG_CGROUP_SCOPE))
+		return 1;
+#pragma unroll
+	for (int level = 0; level < SKFP_CGROUP_DEPTH; level++) {
+		id = bpf_skb_ancestor_cgroup_id(skb, level);
+		if (!id)
+			break;
+		v = bpf_map_lookup_elem(&skfp_cgroups, &id);
+		if (v)
+			decision = *v;
+	}
+	if (decision == SKFP_CGROUP_BYPASS)
+		return 0;
+	return decision == SKFP_CGROUP_INTERCEPT || !(cfg->flags & SKFP_CFG_CGROUP_ONLY);
+}
+
 /* What the programs need of one TCP or UDP packet. */
 struct skfp_pkt {
 	struct bpf_sock_tuple tuple; /* network order, as the lookup helpers take it */
@@ -649,6 +686,10 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 		skfp_count(SKFP_CNT_UDP_BYPASSED, 1);
 		return TC_ACT_OK;
 	}
+	if (!skfp_cgroup_in_scope(skb, cfg)) {
+		skfp_count(SKFP_CNT_OUT_OF_SCOPE, 1);
+		return TC_ACT_OK;
+	}
 	if (p->frag) {
 		skfp_count(SKFP_CNT_UDP_FRAGMENTS, 1);
 		return TC_ACT_SHOT;
@@ -748,6 +789,11 @@ int skfp_tc_egress(struct __sk_buff *skb)
 	/* The proxy's own upstream: intercepting it would loop. */
 	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, &p)) {
 		skfp_count(SKFP_CNT_TC_BYPASSED, 1);
+		return TC_ACT_OK;
+	}
+	/* A new connection of a socket outside the cgroups asked for. */
+	if (skfp_pkt_is_syn(&p) && !skfp_cgroup_in_scope(skb, cfg)) {
+		skfp_count(SKFP_CNT_OUT_OF_SCOPE, 1);
 		return TC_ACT_OK;
 	}
 	/* Checked here, not at lo: here "pass" can still let the packet out. */

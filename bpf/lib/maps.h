@@ -15,6 +15,9 @@
 #ifndef SKFP_BYPASS_MAX
 #define SKFP_BYPASS_MAX 256
 #endif
+#ifndef SKFP_CGROUPS_MAX
+#define SKFP_CGROUPS_MAX 64
+#endif
 
 /* The datapath configuration (struct skfp_config), one entry. */
 struct {

@@ -30,6 +30,8 @@ export default class Up extends SkfpCommand {
     'bypass-private': Flags.boolean({default: true, allowNo: true, description: 'Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) go direct; --no-bypass-private intercepts them.'}),
     udp: Flags.boolean({allowNo: true, description: "Intercept UDP too, to the proxy's UDP socket on the same port (default with --proxy-port; --no-udp: TCP only)."}),
     lan: Flags.string({multiple: true, description: 'Interface whose incoming traffic (LAN clients, containers on a bridge) is intercepted too, TCP and UDP (repeatable).'}),
+    'intercept-cgroup': Flags.string({multiple: true, description: 'cgroup v2 directory whose sockets (and its descendants\') are intercepted; given: only those are (repeatable).'}),
+    'bypass-cgroup': Flags.string({multiple: true, description: 'cgroup v2 directory whose sockets (and its descendants\') are never intercepted (repeatable). The deepest listed cgroup of a socket decides.'}),
     'proxy-down': Flags.string({description: 'With no proxy listener: fail-fast (reset at once, default), fail-closed (drop), pass (go direct).'}),
     replace: Flags.boolean({default: false, description: 'Apply new settings to a running instance (down, then up).'}),
     'dry-run': Flags.boolean({default: false, description: 'Print every command it would run; change nothing.'}),

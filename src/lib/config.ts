@@ -8,6 +8,13 @@ export const CFG_BYPASS_PRIVATE = 1 << 2
 export const CFG_HAS_PROXY_V4 = 1 << 3
 export const CFG_HAS_PROXY_V6 = 1 << 4
 export const CFG_UDP = 1 << 5
+export const CFG_CGROUP_SCOPE = 1 << 6
+export const CFG_CGROUP_ONLY = 1 << 7
+/** skfp_cgroups values (SKFP_CGROUP_* in bpf/skfp.h). */
+export const CGROUP_INTERCEPT = 1
+export const CGROUP_BYPASS = 2
+/** Entries of skfp_cgroups (SKFP_CGROUPS_MAX in bpf/lib/maps.h). */
+export const CGROUPS_MAX = 64
 
 export const PROXY_DOWN_MODES = ['fail-fast', 'fail-closed', 'pass'] as const
 export type ProxyDownMode = (typeof PROXY_DOWN_MODES)[number]
@@ -64,6 +71,7 @@ export const COUNTER_NAMES = [
   'lanDirect',
   'lanAssigned',
   'lanNoProxy',
+  'outOfScope',
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 export type Counters = Record<CounterName, number>

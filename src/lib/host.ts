@@ -41,17 +41,17 @@ export function requireRoot(): void {
 }
 
 /** An absolute cgroup v2 directory, or a one-line error. */
-export function validateCgroup(path: string): string {
+export function validateCgroup(path: string, flag = '--cgroup'): string {
   const abs = resolve(path)
   let isDir = false
   try {
     isDir = statSync(abs).isDirectory()
   } catch {
-    throw usageError(`cgroup ${abs} does not exist`, 'create it (mkdir under the cgroup v2 mount) or pass an existing one with --cgroup')
+    throw usageError(`cgroup ${abs} does not exist`, `create it (mkdir under the cgroup v2 mount) or pass an existing one with ${flag}`)
   }
-  if (!isDir) throw usageError(`cgroup ${abs} is not a directory`, 'pass a cgroup v2 directory with --cgroup')
+  if (!isDir) throw usageError(`cgroup ${abs} is not a directory`, `pass a cgroup v2 directory with ${flag}`)
   if (statfsSync(abs).type !== CGROUP2_SUPER_MAGIC)
-    throw usageError(`${abs} is not a cgroup v2 directory`, 'pass a directory under the cgroup2 mount (see /proc/mounts) with --cgroup')
+    throw usageError(`${abs} is not a cgroup v2 directory`, `pass a directory under the cgroup2 mount (see /proc/mounts) with ${flag}`)
   return abs
 }
 

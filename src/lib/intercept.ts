@@ -2,7 +2,8 @@
  * Interception: what `up` must observe in the target netns (and refuse when something is in the
  * way), the changes it records, and the bypass map entries it writes. Pure where possible.
  */
-import {existsSync} from 'node:fs'
+import {existsSync, statSync} from 'node:fs'
+import {CGROUP_BYPASS, CGROUP_INTERCEPT} from './config.js'
 import {conflictError, usageError} from './errors.js'
 import type {Cmd, Runner} from './exec.js'
 import {parseCidr} from './net.js'
@@ -115,7 +116,7 @@ export function interceptChanges(i: InterceptSettings, facts: InterceptFacts): C
 
 const ONE = Uint8Array.of(1)
 
-/** Bypass entries: the CIDRs and ports given, and the family the proxy does not listen on. */
+/** Bypass entries: the CIDRs and ports given, the family the proxy does not listen on, and the cgroup scope. */
 export function bypassWrites(i: InterceptSettings, pins: InstancePins): Cmd[] {
   const cidrs = [...i.bypass, ...(i.proxyAddr4 ? [] : ['0.0.0.0/0']), ...(i.proxyAddr6 ? [] : ['::/0'])].map((c) => parseCidr(c))
   const cmds = cidrs.map((c) => {
@@ -129,6 +130,13 @@ export function bypassWrites(i: InterceptSettings, pins: InstancePins): Cmd[] {
     new DataView(key.buffer).setUint16(0, port, true)
     cmds.push(bpftool.mapUpdate(pins.map.bypassPorts, key, ONE))
   }
+  // a cgroup v2 id is its directory's inode number
+  for (const [list, value] of [[i.interceptCgroups, CGROUP_INTERCEPT], [i.bypassCgroups, CGROUP_BYPASS]] as const)
+    for (const dir of list) {
+      const key = new Uint8Array(8)
+      new DataView(key.buffer).setBigUint64(0, statSync(dir, {bigint: true}).ino, true)
+      cmds.push(bpftool.mapUpdate(pins.map.cgroups, key, Uint8Array.of(value)))
+    }
   return cmds
 }
 

@@ -37,6 +37,8 @@ export function preflight(settings: UpSettings, tools: Parameters<typeof resolve
   const cg2 = cgroup2Mount(mounts)
   const cgroup = settings.cgroup ? validateCgroup(settings.cgroup) : cg2 ?? CGROUP2_FALLBACK
   if (settings.netns) validateNetns(settings.netns)
+  const i = settings.intercept
+  if (i) for (const [flag, list] of [['--intercept-cgroup', i.interceptCgroups], ['--bypass-cgroup', i.bypassCgroups]] as const) for (const c of list) validateCgroup(c, flag)
   return {...settings, cgroup}
 }
 

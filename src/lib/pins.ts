@@ -20,7 +20,7 @@ export interface InstancePins {
   /** The fastpath object's own maps (and second pins of the maps it shares). */
   fastpathMaps: string
   prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string; tcLanIngress: string}
-  map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string}
+  map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string; cgroups: string}
 }
 
 export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
@@ -49,6 +49,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
       bypass4: `${maps}/skfp_bypass4`,
       bypass6: `${maps}/skfp_bypass6`,
       bypassPorts: `${maps}/skfp_bypass_ports`,
+      cgroups: `${maps}/skfp_cgroups`,
     },
   }
 }

@@ -61,17 +61,24 @@ export class Sandbox {
     return this.runner.run({tool: 'ip', args, netns})
   }
 
-  /** argv that runs PROG inside netns (and inside the cgroup unless outsideCgroup). */
-  argv(netns: string, prog: string[], opts: {outsideCgroup?: boolean} = {}): string[] {
-    return [programPath('skfp-run'), opts.outsideCgroup ? '-' : this.cgroup, netnsPath(netns), ...prog]
+  /** argv that runs PROG inside netns, and inside the sandbox's cgroup (or opts.cgroup) unless outsideCgroup. */
+  argv(netns: string, prog: string[], opts: PlaceOptions = {}): string[] {
+    return [programPath('skfp-run'), opts.outsideCgroup ? '-' : (opts.cgroup ?? this.cgroup), netnsPath(netns), ...prog]
   }
 
-  run(netns: string, prog: string[], opts: {outsideCgroup?: boolean; timeoutMs?: number; allowFailure?: boolean} = {}): Promise<RunResult> {
+  run(netns: string, prog: string[], opts: PlaceOptions & {timeoutMs?: number; allowFailure?: boolean} = {}): Promise<RunResult> {
     return runProgram(this.argv(netns, prog, opts), opts)
   }
 
+  /** A child cgroup of the sandbox's (removed with it). */
+  addCgroup(name: string): string {
+    const dir = join(this.cgroup, name)
+    mkdirSync(dir)
+    return dir
+  }
+
   /** A background process, stopped at destroy(). */
-  start(netns: string, prog: string[], opts: {outsideCgroup?: boolean} = {}): Child {
+  start(netns: string, prog: string[], opts: PlaceOptions = {}): Child {
     const child = startProgram(this.argv(netns, prog, opts))
     this.children.push(child)
     return child
@@ -94,9 +101,16 @@ export async function removeLeftovers(runner: Runner, prefix: string): Promise<v
   for (const dir of readdirSync(root).filter((n) => n.startsWith(prefix))) killCgroup(join(root, dir))
 }
 
-/** Kills every process of a cgroup, waits for it to empty, and removes it. */
+/** Where a sandbox program runs: outside any cgroup of the sandbox, or in one of its child cgroups. */
+export interface PlaceOptions {
+  outsideCgroup?: boolean
+  cgroup?: string
+}
+
+/** Kills every process of a cgroup (its children first), waits for it to empty, and removes it. */
 function killCgroup(dir: string): void {
   if (!existsSync(dir)) return
+  for (const child of readdirSync(dir, {withFileTypes: true})) if (child.isDirectory()) killCgroup(join(dir, child.name))
   if (existsSync(join(dir, 'cgroup.kill'))) writeFileSync(join(dir, 'cgroup.kill'), '1')
   for (let i = 0; i < 100; i++) {
     if (readFileSync(join(dir, 'cgroup.procs'), 'utf8').trim() === '') break

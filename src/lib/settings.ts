@@ -1,5 +1,6 @@
 /** `skfp up` flags → validated settings. Everything is checked before anything changes. */
-import {BYPASS_MAX, PROXY_DOWN_MODES, RECORD_MAX, type ProxyDownMode} from './config.js'
+import {posix} from 'node:path'
+import {BYPASS_MAX, CGROUPS_MAX, PROXY_DOWN_MODES, RECORD_MAX, type ProxyDownMode} from './config.js'
 import {usageError} from './errors.js'
 import {parseAddress, parseCidr, validateInterface} from './net.js'
 import {validateInstance} from './pins.js'
@@ -29,6 +30,10 @@ export interface InterceptSettings {
   udp: boolean
   /** Interfaces whose incoming (forwarded) traffic is intercepted: LAN ports, bridges. */
   lan: string[]
+  /** cgroup v2 directories (absolute): when any, only their sockets (and their descendants') are intercepted. */
+  interceptCgroups: string[]
+  /** cgroup v2 directories whose sockets (and their descendants') are never intercepted. */
+  bypassCgroups: string[]
 }
 
 export const DEFAULT_FWMARK = 0x5cf0
@@ -78,9 +83,11 @@ export interface RawUpFlags {
   'proxy-down'?: string
   udp?: boolean
   lan?: string[]
+  'intercept-cgroup'?: string[]
+  'bypass-cgroup'?: string[]
 }
 
-const INTERCEPT_ONLY = ['uplink', 'proxy-addr', 'fwmark', 'table', 'bypass', 'bypass-port', 'proxy-down', 'udp', 'lan'] as const
+const INTERCEPT_ONLY = ['uplink', 'proxy-addr', 'fwmark', 'table', 'bypass', 'bypass-port', 'proxy-down', 'udp', 'lan', 'intercept-cgroup', 'bypass-cgroup'] as const
 
 function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings | null {
   if (flags['proxy-port'] === undefined) {
@@ -125,7 +132,19 @@ function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings
     proxyDown: proxyDown as ProxyDownMode,
     udp: flags.udp ?? true,
     lan,
+    ...cgroupScope(flags),
   }
+}
+
+/** --intercept-cgroup / --bypass-cgroup as absolute paths (that they are cgroup v2 directories is
+ * checked with the host, by preflight). */
+function cgroupScope(flags: RawUpFlags): Pick<InterceptSettings, 'interceptCgroups' | 'bypassCgroups'> {
+  const [interceptCgroups, bypassCgroups] = [flags['intercept-cgroup'], flags['bypass-cgroup']].map((list) => [...new Set((list ?? []).map((p) => posix.resolve(p)))])
+  const both = interceptCgroups.find((c) => bypassCgroups.includes(c))
+  if (both) throw usageError(`${both} is given as both --intercept-cgroup and --bypass-cgroup`, 'a cgroup is either intercepted or bypassed; a descendant may be listed with the other flag')
+  const n = interceptCgroups.length + bypassCgroups.length
+  if (n > CGROUPS_MAX) throw usageError(`${n} --intercept-cgroup and --bypass-cgroup entries: at most ${CGROUPS_MAX} fit`, 'list parent cgroups: their descendants follow them')
+  return {interceptCgroups, bypassCgroups}
 }
 
 /** Pure validation; cgroup and netns existence are checked by the caller (they touch the host). */
@@ -192,7 +211,7 @@ export function withDefaults(recorded: Partial<UpSettings> & Pick<UpSettings, 'i
     fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US,
     ...recorded,
     intercept: i
-      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, udp: false, lan: [], ...i} as InterceptSettings)
+      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, udp: false, lan: [], interceptCgroups: [], bypassCgroups: [], ...i} as InterceptSettings)
       : null,
   }
 }

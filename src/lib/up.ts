@@ -2,7 +2,7 @@
  * `skfp up`: (settings, observed host) → a plan of steps. planUp is pure: the unit tests check
  * its exact argv; upInstance gathers the facts, decides no-op / conflict / plan, and runs it.
  */
-import {CFG_BYPASS_PRIVATE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
+import {CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions} from './changes.js'
 import {conflictError, environmentError} from './errors.js'
@@ -36,7 +36,8 @@ export interface UpFacts {
 export function datapathConfig(settings: UpSettings, fastpath: boolean, loIfindex = 0): DatapathConfig {
   const i = settings.intercept
   return {
-    flags: (fastpath ? CFG_FASTPATH : 0) | (i ? CFG_INTERCEPT : 0) | (i?.bypassPrivate ? CFG_BYPASS_PRIVATE : 0) | (i?.udp ? CFG_UDP : 0),
+    flags: (fastpath ? CFG_FASTPATH : 0) | (i ? CFG_INTERCEPT : 0) | (i?.bypassPrivate ? CFG_BYPASS_PRIVATE : 0) | (i?.udp ? CFG_UDP : 0) |
+      (i && i.interceptCgroups.length + i.bypassCgroups.length ? CFG_CGROUP_SCOPE : 0) | (i?.interceptCgroups.length ? CFG_CGROUP_ONLY : 0),
     proxyMark: settings.proxyMark,
     fwmark: i?.fwmark ?? 0,
     loIfindex: i ? loIfindex : 0,

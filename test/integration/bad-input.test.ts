@@ -69,6 +69,10 @@ export const cases: Case[] = [
   ['--lan that is the uplink', (c) => ix(c, {lan: 'up0'}), 2, /up0 is given as both --lan and --uplink/],
   ['--lan interface that does not exist', (c) => ix(c, {lan: 'nope1'}), 2, /interface nope1 does not exist in netns .*: check `ip link` and pass an existing interface with --lan/],
   ['--lan interface with ;', (c) => ix(c, {lan: 'br0;reboot'}), 2, /bad interface name/],
+  ['--intercept-cgroup that is not cgroup v2', (c) => ix(c, {'intercept-cgroup': '/tmp'}), 2, /\/tmp is not a cgroup v2 directory: pass a directory under the cgroup2 mount \(see \/proc\/mounts\) with --intercept-cgroup/],
+  ['--bypass-cgroup that does not exist', (c) => ix(c, {'bypass-cgroup': `${c.cg}/nope`}), 2, /cgroup .*\/nope does not exist: create it .* with --bypass-cgroup/],
+  ['a cgroup both intercepted and bypassed', (c) => ix(c, {'intercept-cgroup': c.cg, 'bypass-cgroup': c.cg}), 2, /is given as both --intercept-cgroup and --bypass-cgroup/],
+  ['--intercept-cgroup without interception', (c) => up(c, {'intercept-cgroup': c.cg}), 2, /--intercept-cgroup needs --proxy-port/],
   ['no default route and no --uplink', (c) => ix(c, {uplink: undefined}), 2, /no default route in netns .*: name the interfaces to intercept with --uplink/],
 ]
 

@@ -55,6 +55,8 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
     proxyDown: 'fail-fast',
     udp: false,
     lan: [],
+    interceptCgroups: [],
+    bypassCgroups: [],
   }
   await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, silent, ctx.runner)
 }
