@@ -23,6 +23,7 @@ export const TOOLS = {
   v2ray: 'v2ray',
   curl: 'curl',
   iptables: 'iptables',
+  nft: 'nftables',
   ip6tables: 'iptables',
   taskset: 'util-linux',
   python3: 'python3',

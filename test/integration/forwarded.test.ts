@@ -150,3 +150,48 @@ describe('--lan: LAN clients and containers through the proxy', () => {
     })
   })
 })
+
+describe('coexistence with the host firewall and other policy routing', () => {
+  it("Docker's NAT and filter rules and another program's fwmark rule keep working through up and down, untouched", async () => {
+    await withSandbox('dk', async (sb) => {
+      const {host, remote} = await proxyTopology(sb)
+      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const c = await natContainer(sb, host)
+      // Docker's filter rules: FORWARD dropped but for the bridge's own traffic and its answers
+      for (const tool of ['iptables', 'ip6tables'] as const)
+        for (const rule of [['-P', 'FORWARD', 'DROP'], ['-A', 'FORWARD', '-i', 'br0', '-j', 'ACCEPT'], ['-A', 'FORWARD', '-o', 'br0', '-m', 'conntrack', '--ctstate', 'RELATED,ESTABLISHED', '-j', 'ACCEPT']])
+          await runner.run({tool, args: rule, netns: host})
+      // another program's policy routing: its mark (0x1/0x1) on the host's connections to :8082 routes them by its own table
+      await sb.cmd(host, ['rule', 'add', 'fwmark', '0x1/0x1', 'lookup', '100', 'pref', '100'])
+      await sb.cmd(host, ['route', 'add', `${REMOTE4}/32`, 'via', '198.18.0.2', 'dev', 'up0', 'table', '100'])
+      await runner.run({tool: 'iptables', args: ['-t', 'mangle', '-A', 'OUTPUT', '-p', 'tcp', '--dport', '8082', '-j', 'MARK', '--set-xmark', '0x1/0x1'], netns: host})
+      // -s: without the counters, which the traffic moves
+      const nftBefore = (await runner.run({tool: 'nft', args: ['-s', 'list', 'ruleset'], netns: host})).stdout
+      const before = await hostSnapshot([host], sb.cgroup)
+
+      const up = await skfp(interceptArgs(sb, host, ['--lan', 'br0', '--bypass-port', '8082']))
+      expect(up.exitCode, up.stderr).toBe(0)
+      const {log} = await startV2ray(sb, host)
+      await startHttp(sb, remote, 8080)
+      await startHttp(sb, remote, 8082)
+      expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200') // the container, through the proxy
+      expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200') // the host, through the proxy
+      expect((await curl(sb, host, `http://${REMOTE4}:8082/`)).stdout).toBe('200') // the other program's marked route
+      expect((await curl(sb, c, `http://${REMOTE4}:8082/`)).stdout).toBe('200') // forwarded and masqueraded, as before
+      const accessLog = readFileSync(log, 'utf8')
+      expect(accessLog).toContain(`198.18.4.2:`)
+      expect(accessLog).not.toContain(':8082')
+      // skfp's rule matches its own mark exactly (no mask), beside the other one
+      const rules = JSON.parse((await sb.cmd(host, ['-j', '-4', 'rule', 'show'])).stdout) as {priority: number; fwmark?: string; fwmask?: string}[]
+      expect(rules.find((r) => r.priority === 1487)).toMatchObject({fwmark: '0x5cf0'})
+      expect(rules.find((r) => r.priority === 1487)?.fwmask).toBeUndefined()
+      expect(rules.find((r) => r.priority === 100)).toMatchObject({fwmark: '0x1', fwmask: '0x1'})
+      expect((await runner.run({tool: 'nft', args: ['-s', 'list', 'ruleset'], netns: host})).stdout).toBe(nftBefore) // skfp adds no firewall rule
+
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      await expectRestored(before, [host], sb.cgroup)
+      expect((await runner.run({tool: 'nft', args: ['-s', 'list', 'ruleset'], netns: host})).stdout).toBe(nftBefore)
+      for (const client of [c, host]) expect((await curl(sb, client, `http://${REMOTE4}:8082/`)).stdout).toBe('200')
+    })
+  })
+})
