@@ -19,7 +19,7 @@ export class Sandbox {
   readonly cgroup: string
   private readonly children: Child[] = []
 
-  private constructor(readonly name: string, private readonly runner: Runner) {
+  private constructor(readonly name: string, readonly runner: Runner) {
     const root = cgroup2Mount()
     if (!root) throw new Error('no cgroup v2 mount')
     this.cgroup = join(root, name)

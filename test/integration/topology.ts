@@ -12,6 +12,17 @@ export const REMOTE6 = '2001:2::1'
 export const PROXY_PORT = 7893
 export const PROXY_MARK = 255
 
+/** Waits until something in netns listens on UDP (unconnected socket) or TCP port: for programs that
+ * say so only in block-buffered output. */
+export async function waitForListener(sb: Sandbox, netns: string, port: number, proto: 'tcp' | 'udp', count = 1): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const r = await sb.runner.run({tool: 'ss', args: [proto === 'udp' ? '-Hlun' : '-Hltn', 'sport', '=', `:${port}`], netns})
+    if (r.stdout.trim().split('\n').filter(Boolean).length >= count) return
+    await new Promise((res) => setTimeout(res, 20))
+  }
+  throw new Error(`nothing listens on ${proto} port ${port} in ${netns}`)
+}
+
 export async function proxyTopology(sb: Sandbox): Promise<{host: string; remote: string}> {
   const host = await sb.addNetns('h')
   const remote = await sb.addNetns('r')
