@@ -76,6 +76,7 @@ enum skfp_counter {
 	SKFP_CNT_LAN_ASSIGNED,       /* --lan ingress: assigned to the proxy's socket */
 	SKFP_CNT_LAN_NO_PROXY,       /* --lan ingress: no proxy socket: --proxy-down decided */
 	SKFP_CNT_OUT_OF_SCOPE,       /* uplink egress: a new flow of a socket outside --intercept-cgroup / inside --bypass-cgroup */
+	SKFP_CNT_ASSIGN_REFUSED,     /* ingress: bpf_sk_assign refused the proxy's socket (SO_REUSEPORT before Linux 6.5) */
 	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
 };
 

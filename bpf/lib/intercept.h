@@ -367,6 +367,53 @@ static __always_inline struct bpf_sock *skfp_lookup_proxy(struct __sk_buff *skb,
 	return sk;
 }
 
+/* Kernels before 6.5 refuse to assign a socket of a SO_REUSEPORT group
+ * (v2ray and xray open theirs so; bpf_sk_assign returns -ESOCKTNOSUPPORT).
+ * The ingress side notes the refused socket per family and protocol; while
+ * the uplink finds that same socket (for at most SKFP_REFUSED_NS after the
+ * last refusal), new connections and datagrams are treated as if no proxy
+ * listened (--proxy-down decides), and `skfp status` says why. A proxy
+ * started anew has another socket and is tried at once. */
+#define SKFP_REFUSED_NS (60ull * 1000000000ull)
+
+struct skfp_refusal {
+	__u64 sk; /* the socket's kernel address */
+	__u64 at; /* bpf_ktime_get_ns() of the last refusal */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4); /* (family 6) * 2 + (UDP) */
+	__type(key, __u32);
+	__type(value, struct skfp_refusal);
+} skfp_assign_refused SEC(".maps");
+
+static __always_inline __u32 skfp_refused_slot(const struct skfp_pkt *p)
+{
+	return (p->family == 6) * 2 + (p->proto == IPPROTO_UDP);
+}
+
+static __always_inline void skfp_note_refused(const struct skfp_pkt *p, __u64 sk)
+{
+	struct skfp_refusal r = {.sk = sk, .at = bpf_ktime_get_ns()};
+	__u32 slot = skfp_refused_slot(p);
+
+	bpf_map_update_elem(&skfp_assign_refused, &slot, &r, BPF_ANY);
+	skfp_count(SKFP_CNT_ASSIGN_REFUSED, 1);
+}
+
+/* sk: the proxy socket the lookup found (still held). */
+static __always_inline int skfp_proxy_refused(const struct skfp_pkt *p, struct bpf_sock *sk)
+{
+	__u32 slot = skfp_refused_slot(p);
+	struct skfp_refusal *r = bpf_map_lookup_elem(&skfp_assign_refused, &slot);
+
+	return r && r->sk == (__u64)sk && bpf_ktime_get_ns() - r->at < SKFP_REFUSED_NS;
+}
+
+/* skfp_tcp_assign / skfp_udp_assign: the proxy's socket refused the packet. */
+#define SKFP_REFUSED 100
+
 enum skfp_verdict {
 	SKFP_TO_PROXY, /* its proxy connection exists, or a SYN and the proxy listens */
 	SKFP_DIRECT,   /* not a connection the proxy has: leave it alone */
@@ -382,6 +429,7 @@ static __always_inline enum skfp_verdict skfp_route(struct __sk_buff *skb, const
 						    struct skfp_pkt *p)
 {
 	struct bpf_sock *sk;
+	int refused;
 
 	sk = skfp_lookup_conn(skb, p);
 	if (sk) {
@@ -393,8 +441,9 @@ static __always_inline enum skfp_verdict skfp_route(struct __sk_buff *skb, const
 	sk = skfp_lookup_proxy(skb, cfg, p);
 	if (!sk)
 		return SKFP_NO_PROXY;
+	refused = skfp_proxy_refused(p, sk);
 	bpf_sk_release(sk);
-	return SKFP_TO_PROXY;
+	return refused ? SKFP_NO_PROXY : SKFP_TO_PROXY;
 }
 
 static __always_inline __u16 skfp_csum_fold(__s64 csum)
@@ -598,7 +647,7 @@ struct skfp_icmp6_reply {
 	__u8 quoted[sizeof(struct ipv6hdr) + 8];
 };
 
-static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct skfp_pkt *p, __u64 to)
+static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct skfp_pkt *p, __u64 to, int at_lo)
 {
 	struct ethhdr eth;
 	__u8 mac[ETH_ALEN];
@@ -609,6 +658,9 @@ static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct s
 	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
 	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
 	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+	/* Back into lo: its address (all zeros) makes it PACKET_HOST there. */
+	if (at_lo)
+		__builtin_memset(eth.h_dest, 0, ETH_ALEN);
 
 	if (p->family == 4) {
 		struct skfp_icmp4_reply r = {};
@@ -668,7 +720,7 @@ static __always_inline int skfp_proxy_down(struct __sk_buff *skb, const struct s
 	case SKFP_PROXY_DOWN_PASS:
 		return TC_ACT_OK;
 	case SKFP_PROXY_DOWN_FAIL_FAST:
-		return p->proto == IPPROTO_UDP ? skfp_udp_reject(skb, p, to) : skfp_reject(skb, p, to);
+		return p->proto == IPPROTO_UDP ? skfp_udp_reject(skb, p, to, 0) : skfp_reject(skb, p, to);
 	default:
 		return TC_ACT_SHOT;
 	}
@@ -699,11 +751,16 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 		return TC_ACT_OK;
 	}
 	sk = skfp_lookup_proxy(skb, cfg, p);
+	if (sk && skfp_proxy_refused(p, sk)) {
+		bpf_sk_release(sk);
+		sk = NULL;
+	}
+	if (sk)
+		bpf_sk_release(sk);
 	if (!sk) {
 		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
 		return skfp_proxy_down(skb, cfg, p, BPF_F_INGRESS);
 	}
-	bpf_sk_release(sk);
 	skb->mark = cfg->fwmark;
 	skfp_count(SKFP_CNT_UDP_REDIRECTED, 1);
 	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
@@ -713,20 +770,29 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 static __always_inline int skfp_udp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
 {
 	struct bpf_sock *sk;
+	__u64 addr;
 	long err;
 
 	sk = skfp_udp_lookup_conn(skb, p);
-	if (!sk)
-		sk = skfp_lookup_proxy(skb, cfg, p);
+	if (sk) {
+		/* Routing finds this socket too (its tuple is the packet's): a
+		 * refused assign is no loss. */
+		bpf_sk_assign(skb, sk, 0);
+		bpf_sk_release(sk);
+		skfp_count(SKFP_CNT_UDP_ASSIGNED, 1);
+		return TC_ACT_OK;
+	}
+	sk = skfp_lookup_proxy(skb, cfg, p);
 	if (!sk) {
 		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
 		return TC_ACT_SHOT;
 	}
 	err = bpf_sk_assign(skb, sk, 0);
+	addr = (__u64)sk;
 	bpf_sk_release(sk);
 	if (err) {
-		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
-		return TC_ACT_SHOT;
+		skfp_note_refused(p, addr);
+		return SKFP_REFUSED;
 	}
 	skfp_count(SKFP_CNT_UDP_ASSIGNED, 1);
 	return TC_ACT_OK;
@@ -737,6 +803,7 @@ static __always_inline int skfp_udp_assign(struct __sk_buff *skb, const struct s
 static __always_inline int skfp_tcp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
 {
 	struct bpf_sock *sk;
+	__u64 addr;
 	long err;
 
 	sk = skfp_lookup_conn(skb, p);
@@ -754,13 +821,28 @@ static __always_inline int skfp_tcp_assign(struct __sk_buff *skb, const struct s
 		return TC_ACT_SHOT;
 	}
 	err = bpf_sk_assign(skb, sk, 0);
+	addr = (__u64)sk;
 	bpf_sk_release(sk);
 	if (err) {
-		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
-		return TC_ACT_SHOT;
+		skfp_note_refused(p, addr);
+		return SKFP_REFUSED;
 	}
 	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
 	return TC_ACT_OK;
+}
+
+/* A refused packet at an ingress hook. Fail-fast answers at once: a TCP SYN
+ * goes on to the stack, which finds no socket and resets it (from the
+ * original destination: a reset may come from any address); a datagram gets
+ * skfp's ICMP port unreachable (the stack's own cannot leave from the
+ * original destination, not an address of the host). The other modes drop
+ * it: the client's retry meets the uplink's verdict. */
+static __always_inline int skfp_refused_verdict(struct __sk_buff *skb, const struct skfp_config *cfg,
+						const struct skfp_pkt *p, __u64 to, int at_lo)
+{
+	if (cfg->proxy_down != SKFP_PROXY_DOWN_FAIL_FAST)
+		return TC_ACT_SHOT;
+	return p->proto == IPPROTO_UDP ? skfp_udp_reject(skb, p, to, at_lo) : TC_ACT_OK;
 }
 
 SEC("tc")
@@ -820,6 +902,7 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 {
 	struct skfp_config *cfg;
 	struct skfp_pkt p = {};
+	int ret;
 
 	cfg = skfp_get_config();
 	if (!cfg || !cfg->fwmark || skb->mark != cfg->fwmark)
@@ -829,10 +912,8 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 	/* The redirect left the uplink's Ethernet addresses: PACKET_OTHERHOST,
 	 * which ip_rcv drops. */
 	bpf_skb_change_type(skb, PACKET_HOST);
-	if (p.proto == IPPROTO_UDP)
-		return skfp_udp_assign(skb, cfg, &p);
-
-	return skfp_tcp_assign(skb, cfg, &p);
+	ret = p.proto == IPPROTO_UDP ? skfp_udp_assign(skb, cfg, &p) : skfp_tcp_assign(skb, cfg, &p);
+	return ret == SKFP_REFUSED ? skfp_refused_verdict(skb, cfg, &p, BPF_F_INGRESS, 1) : ret;
 }
 
 /* Uplink ingress, with UDP on: notes each UDP flow that comes in to a local
@@ -935,14 +1016,26 @@ int skfp_tc_lan_ingress(struct __sk_buff *skb)
 		ret = skfp_tcp_assign(skb, cfg, &p);
 	} else {
 		sk = skfp_udp_lookup_conn(skb, &p);
-		if (!sk)
+		if (!sk) {
 			sk = skfp_lookup_proxy(skb, cfg, &p);
+			if (sk && skfp_proxy_refused(&p, sk)) {
+				bpf_sk_release(sk);
+				sk = NULL;
+			}
+		}
 		if (!sk) {
 			skfp_count(SKFP_CNT_LAN_NO_PROXY, 1);
 			return skfp_proxy_down(skb, cfg, &p, 0);
 		}
 		bpf_sk_release(sk);
 		ret = skfp_udp_assign(skb, cfg, &p);
+	}
+	if (ret == SKFP_REFUSED) {
+		skfp_count(SKFP_CNT_LAN_NO_PROXY, 1);
+		ret = skfp_refused_verdict(skb, cfg, &p, 0, 0);
+		if (ret == TC_ACT_OK)
+			skb->mark = cfg->fwmark; /* a SYN delivered locally: the stack resets it */
+		return ret;
 	}
 	if (ret != TC_ACT_OK)
 		return ret;

@@ -72,6 +72,7 @@ export const COUNTER_NAMES = [
   'lanAssigned',
   'lanNoProxy',
   'outOfScope',
+  'assignRefused',
 ] as const
 export type CounterName = (typeof COUNTER_NAMES)[number]
 export type Counters = Record<CounterName, number>

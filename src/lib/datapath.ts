@@ -141,11 +141,21 @@ export interface KernelFeature {
 export interface KernelReport {
   kernel: string
   features: KernelFeature[]
-  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; handoff: boolean}
+  /** reuseportProxies: bpf_sk_assign takes a socket of a SO_REUSEPORT group (v2ray's, xray's): Linux 6.5+. */
+  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; handoff: boolean; reuseportProxies: boolean}
 }
 
+/** Whether bpf_sk_assign takes SO_REUSEPORT sockets (Linux 6.5+). Read from the kernel's BTF: the
+ * series that made it (net: "support SO_REUSEPORT sockets with bpf_sk_assign") also replaced the
+ * socket-lookup helpers by inet_lookup_run_sk_lookup, which older kernels lack (checked on Debian's
+ * 5.10, 6.1, 6.12 and 7.2 kernels; the kernel matrix checks it against the real refusal). */
+export const assignsReuseport = (btfPath = '/sys/kernel/btf/vmlinux') => kernelBtfHas(['inet_lookup_run_sk_lookup'], btfPath).inet_lookup_run_sk_lookup
+
+export const REUSEPORT_NOTE =
+  "bpf_sk_assign refuses a proxy socket of a SO_REUSEPORT group on this kernel (v2ray and xray open theirs so): their connections and datagrams get --proxy-down; run a proxy without SO_REUSEPORT (ss-redir without --reuse-port) or Linux 6.5 or later"
+
 export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/btf/vmlinux'): KernelReport {
-  const has = kernelBtfHas(['sock', 'bpf_rdonly_cast', 'bpf_cast_to_kern_ctx', 'msg_tot_len'], btfPath)
+  const has = kernelBtfHas(['sock', 'bpf_rdonly_cast', 'bpf_cast_to_kern_ctx', 'msg_tot_len', 'inet_lookup_run_sk_lookup'], btfPath)
   const btf = has.sock
   const fp = support.fastpath
   const features: KernelFeature[] = [
@@ -154,6 +164,11 @@ export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/bt
       name: 'tc interception (bpf_skc_lookup_tcp, bpf_sk_assign)',
       status: support.intercept ? 'missing' : 'available',
       detail: support.intercept ? `intercept.bpf.o refused: ${support.intercept.reason}` : 'intercept.bpf.o loads: interception works',
+    },
+    {
+      name: 'bpf_sk_assign of SO_REUSEPORT sockets',
+      status: has.inet_lookup_run_sk_lookup ? 'available' : 'missing',
+      detail: has.inet_lookup_run_sk_lookup ? 'proxies whose listener or UDP socket uses SO_REUSEPORT (v2ray, xray) take intercepted traffic' : REUSEPORT_NOTE,
     },
     {
       name: 'kfuncs bpf_rdonly_cast, bpf_cast_to_kern_ctx',
@@ -178,6 +193,6 @@ export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/bt
   return {
     kernel: support.kernel,
     features,
-    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, handoff: !!fp},
+    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, handoff: !!fp, reuseportProxies: has.inet_lookup_run_sk_lookup},
   }
 }

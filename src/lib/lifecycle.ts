@@ -2,7 +2,7 @@
 import {existsSync, mkdirSync} from 'node:fs'
 import {autoOffLine, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, type Verdict} from './doctor.js'
 import {build, fastpathObject, interceptObject, isBuilt, objectDir, type BuildOptions} from './build.js'
-import {probeDatapath, refusals, type DatapathSupport} from './datapath.js'
+import {assignsReuseport, probeDatapath, refusals, REUSEPORT_NOTE, type DatapathSupport} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
@@ -51,6 +51,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   let interceptFacts = settings.intercept && instanceState(observed) === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
   const support = await datapathSupport(runner, target)
   if (support.intercept) throw loadRefused(support, 'skfp cannot load', support.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
+  if (settings.intercept && !opts.dryRun && !assignsReuseport()) (opts.log ?? warn)(`note: ${REUSEPORT_NOTE} (skfp doctor)`)
   const fastpath = await resolveFastpath(settings, support, runner, opts)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}

@@ -10,6 +10,7 @@ const stateColor = {up: chalk.green, 'half-up': chalk.yellow, down: chalk.dim}
 export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, number>>): string {
   const lines = [`instance ${chalk.bold(s.instance)}: ${stateColor[s.state](s.state)}`]
   for (const p of s.problems) lines.push(`  ${chalk.yellow('!')} ${p} — run \`skfp down --instance ${s.instance}\``)
+  for (const w of s.warnings ?? []) lines.push(`  ${chalk.yellow('!')} ${w}`)
   if (s.state === 'down') return lines.join('\n')
   if (s.settings) lines.push(`  cgroup     ${s.settings.cgroup}${s.settings.netns ? `\n  netns      ${s.settings.netns}` : ''}`)
   lines.push(`  fastpath   ${s.fastpath.enabled ? 'on' : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded: this kernel takes none'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)

@@ -1,5 +1,6 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
 import {CFG_FASTPATH, type Counters} from './config.js'
+import {REUSEPORT_NOTE} from './datapath.js'
 import {hookKey} from './intercept.js'
 import type {Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
@@ -14,6 +15,8 @@ export interface InstanceStatus {
   state: InstanceState
   /** What is missing or left over when the state is half-up. */
   problems: string[]
+  /** What works otherwise than asked while up (the proxy's socket refused by the kernel). */
+  warnings: string[]
   settings: UpSettings | null
   /** variant: which fastpath object this instance loaded (null: the kernel takes none). */
   fastpath: {enabled: boolean; sockets: number | null; variant: string | null}
@@ -47,10 +50,13 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
     if (o.record?.changes.some((c) => c.kind === 'sockops') && !o.sockopsAttached) problems.push('sock_ops is not attached to its cgroup')
     for (const m of missingIntercept(o)) problems.push(`${m} is missing`)
   }
+  const warnings: string[] = []
+  if (o.counters?.assignRefused) warnings.push(`the kernel refused the proxy's socket ${o.counters.assignRefused} times: ${REUSEPORT_NOTE}`)
   return {
     instance: o.instance,
     state,
     problems,
+    warnings,
     settings: o.record?.settings ?? null,
     fastpath: {
       enabled: !!(o.config && o.config.flags & CFG_FASTPATH),

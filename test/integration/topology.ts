@@ -59,7 +59,7 @@ export async function startV2ray(sb: Sandbox, host: string): Promise<{child: Ret
   writeFileSync(file, JSON.stringify(config))
   writeFileSync(log, '')
   const child = sb.start(host, [resolveTool('v2ray'), '-config', file])
-  await waitForOutput(child, /started/)
+  await waitForOutput(child, /started/, 60_000) // seconds in an emulated VM
   return {child, log}
 }
 

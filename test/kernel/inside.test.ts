@@ -1,21 +1,28 @@
 // The focused suite each kernel of the matrix runs, inside its VM (test/kernel/matrix.test.ts boots
-// it): what this kernel loads, interception carrying real bytes v4 and v6 through a transparent relay,
+// it): what this kernel loads, interception carrying real bytes v4 and v6 through a transparent relay
+// (and UDP datagrams through v2ray),
 // the fastpath with real bytes redirected and the guard bounding a slow reader, the self-test, bad
 // input, and a crash in `up` cleaned by `down`. SKFP_EXPECT_FASTPATH says which fastpath variant this
 // kernel must load ('none': it must be refused in one line), SKFP_EXPECT_GUARD how the guard measures.
-import {existsSync, readdirSync, rmdirSync, rmSync} from 'node:fs'
+import {existsSync, readdirSync, rmdirSync, rmSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
-import {programPath} from '../../src/lib/build.js'
+import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
+import {resolveTool} from '../../src/lib/exec.js'
+import {waitForOutput} from '../../src/lib/iperf.js'
 import {PIN_ROOT} from '../../src/lib/pins.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, leftovers, skfp, status, transfer, upArgs, withSandbox} from '../integration/helpers.js'
 import {expectRestored, hostSnapshot} from '../integration/snapshot.js'
-import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6} from '../integration/topology.js'
+import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startV2ray, waitForListener} from '../integration/topology.js'
 
 const EXPECT_FASTPATH = process.env.SKFP_EXPECT_FASTPATH ?? 'kfunc'
 const EXPECT_GUARD = process.env.SKFP_EXPECT_GUARD ?? 'msg_tot_len'
 const HAS_FASTPATH = EXPECT_FASTPATH !== 'none'
+/** Whether bpf_sk_assign takes SO_REUSEPORT sockets here (Linux 6.5+): v2ray's do. */
+const REUSEPORT = process.env.SKFP_EXPECT_REUSEPORT !== '0'
 const MiB = 1024 * 1024
+const UDP = join(PROJECT_ROOT, 'test', 'fixtures', 'udp.py')
 const release = (await import('node:os')).release()
 
 afterAll(() => {
@@ -33,6 +40,7 @@ describe(`kernel ${release}`, () => {
       fastpath: HAS_FASTPATH ? EXPECT_FASTPATH : null,
       guard: HAS_FASTPATH ? EXPECT_GUARD : null,
       handoff: HAS_FASTPATH,
+      reuseportProxies: REUSEPORT,
     })
     const v = doc.json.verdict
     if (!HAS_FASTPATH) {
@@ -70,9 +78,52 @@ describe(`kernel ${release}`, () => {
         expect(s.serverReceivedSha, `${addr} up`).toBe(expectedSha(`${seed}-up`, 4 * MiB))
         expect(c.clientReceivedSha, `${addr} down`).toBe(expectedSha(`${seed}-down`, 4 * MiB))
       }
+      // UDP (on by default) and TCP through v2ray, whose sockets are SO_REUSEPORT ones: a kernel
+      // before 6.5 refuses to assign them, and then the client gets --proxy-down's answer at once
+      // (fail-fast: ECONNREFUSED) and status says why; from 6.5 on, they carry the traffic
+      relay.kill('SIGTERM')
+      await relay.catch(() => {})
+      const v2ray = await startV2ray(sb, host)
+      for (const addr of [REMOTE4, REMOTE6]) {
+        const echo = sb.start(remote, [resolveTool('python3'), '-u', UDP, 'echo', '--addr', addr, '--port', '5300'], {outsideCgroup: true})
+        await waitForOutput(echo, /listening/, 60_000)
+      }
+      const udpClient = async (addr: string) => JSON.parse((await sb.run(host, [resolveTool('python3'), UDP, 'client', '--addr', addr, '--port', '5300', '--count', '20', '--timeout', '10'])).stdout)
+      for (const addr of [REMOTE4, REMOTE6]) {
+        const r = await udpClient(addr)
+        const why = `udp ${addr} via v2ray: ${JSON.stringify((await status(sb.name)).counters)}`
+        if (REUSEPORT) expect(r, why).toMatchObject({received: 20, corrupt: 0, error: null})
+        else expect(r, why).toMatchObject({received: 0, error: 'ECONNREFUSED'})
+      }
+      // TCP to a port nothing listens on: v2ray accepts and closes (curl 52), a refused SYN is reset (curl 7)
+      const tcp = await sb.run(host, [resolveTool('curl'), '-s', '-m', '20', `http://${REMOTE4}:9/`], {allowFailure: true})
+      expect(tcp.exitCode, 'curl through v2ray').toBe(REUSEPORT ? 52 : 7)
+      const refused = await status(sb.name)
+      if (REUSEPORT) expect(refused.counters.assignRefused).toBe(0)
+      else {
+        expect(refused.counters.assignRefused).toBeGreaterThan(0)
+        expect(refused.warnings.join('\n')).toMatch(/SO_REUSEPORT/)
+      }
+      v2ray.child.kill('SIGTERM')
+      await v2ray.child.catch(() => {})
+      // ss-redir (no SO_REUSEPORT) relaying to ss-server: UDP on every kernel; its connections to the
+      // server go direct (--bypass)
+      const server = '198.18.0.2'
+      const ss = sb.start(remote, [resolveTool('ss-server'), '-s', server, '-p', '8388', '-k', 'skfp-test', '-m', 'chacha20-ietf-poly1305', '-u'], {outsideCgroup: true})
+      expect((await skfp(interceptArgs(sb, host, ['--bypass', `${server}/32`, '--replace']))).exitCode).toBe(0)
+      for (const addr of ['127.0.0.1', '::1']) {
+        const t = await skfp(['template', 'ss-redir', '--json', '--proxy-port', String(PROXY_PORT), '--proxy-mark', String(PROXY_MARK), '--proxy-addr', addr, '--ss-server', `${server}:8388`, '--ss-password', 'skfp-test', '--bypass', `${server}/32`])
+        const file = join(PROJECT_ROOT, 'build', `${sb.name}-ss-redir-${addr === '::1' ? 6 : 4}.json`)
+        writeFileSync(file, t.json.config)
+        sb.start(host, [resolveTool('ss-redir'), '-c', file])
+      }
+      await waitForListener(sb, remote, 8388, 'udp')
+      await waitForListener(sb, host, PROXY_PORT, 'udp', 2)
+      for (const addr of [REMOTE4, REMOTE6]) expect(await udpClient(addr), `udp ${addr} via ss-redir: ${JSON.stringify((await status(sb.name)).counters)}`).toMatchObject({received: 20, corrupt: 0, error: null})
+      ss.kill('SIGTERM')
       const st = await status(sb.name)
+      expect(st.counters.udpAssigned).toBe(40)
       expect(st.state).toBe('up')
-      expect(st.counters.tcAssignedListener).toBe(2)
       expect(st.fastpath.variant).toBe(HAS_FASTPATH ? EXPECT_FASTPATH : null)
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       await expectRestored(before, [host], sb.cgroup)
@@ -114,7 +165,7 @@ describe(`kernel ${release}`, () => {
       const ns = await sb.addNetns('a')
       const before = await hostSnapshot([ns], sb.cgroup)
       const on = await skfp(upArgs(sb, ns))
-      expect(on.exitCode).toBe(3)
+      expect(on.exitCode, on.stderr).toBe(3)
       expect(on.stderr.trim().split('\n')).toHaveLength(1)
       expect(on.stderr.trim()).toMatch(new RegExp(`^skfp: the fastpath cannot load on kernel ${release.replace(/[.+]/g, '\\$&')}: .+: interception works without it`))
       await expectRestored(before, [ns], sb.cgroup)

@@ -15,17 +15,19 @@ interface Expectation {
   fastpath: 'kfunc' | 'probe-read' | 'none'
   /** How the memory guard measures a receiver's queue there. */
   guard: 'msg_tot_len' | 'queue-walk'
+  /** Whether bpf_sk_assign takes SO_REUSEPORT sockets (v2ray's): Linux 6.5+. */
+  reuseport: boolean
 }
 
 /** By the short names of scripts/kernels.sh. */
 const MATRIX: Record<string, Expectation> = {
-  '5.10': {fastpath: 'none', guard: 'queue-walk'}, // no bpf_loop, no netns cookie in sk_msg
-  '6.1': {fastpath: 'probe-read', guard: 'queue-walk'}, // no bpf_rdonly_cast / bpf_cast_to_kern_ctx
-  '6.12.43': {fastpath: 'kfunc', guard: 'queue-walk'}, // before the sk_psock.msg_tot_len backport
-  '6.12': {fastpath: 'kfunc', guard: 'msg_tot_len'},
-  '7.x': {fastpath: 'kfunc', guard: 'msg_tot_len'},
+  '5.10': {fastpath: 'none', guard: 'queue-walk', reuseport: false}, // no bpf_loop, no netns cookie in sk_msg
+  '6.1': {fastpath: 'probe-read', guard: 'queue-walk', reuseport: false}, // no bpf_rdonly_cast / bpf_cast_to_kern_ctx
+  '6.12.43': {fastpath: 'kfunc', guard: 'queue-walk', reuseport: true}, // before the sk_psock.msg_tot_len backport
+  '6.12': {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true},
+  '7.x': {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true},
 }
-const RUNNING: Expectation = {fastpath: 'kfunc', guard: 'msg_tot_len'}
+const RUNNING: Expectation = {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true}
 
 const INNER = ['node_modules/vitest/vitest.mjs', 'run', '--config', 'test/kernel/vitest.config.ts']
 /** Minutes the focused suite may take in one emulated VM (about 5 measured). */
@@ -42,7 +44,7 @@ const summary: string[] = []
 describe('kernel matrix', () => {
   it(`the running kernel (${release()})`, async () => {
     requireRoot()
-    const r = await execa(process.execPath, INNER, {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard}, timeout: 600_000})
+    const r = await execa(process.execPath, INNER, {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard, SKFP_EXPECT_REUSEPORT: RUNNING.reuseport ? '1' : '0'}, timeout: 600_000})
     summary.push(`${release()}: exit ${r.exitCode}`)
     expect(r.exitCode, String(r.all).slice(-6000)).toBe(0)
   }, 620_000)
@@ -51,7 +53,7 @@ describe('kernel matrix', () => {
     requireRoot()
     const kernel = (await cachedKernels()).find((k) => k.name === name)
     expect(kernel, `kernel ${name} is not cached: scripts/kernels.sh (run by npm test's setup) downloads it`).toBeDefined()
-    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${INNER.join(' ')}`
+    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_EXPECT_REUSEPORT=${want.reuseport ? 1 : 0} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${INNER.join(' ')}`
     const vmRun = join(PROJECT_ROOT, 'scripts', 'vm-run.sh')
     const r = await execa('bash', [vmRun, '--overlay', PROJECT_ROOT, '--timeout', String(VM_MINUTES * 60), kernel!.vmlinuz, '--', inner], {reject: false, all: true, timeout: (VM_MINUTES + 1) * 60_000})
     summary.push(`${kernel!.version}: exit ${r.exitCode}`)
