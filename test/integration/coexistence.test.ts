@@ -1,5 +1,6 @@
 // Concurrency, neighbours and foreign state: skfp shares the host with itself and with others.
-import {readdirSync, rmSync, statSync} from 'node:fs'
+import {existsSync, readdirSync, rmSync, statSync} from 'node:fs'
+import {instancePins} from '../../src/lib/pins.js'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {expectedSha} from '../fixtures/transfer.mjs'
@@ -13,7 +14,9 @@ describe('coexistence', () => {
       const ns = await sb.addNetns('a')
       // the first up holds its instance directory for a while (test-only pause), the second arrives meanwhile
       const first = skfp(upArgs(sb, ns), {SKFP_PAUSE_AFTER: 'lock:1500'})
-      await new Promise((r) => setTimeout(r, 700))
+      // the lock is taken once the instance directory exists
+      for (let i = 0; i < 250 && !existsSync(instancePins(sb.name).dir); i++) await new Promise((r) => setTimeout(r, 10))
+      expect(existsSync(instancePins(sb.name).dir), 'the first up took the lock').toBe(true)
       const second = await skfp(upArgs(sb, ns))
       expect(second.exitCode, second.stderr).toBe(4)
       expect(second.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up/)

@@ -133,6 +133,8 @@ async function inFreshHost<T>(what: string, body: (c: Case) => Promise<T>): Prom
     const ns = await sb.addNetns('a') // before the mount namespace, so /run/netns/… is in it
     const peer = await sb.addNetns('b') // the uplink's far end: interception's steps are crashed too
     await sb.link({netns: ns, dev: 'up0', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: peer, dev: 'up0', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+    const lan = await sb.addNetns('c') // a LAN client's side: --lan's steps too
+    await sb.link({netns: ns, dev: 'lan0', addrs: ['198.18.4.1/24']}, {netns: lan, dev: 'eth0', addrs: ['198.18.4.2/24']})
     const fresh = await FreshBpffs.start()
     try {
       return await body({sb, ns, fresh, cli: (args, env = {}) => skfp(args, env, fresh.wrapper)})
@@ -159,9 +161,9 @@ async function planIds(): Promise<{up: string[]; down: string[]}> {
   })
 }
 
-/** up with the fastpath and interception on the veth uplink: every kind of step skfp has. */
+/** up with the fastpath and interception (TCP and UDP) on the veth uplink and a LAN: every kind of step skfp has. */
 function upArgs(sb: Sandbox, ns: string): string[] {
-  return fastpathUpArgs(sb, ns, ['--proxy-port', '7893', '--proxy-mark', '255', '--uplink', 'up0'])
+  return fastpathUpArgs(sb, ns, ['--proxy-port', '7893', '--proxy-mark', '255', '--uplink', 'up0', '--lan', 'lan0'])
 }
 
 const PLANS = await planIds()
@@ -259,6 +261,8 @@ describe('crash at every step', () => {
       'qdisc-up0',
       'tc-filter-up0-egress',
       'tc-filter-up0-ingress',
+      'qdisc-lan0',
+      'tc-filter-lan0-ingress',
     ])
     expect(PLANS.down).toEqual(expect.arrayContaining(['kill-switch', 'unpin']))
     expect(PLANS.down.at(-1)).toBe('unpin')

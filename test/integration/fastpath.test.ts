@@ -20,7 +20,7 @@ async function linkedPair(sb: Sandbox, tag: string): Promise<{a: string; b: stri
 const BIG = 256 * MiB
 
 describe('fastpath lifecycle', () => {
-  it('redirects a 256 MiB transfer each way over 127.0.0.1 and ::1 with sha256 intact, then down leaves nothing', async () => {
+  it('carries 256 MiB each way over 127.0.0.1 and ::1 with sha256 intact, part of it redirected (the guard holds back a writer that outruns its reader), then down leaves nothing', async () => {
     await withSandbox('fp', async (sb) => {
       const ns = await sb.addNetns('a')
       const up = await skfp(upArgs(sb, ns))

@@ -12,7 +12,8 @@ async function duringTransfer(what: string, change: (sb: any, ns: string) => Pro
     expect((await skfp(upArgs(sb, ns))).exitCode).toBe(0)
     const child = sb.start(ns, [process.execPath, FIXTURE, 'pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(BYTES), '--seed', what])
     // wait until the fastpath carries data, then change things under the live connection
-    for (let i = 0; i < 100 && (await status(sb.name)).counters.bytesRedirected === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    for (let i = 0; i < 250 && (await status(sb.name)).counters.bytesRedirected === 0; i++) await new Promise((r) => setTimeout(r, 20))
+    expect((await status(sb.name)).counters.bytesRedirected, 'the fastpath carried bytes before the change').toBeGreaterThan(0)
     await change(sb, ns)
     expect(child.exitCode, 'the transfer must still be running after the change').toBeNull()
     const r = JSON.parse(String((await child).stdout).trim().split('\n').pop()!)
@@ -31,9 +32,16 @@ describe('live connections', () => {
       const off = await skfp(upArgs(sb, ns).map((a) => (a === 'on' ? 'off' : a)))
       expect(off.exitCode, off.stderr).toBe(0)
       expect(off.json.action).toBe('switched')
-      before = (await status(sb.name)).counters.bytesRedirected
-      await new Promise((r) => setTimeout(r, 300))
-      after = (await status(sb.name)).counters.bytesRedirected
+      const c0 = (await status(sb.name)).counters
+      before = c0.bytesRedirected
+      // the transfer goes on over plain TCP: wait until another 8 MiB went that way
+      let c = c0
+      for (let i = 0; i < 250 && c.bytesFallback < c0.bytesFallback + 8 * MiB; i++) {
+        await new Promise((r) => setTimeout(r, 20))
+        c = (await status(sb.name)).counters
+      }
+      expect(c.bytesFallback, 'the transfer went on over TCP').toBeGreaterThanOrEqual(c0.bytesFallback + 8 * MiB)
+      after = c.bytesRedirected
       expect((await status(sb.name)).fastpath.enabled).toBe(false)
     })
     expect(after).toBe(before) // nothing redirected once the switch is off

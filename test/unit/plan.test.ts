@@ -7,7 +7,7 @@ import {instancePins} from '../../src/lib/pins.js'
 import {previewPlan} from '../../src/lib/plan.js'
 import {renderArgv} from '../../src/lib/render.js'
 import {buildRecord, datapathConfig, decideUp, planUp} from '../../src/lib/up.js'
-import type {UpSettings} from '../../src/lib/settings.js'
+import type {InterceptSettings, UpSettings} from '../../src/lib/settings.js'
 import {lineOf} from './line-of.js'
 
 const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20, intercept: null}
@@ -56,7 +56,21 @@ describe('planUp', () => {
   })
 
   it('every step that changes the host outside the instance directory has an undo', () => {
-    for (const s of planUp(settings, facts)) if (['msg-verdict', 'sockops', 'lock'].includes(s.id)) expect(s.undo.length, s.id).toBeGreaterThan(0)
+    // every kind of step: the fastpath, interception of TCP and UDP on an uplink, a LAN, new qdiscs
+    const intercept: InterceptSettings = {
+      uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x5cf0, table: 1487, bypass: ['192.0.2.0/24'], bypassPorts: [53],
+      bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['br0'], interceptCgroups: [], bypassCgroups: [],
+    }
+    const steps = planUp({...settings, intercept}, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0', 'br0']}})
+    // beyond the instance's own pins: interfaces, routing, sysctls, mounts, attachments, the lock
+    const reachesOut = (argv: string[]) => {
+      const tools = argv.map((a) => a.split('/').pop()!) // nsenter --net=… TOOL …: the tool comes later
+      return tools.some((t) => ['ip', 'tc', 'sysctl', 'mount'].includes(t)) || (tools.includes('bpftool') && (argv.includes('attach') || argv.includes('cgroup')))
+    }
+    const preview = previewPlan(steps)
+    const outside = preview.filter((s) => s.argv.some(reachesOut) || s.id === 'lock').map((s) => s.id)
+    expect(outside).toEqual(expect.arrayContaining(['lock', 'msg-verdict', 'sockops', 'rule-v4', 'route-v6', 'qdisc-br0', 'tc-filter-eth0-ingress', 'tc-filter-br0-ingress', 'sysctl-net.ipv4.conf.lo.accept_local']))
+    for (const id of outside) expect(steps.find((s) => s.id === id)!.undo.length, id).toBeGreaterThan(0)
   })
 })
 
