@@ -411,7 +411,7 @@ static __always_inline int skfp_proxy_refused(const struct skfp_pkt *p, struct b
 	return r && r->sk == (__u64)sk && bpf_ktime_get_ns() - r->at < SKFP_REFUSED_NS;
 }
 
-/* skfp_tcp_assign / skfp_udp_assign: the proxy's socket refused the packet. */
+/* skfp_assign: the proxy's socket refused the packet. */
 #define SKFP_REFUSED 100
 
 enum skfp_verdict {
@@ -766,58 +766,29 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
 }
 
-/* lo ingress, a UDP datagram skfp redirected. */
-static __always_inline int skfp_udp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
+/* A packet for the proxy, at an ingress hook: to its connection's socket (a
+ * TCP connection the proxy accepted, or a connected UDP socket it answers
+ * from), or to the proxy's listener or UDP socket. A refused assign to the
+ * connection's socket is no loss (routing finds that socket too: its tuple is
+ * the packet's); one to the proxy's socket is noted (skfp_note_refused). */
+static __always_inline int skfp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
 {
+	int udp = p->proto == IPPROTO_UDP;
 	struct bpf_sock *sk;
 	__u64 addr;
 	long err;
 
-	sk = skfp_udp_lookup_conn(skb, p);
+	sk = udp ? skfp_udp_lookup_conn(skb, p) : skfp_lookup_conn(skb, p);
 	if (sk) {
-		/* Routing finds this socket too (its tuple is the packet's): a
-		 * refused assign is no loss. */
 		bpf_sk_assign(skb, sk, 0);
 		bpf_sk_release(sk);
-		skfp_count(SKFP_CNT_UDP_ASSIGNED, 1);
-		return TC_ACT_OK;
-	}
-	sk = skfp_lookup_proxy(skb, cfg, p);
-	if (!sk) {
-		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
-		return TC_ACT_SHOT;
-	}
-	err = bpf_sk_assign(skb, sk, 0);
-	addr = (__u64)sk;
-	bpf_sk_release(sk);
-	if (err) {
-		skfp_note_refused(p, addr);
-		return SKFP_REFUSED;
-	}
-	skfp_count(SKFP_CNT_UDP_ASSIGNED, 1);
-	return TC_ACT_OK;
-}
-
-/* A TCP packet for the proxy, at an ingress hook: to its connection's socket,
- * or (a SYN) to its listener. */
-static __always_inline int skfp_tcp_assign(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
-{
-	struct bpf_sock *sk;
-	__u64 addr;
-	long err;
-
-	sk = skfp_lookup_conn(skb, p);
-	if (sk) {
-		/* Routing would find this socket too; assigning skips the lookup. */
-		bpf_sk_assign(skb, sk, 0);
-		bpf_sk_release(sk);
-		skfp_count(SKFP_CNT_TC_ASSIGNED_EST, 1);
+		skfp_count(udp ? SKFP_CNT_UDP_ASSIGNED : SKFP_CNT_TC_ASSIGNED_EST, 1);
 		return TC_ACT_OK;
 	}
 	sk = skfp_lookup_proxy(skb, cfg, p);
 	if (!sk) {
 		/* The proxy went away since egress looked. */
-		skfp_count(SKFP_CNT_TC_NO_LISTENER, 1);
+		skfp_count(udp ? SKFP_CNT_UDP_NO_PROXY : SKFP_CNT_TC_NO_LISTENER, 1);
 		return TC_ACT_SHOT;
 	}
 	err = bpf_sk_assign(skb, sk, 0);
@@ -827,7 +798,7 @@ static __always_inline int skfp_tcp_assign(struct __sk_buff *skb, const struct s
 		skfp_note_refused(p, addr);
 		return SKFP_REFUSED;
 	}
-	skfp_count(SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
+	skfp_count(udp ? SKFP_CNT_UDP_ASSIGNED : SKFP_CNT_TC_ASSIGNED_LISTEN, 1);
 	return TC_ACT_OK;
 }
 
@@ -912,7 +883,7 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 	/* The redirect left the uplink's Ethernet addresses: PACKET_OTHERHOST,
 	 * which ip_rcv drops. */
 	bpf_skb_change_type(skb, PACKET_HOST);
-	ret = p.proto == IPPROTO_UDP ? skfp_udp_assign(skb, cfg, &p) : skfp_tcp_assign(skb, cfg, &p);
+	ret = skfp_assign(skb, cfg, &p);
 	return ret == SKFP_REFUSED ? skfp_refused_verdict(skb, cfg, &p, BPF_F_INGRESS, 1) : ret;
 }
 
@@ -1013,7 +984,7 @@ int skfp_tc_lan_ingress(struct __sk_buff *skb)
 		default:
 			break;
 		}
-		ret = skfp_tcp_assign(skb, cfg, &p);
+		ret = skfp_assign(skb, cfg, &p);
 	} else {
 		sk = skfp_udp_lookup_conn(skb, &p);
 		if (!sk) {
@@ -1028,7 +999,7 @@ int skfp_tc_lan_ingress(struct __sk_buff *skb)
 			return skfp_proxy_down(skb, cfg, &p, 0);
 		}
 		bpf_sk_release(sk);
-		ret = skfp_udp_assign(skb, cfg, &p);
+		ret = skfp_assign(skb, cfg, &p);
 	}
 	if (ret == SKFP_REFUSED) {
 		skfp_count(SKFP_CNT_LAN_NO_PROXY, 1);

@@ -9,7 +9,7 @@
 import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {Listr, ListrLogger, ProcessOutput} from 'listr2'
+import {Listr} from 'listr2'
 import {throughput} from './bench/measure.js'
 import {HOST_ADDR, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE_ADDR, startV2ray, UPLINK, type Proxy} from './bench/topology.js'
 import {readVerdict} from './doctor.js'
@@ -18,6 +18,7 @@ import {interruptSignal, throwIfInterrupted} from './interrupt.js'
 import {iperf, waitForOutput} from './iperf.js'
 import {upInstance} from './lifecycle.js'
 import {observeInstance} from './observe.js'
+import {listrOptions} from './plan.js'
 import {validateInstance} from './pins.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
 import {DEFAULT_FWMARK, DEFAULT_TABLE, sandboxSettings, type InterceptSettings} from './settings.js'
@@ -96,7 +97,6 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
       throwIfInterrupted()
     },
   })
-  const output = new ProcessOutput(process.stderr, process.stderr)
   const list = new Listr(
     [
       step('Sandbox', async (t) => {
@@ -163,15 +163,7 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
         t.title = `skfp down: ${r.clean ? 'everything removed' : 'pins LEFT'}`
       }),
     ],
-    {
-      concurrent: false,
-      exitOnError: true,
-      registerSignalListeners: false,
-      renderer: opts.renderer ?? 'simple',
-      fallbackRenderer: 'simple',
-      rendererOptions: {logger: new ListrLogger({processOutput: output})},
-      fallbackRendererOptions: {logger: new ListrLogger({processOutput: output})},
-    } as never,
+    listrOptions(opts.renderer),
   )
   try {
     await list.run()

@@ -76,6 +76,21 @@ export function previewPlan(steps: Step[]): PlanResult['preview'] {
   return steps.map((s) => ({id: s.id, title: s.title, argv: s.apply.map(previewAction)}))
 }
 
+/** skfp's listr2 set-up: one step after another, on stderr, never listr2's own signal handler (it
+ * exits the process on SIGINT, before an unwind or a clean-up could run). */
+export function listrOptions(renderer: 'default' | 'simple' | 'silent' = 'simple'): never {
+  const output = new ProcessOutput(process.stderr, process.stderr)
+  return {
+    concurrent: false,
+    exitOnError: true,
+    registerSignalListeners: false,
+    renderer,
+    fallbackRenderer: 'simple',
+    rendererOptions: {logger: new ListrLogger({processOutput: output})},
+    fallbackRendererOptions: {logger: new ListrLogger({processOutput: output})},
+  } as never
+}
+
 export function defaultRenderer(json: boolean): 'default' | 'simple' | 'silent' {
   if (json) return 'silent'
   return process.stderr.isTTY ? 'default' : 'simple'
@@ -89,7 +104,6 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
   const applied: Step[] = []
   const crashAfter = process.env.SKFP_CRASH_AFTER // test-only: simulates a crash (kill -9) after that step
   const [pauseAfter, pauseMs] = (process.env.SKFP_PAUSE_AFTER ?? '').split(':') // test-only: STEP:MS holds the run there
-  const output = new ProcessOutput(process.stderr, process.stderr)
   const list = new Listr(
     steps.map((step) => ({
       title: step.title,
@@ -109,16 +123,7 @@ export async function runPlan(steps: Step[], exec: Executor, opts: RunPlanOption
         }
       },
     })),
-    {
-      concurrent: false,
-      exitOnError: true,
-      // listr2's own handler exits the process on SIGINT, before the unwind below could run
-      registerSignalListeners: false,
-      renderer: opts.renderer ?? 'simple',
-      fallbackRenderer: 'simple',
-      rendererOptions: {logger: new ListrLogger({processOutput: output})},
-      fallbackRendererOptions: {logger: new ListrLogger({processOutput: output})},
-    } as never,
+    listrOptions(opts.renderer),
   )
   try {
     await list.run()
