@@ -7,14 +7,14 @@
 #include <stdlib.h>
 #include "common.h"
 
-static int cmp_u64(const void *a, const void *b)
+static UNUSED int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
 	return x < y ? -1 : x > y;
 }
 
 /* Nearest-rank percentile (per mille) of sorted v[n], in µs. */
-static double pct_us(const uint64_t *v, long n, long permille)
+static UNUSED double pct_us(const uint64_t *v, long n, long permille)
 {
 	long k = (n * permille + 999) / 1000;
 	if (k < 1)
@@ -25,7 +25,7 @@ static double pct_us(const uint64_t *v, long n, long permille)
 }
 
 /* Sorts the latencies (ns) and prints the rtt JSON line; returns the exit code (1 on error). */
-static int rtt_report(uint64_t *lat, long done, uint64_t sum, long long size, long warmup, int cpu, const char *err)
+static UNUSED int rtt_report(uint64_t *lat, long done, uint64_t sum, long long size, long warmup, int cpu, const char *err)
 {
 	struct json j;
 
@@ -60,7 +60,7 @@ struct crate {
 
 /* Runs `parallel` threads of fn (each given its struct crate) for duration_ms,
  * then prints the connrate JSON line. */
-static int connrate_run(int parallel, long duration_ms, void *(*fn)(void *))
+static UNUSED int connrate_run(int parallel, long duration_ms, void *(*fn)(void *))
 {
 	struct crate *cr = calloc((size_t)parallel, sizeof(*cr));
 	long long ok = 0, errors = 0;

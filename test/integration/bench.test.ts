@@ -11,7 +11,8 @@ import {cgroup2Mount} from '../../src/lib/host.js'
 import * as ip from '../../src/lib/tools/ip.js'
 import {requireRoot, runner, skfp} from './helpers.js'
 
-const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath']
+const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath', 'lan-iptables', 'lan-tc']
+const UDP = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp-lan-tc']
 
 describe('skfp bench', () => {
   const out = mkdtempSync(join(tmpdir(), 'skfp-tt-bench-'))
@@ -20,9 +21,9 @@ describe('skfp bench', () => {
   it('runs the scenarios one after another, prints the documented JSON, writes it with a chart, and leaves nothing behind', async () => {
     requireRoot()
     const rulesBefore = await ip.rules(runner, 4)
-    const r = await skfp(['bench', '--duration', '1', '--runs', '2', '--scenarios', SCENARIOS.join(','), '--json', '--out', out])
+    const r = await skfp(['bench', '--duration', '1', '--runs', '2', '--scenarios', [...SCENARIOS, ...UDP].join(','), '--json', '--out', out])
     expect(r.exitCode, r.stderr).toBe(0)
-    const {machine, runs, scenarios, targets, clean} = r.json
+    const {machine, runs, scenarios, udp, targets, clean} = r.json
     expect(runs).toBe(2)
 
     expect(machine).toMatchObject({kernel: expect.any(String), os: expect.any(String), cpus: expect.any(Number), cpuModel: expect.any(String), skfpVersion: expect.any(String)})
@@ -37,11 +38,24 @@ describe('skfp bench', () => {
       expect(s.throughputGbps, s.name).toBe(Math.min(...s.throughputRunsGbps))
       expect(s.cpu.senderPct, s.name).toBeGreaterThan(0)
       expect(s.cpu.receiverPct, s.name).toBeGreaterThan(0)
-      if (s.name.startsWith('proxy-')) expect(s.cpu.proxyPct, s.name).toBeGreaterThan(0)
+      if (s.name.startsWith('proxy-') || s.name.startsWith('lan-')) expect(s.cpu.proxyPct, s.name).toBeGreaterThan(0)
       else expect(s.cpu.proxyPct, s.name).toBeNull()
       if (s.name.endsWith('-fastpath')) expect(s.redirectedBytes, `${s.name}: the fastpath carried the traffic`).toBeGreaterThan(0)
       expect(s.ratios.loopback, s.name).toBeGreaterThan(0)
       expect(s.ratios.proxyIptables, s.name).toBeGreaterThan(0)
+    }
+    // UDP through v2ray: datagrams answered intact, loss counted (not required to be 0: UDP may drop)
+    expect(udp.map((s: {name: string}) => s.name)).toEqual(UDP)
+    for (const s of udp) {
+      expect(s, s.name).not.toHaveProperty('failed')
+      expect(s.errors, `${s.name}: ${s.errorDetails}`).toBe(0)
+      expect(s.corrupt, s.name).toBe(0)
+      expect(s.datagramsPerSec, s.name).toBeGreaterThan(0)
+      expect(s.sent, s.name).toBeGreaterThan(0)
+      expect(s.lost, s.name).toBeGreaterThanOrEqual(0)
+      expect(s.lossPct, s.name).toBeCloseTo((100 * s.lost) / s.sent, 2)
+      expect(s.rttP50Us, s.name).toBeGreaterThan(0)
+      expect(s.ratioIptables, s.name).toBeGreaterThan(0)
     }
     expect(targets.length).toBeGreaterThan(0)
     for (const t of targets) expect(t).toMatchObject({what: expect.any(String), goal: expect.any(String)})

@@ -1,8 +1,8 @@
 import {describe, expect, it} from 'vitest'
 import {medianRun, type Throughput} from '../../src/lib/bench/measure.js'
-import {checkTargets, renderReport, withRatios} from '../../src/lib/bench/report.js'
-import type {Measured} from '../../src/lib/bench/scenarios.js'
-import type {BenchResult, ScenarioName} from '../../src/lib/bench/types.js'
+import {checkTargets, renderReport, udpWithRatios, withRatios} from '../../src/lib/bench/report.js'
+import type {Measured, UdpMeasured} from '../../src/lib/bench/scenarios.js'
+import type {BenchResult, ScenarioName, UdpScenarioName} from '../../src/lib/bench/types.js'
 
 const run = (gbps: number, senderPct = gbps, errors = 0, error?: string): Throughput => ({gbps, senderPct, receiverPct: 1, proxyPct: null, errors, error})
 
@@ -77,6 +77,7 @@ describe('ratios and targets', () => {
       durationS: 5,
       runs: 3,
       scenarios: spread,
+      udp: [],
       targets: checkTargets(spread),
       clean: true,
     }
@@ -84,5 +85,23 @@ describe('ratios and targets', () => {
     expect(text).toContain('throughput: median of 3 runs')
     expect(text).toMatch(/^loopback +22\.00 +21\.5–23\.0 +1\.00×/m)
     expect(text).toContain('–     throughput loopback-fastpath / loopback: not measured (≥ 1.6)')
+  })
+
+  it('UDP: datagram rates against the iptables run of the same set-up, loss and errors reported', () => {
+    const udp = (name: UdpScenarioName, dps: number, lost = 0, corrupt = 0): UdpMeasured => ({
+      name, datagramsPerSec: dps, throughputMbps: (dps * 1200 * 8) / 1e6, sent: dps + lost, lost, lossPct: (100 * lost) / (dps + lost), corrupt,
+      rttP50Us: 80, rttP99Us: 200, rttLost: 0, errors: corrupt,
+    })
+    const outcomes = udpWithRatios([udp('udp-iptables', 40_000), udp('udp-tc', 42_000, 12), udp('udp-lan-iptables', 30_000), {name: 'udp-lan-tc', failed: 'v2ray did not start'}])
+    expect(outcomes.map((o) => ('ratioIptables' in o ? o.ratioIptables : null))).toEqual([1, 1.05, 1, null])
+    const t = Object.fromEntries(checkTargets([], outcomes).map((x) => [x.what, x]))
+    expect(t['datagrams/s udp-tc / udp-iptables']).toMatchObject({value: 1.05, met: true})
+    expect(t['datagrams/s udp-lan-tc / udp-lan-iptables']).toMatchObject({value: null, met: null})
+    expect(t['errors of the UDP scenarios (corrupt answers included)']).toMatchObject({value: 0, met: true})
+    const bad = udpWithRatios([udp('udp-tc', 1000, 0, 3)])
+    expect(checkTargets([], bad).find((x) => x.what.startsWith('errors of the UDP'))).toMatchObject({value: 3, met: false})
+    const text = renderReport({machine: {kernel: '6.18', os: 'Debian', arch: 'x64', cpus: 2, cpuModel: 'EPYC', memoryGiB: 8, skfpVersion: '0.1.0', node: 'v20', date: '2026-12-02'}, durationS: 5, runs: 1, scenarios: [], udp: outcomes, targets: [], clean: true})
+    expect(text).toMatch(/^udp-tc +42000 +403 +1\.05× +12\/42012 +0\.03/m)
+    expect(text).toContain('udp-lan-tc: FAILED, v2ray did not start')
   })
 })

@@ -15,9 +15,13 @@ import {removeLeftovers, Sandbox} from '../sandbox.js'
 import * as ip from '../tools/ip.js'
 import {renderChart} from './chart.js'
 import {describeMachine} from './machine.js'
-import {checkTargets, withRatios} from './report.js'
-import {SCENARIO_DEFS, type BenchContext, type Measured} from './scenarios.js'
-import {SCENARIOS, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario} from './types.js'
+import {checkTargets, udpWithRatios, withRatios} from './report.js'
+import {SCENARIO_DEFS, UDP_SCENARIO_DEFS, type BenchContext, type Measured, type UdpMeasured} from './scenarios.js'
+import {SCENARIOS, UDP_SCENARIOS, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario, type UdpScenarioName} from './types.js'
+
+/** Every scenario name --scenarios takes: the TCP ones, then the UDP ones. */
+export const ALL_SCENARIOS = [...SCENARIOS, ...UDP_SCENARIOS]
+export type AnyScenarioName = ScenarioName | UdpScenarioName
 
 export const BENCH_NAME = 'skfp-bench'
 
@@ -25,40 +29,48 @@ export interface BenchOptions {
   seconds: number
   /** Unpinned throughput runs per scenario (the median counts). */
   runs: number
-  scenarios: ScenarioName[]
+  scenarios: AnyScenarioName[]
   /** Progress lines (stderr). */
   say: (line: string) => void
 }
 
 export async function runBench(runner: Runner, opts: BenchOptions): Promise<BenchResult> {
   await prepareBench(runner)
-  const outcomes = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
-    const outcomes: (Measured | SkippedScenario | FailedScenario)[] = []
+  type Outcome<M> = M | SkippedScenario | FailedScenario
+  const all = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
     const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, runs: opts.runs, workDir, signal, topology: {}}
-    for (const def of SCENARIO_DEFS.filter((d) => opts.scenarios.includes(d.name))) {
-      const skipped = await def.unavailable?.()
-      if (skipped) {
-        opts.say(`${def.name}: skipped (${skipped})`)
-        outcomes.push({name: def.name, skipped})
-        continue
+    /** Runs the chosen scenarios of defs one after another; a failed one is recorded, the others go on. */
+    const runAll = async <M extends {name: AnyScenarioName}>(defs: {name: AnyScenarioName; unavailable?: () => Promise<string | undefined>; run(c: BenchContext): Promise<M>}[], line: (m: M) => string) => {
+      const outcomes: Outcome<M>[] = []
+      for (const def of defs.filter((d) => opts.scenarios.includes(d.name))) {
+        const skipped = await def.unavailable?.()
+        if (skipped) {
+          opts.say(`${def.name}: skipped (${skipped})`)
+          outcomes.push({name: def.name, skipped})
+          continue
+        }
+        opts.say(`${def.name}…`)
+        try {
+          signal.throwIfAborted()
+          const m = await def.run(ctx)
+          signal.throwIfAborted()
+          opts.say(`  ${line(m)}`)
+          outcomes.push(m)
+        } catch (error) {
+          if (signal.aborted) throwIfInterrupted()
+          opts.say(`  failed: ${(error as Error).message}`)
+          outcomes.push({name: def.name, failed: (error as Error).message})
+        }
       }
-      opts.say(`${def.name}…`)
-      try {
-        signal.throwIfAborted()
-        const m = await def.run(ctx)
-        signal.throwIfAborted()
-        opts.say(`  ${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
-        outcomes.push(m)
-      } catch (error) {
-        if (signal.aborted) throwIfInterrupted()
-        opts.say(`  failed: ${(error as Error).message}`)
-        outcomes.push({name: def.name, failed: (error as Error).message})
-      }
+      return outcomes
     }
-    return outcomes
+    const tcp = await runAll<Measured>(SCENARIO_DEFS, (m) => `${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
+    const udp = await runAll<UdpMeasured>(UDP_SCENARIO_DEFS, (m) => `${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
+    return {tcp, udp}
   })
-  const scenarios = withRatios(outcomes)
-  return {machine: describeMachine(), durationS: opts.seconds, runs: opts.runs, scenarios, targets: checkTargets(scenarios), clean: await isClean(runner)}
+  const scenarios = withRatios(all.tcp)
+  const udp = udpWithRatios(all.udp)
+  return {machine: describeMachine(), durationS: opts.seconds, runs: opts.runs, scenarios, udp, targets: checkTargets(scenarios, udp), clean: await isClean(runner)}
 }
 
 /** What every benchmark needs before its sandbox: root, iperf3, the built datapath and probes. */
@@ -116,12 +128,12 @@ export async function isClean(runner: Runner): Promise<boolean> {
 }
 
 /** --scenarios a,b,c → known names, in the fixed order they run. */
-export function parseScenarioList(text: string | undefined): ScenarioName[] {
-  if (!text) return [...SCENARIOS]
+export function parseScenarioList(text: string | undefined): AnyScenarioName[] {
+  if (!text) return [...ALL_SCENARIOS]
   const wanted = text.split(',').map((s) => s.trim()).filter(Boolean)
-  const unknown = wanted.filter((w) => !(SCENARIOS as readonly string[]).includes(w))
-  if (unknown.length > 0 || wanted.length === 0) throw usageError(`unknown scenario ${unknown.join(', ') || '(none given)'}`, `choose from ${SCENARIOS.join(', ')}`)
-  return SCENARIOS.filter((s) => wanted.includes(s))
+  const unknown = wanted.filter((w) => !(ALL_SCENARIOS as readonly string[]).includes(w))
+  if (unknown.length > 0 || wanted.length === 0) throw usageError(`unknown scenario ${unknown.join(', ') || '(none given)'}`, `choose from ${ALL_SCENARIOS.join(', ')}`)
+  return ALL_SCENARIOS.filter((s) => wanted.includes(s))
 }
 
 /** --out DIR: NAME.json (the same document as --json) and NAME.svg (its chart). */

@@ -40,8 +40,9 @@ export async function redirectedBytes(ctx: InstanceContext): Promise<number | nu
   return status.counters ? Number(status.counters.bytesRedirected) : null
 }
 
-/** The interception on the host namespace's uplink, handing its TCP to the proxy on 127.0.0.1:PROXY_PORT. */
-export async function upInterception(ctx: InstanceContext, netns: string, fastpath: boolean): Promise<void> {
+/** The interception on the host namespace's uplink (and LAN interfaces), handing its TCP (and UDP)
+ * to the proxy on 127.0.0.1:PROXY_PORT. */
+export async function upInterception(ctx: InstanceContext, netns: string, fastpath: boolean, opts: {udp?: boolean; lan?: string[]} = {}): Promise<void> {
   const intercept: InterceptSettings = {
     uplinks: [UPLINK],
     proxyPort: PROXY_PORT,
@@ -53,8 +54,8 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
     bypassPorts: [],
     bypassPrivate: false,
     proxyDown: 'fail-fast',
-    udp: false,
-    lan: [],
+    udp: !!opts.udp,
+    lan: opts.lan ?? [],
     interceptCgroups: [],
     bypassCgroups: [],
   }

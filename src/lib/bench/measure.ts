@@ -182,3 +182,36 @@ export async function unixSocket(sb: Sandbox, ns: string, seconds: number, runs:
   const pinnedStream = streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000), '--cpu', String(PIN_CPU)])).stdout)
   return {stream, rtt, rate, pinned, pinnedStream}
 }
+
+export const UDP_ECHO_PORT = 5300
+
+export interface UdpFigures {
+  stream: {sent: number; received: number; lost: number; lossPct: number; corrupt: number; datagramsPerSec: number; mbps: number; errors: number; error?: string}
+  rtt: {p50Us: number | null; p99Us: number | null; lost: number; errors: number; error?: string}
+}
+
+/** build/bin/skfp-udp: an echo server in serverNs (outside the cgroup: the world), a windowed stream
+ * and a one-at-a-time round trip from clientNs. */
+export async function udpFigures(sb: Sandbox, clientNs: string, serverNs: string, connect: string, seconds: number): Promise<UdpFigures> {
+  const bin = programPath('skfp-udp')
+  const echo = sb.start(serverNs, [bin, 'echo', '--listen', `${connect}:${UDP_ECHO_PORT}`], {outsideCgroup: true})
+  await waitForOutput(echo, /listening/)
+  try {
+    const at = `${connect}:${UDP_ECHO_PORT}`
+    const parse = <T>(stdout: string, failed: T): T => {
+      try {
+        return JSON.parse(stdout.trim().split('\n').pop()!)
+      } catch {
+        return failed
+      }
+    }
+    const streamOut = (await sb.run(clientNs, [bin, 'stream', '--connect', at, '--duration-ms', String(seconds * 1000)], {allowFailure: true, timeoutMs: (seconds + 30) * 1000})).stdout
+    const stream = parse(streamOut, {sent: 0, received: 0, lost: 0, lossPct: 0, corrupt: 0, datagramsPerSec: 0, mbps: 0, errors: 1, error: `no result: ${streamOut.slice(0, 200)}`})
+    const rttOut = (await sb.run(clientNs, [bin, 'rtt', '--connect', at, '--count', String(rttCount(seconds))], {allowFailure: true, timeoutMs: 120_000})).stdout
+    const r = parse<{p50Us?: number; p99Us?: number; lost: number; errors: number; error?: string}>(rttOut, {lost: 0, errors: 1, error: `no result: ${rttOut.slice(0, 200)}`})
+    return {stream, rtt: {p50Us: r.p50Us ?? null, p99Us: r.p99Us ?? null, lost: r.lost, errors: r.errors, error: r.error}}
+  } finally {
+    echo.kill('SIGTERM')
+    await echo.catch(() => {})
+  }
+}

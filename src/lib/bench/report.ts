@@ -1,6 +1,19 @@
 /** Ratios, the targets of the issue, and the human table. Pure: figures in, figures and text out. */
-import type {Measured} from './scenarios.js'
-import {isMeasured, type BenchResult, type FailedScenario, type ScenarioName, type ScenarioOutcome, type ScenarioResult, type SkippedScenario, type Target} from './types.js'
+import type {Measured, UdpMeasured} from './scenarios.js'
+import {isMeasured, type BenchResult, type FailedScenario, type ScenarioName, type ScenarioOutcome, type ScenarioResult, type SkippedScenario, type Target, type UdpScenarioName, type UdpScenarioOutcome, type UdpScenarioResult} from './types.js'
+
+/** Which iptables scenario each UDP one is compared with. */
+const UDP_BASELINE: Record<UdpScenarioName, UdpScenarioName> = {'udp-iptables': 'udp-iptables', 'udp-tc': 'udp-iptables', 'udp-lan-iptables': 'udp-lan-iptables', 'udp-lan-tc': 'udp-lan-iptables'}
+
+/** Datagram rates against the iptables TPROXY run of the same set-up. */
+export function udpWithRatios(outcomes: (UdpMeasured | SkippedScenario | FailedScenario)[]): UdpScenarioOutcome[] {
+  const measured = outcomes.filter((o) => isMeasured<UdpMeasured>(o)) as UdpMeasured[]
+  return outcomes.map((o) => {
+    if (!isMeasured<UdpMeasured>(o)) return o
+    const base = measured.find((m) => m.name === UDP_BASELINE[o.name as UdpScenarioName])
+    return {...o, ratioIptables: base?.datagramsPerSec ? o.datagramsPerSec / base.datagramsPerSec : null}
+  })
+}
 
 /** Throughput ratios against loopback and proxy-iptables of the same run. */
 export function withRatios(outcomes: (Measured | SkippedScenario | FailedScenario)[]): ScenarioOutcome[] {
@@ -10,7 +23,7 @@ export function withRatios(outcomes: (Measured | SkippedScenario | FailedScenari
 }
 
 /** The issue's targets, checked on one run (null: a scenario they need did not run). */
-export function checkTargets(outcomes: ScenarioOutcome[]): Target[] {
+export function checkTargets(outcomes: ScenarioOutcome[], udp: UdpScenarioOutcome[] = []): Target[] {
   const get = (name: ScenarioName) => outcomes.filter((o) => isMeasured<ScenarioResult>(o)).find((r) => r.name === name)
   const ratio = (a: ScenarioName, b: ScenarioName, field: 'throughputGbps' | 'rttP50PinnedUs' = 'throughputGbps') => {
     const x = get(a)?.[field]
@@ -19,6 +32,9 @@ export function checkTargets(outcomes: ScenarioOutcome[]): Target[] {
   }
   const atLeast = (what: string, value: number | null, min: number): Target => ({what, value, goal: `≥ ${min}`, met: value === null ? null : value >= min})
   const atMost = (what: string, value: number | null, max: number): Target => ({what, value, goal: `≤ ${max}`, met: value === null ? null : value <= max})
+  const udpGot = (name: UdpScenarioName) => udp.filter((o) => isMeasured<UdpScenarioResult>(o)).find((r) => r.name === name) as UdpScenarioResult | undefined
+  const udpMeasured = udp.filter((o) => isMeasured<UdpScenarioResult>(o)) as UdpScenarioResult[]
+  const udpErrors = udpMeasured.length ? udpMeasured.reduce((n, r) => n + r.errors, 0) : null
   const v2ray = [get('proxy-v2ray-tc'), get('proxy-v2ray-tc-fastpath')]
   const v2rayErrors = v2ray.every(Boolean) ? v2ray.reduce((n, r) => n + r!.errors, 0) : null
   return [
@@ -29,6 +45,10 @@ export function checkTargets(outcomes: ScenarioOutcome[]): Target[] {
     atMost('pinned rtt p50 loopback-fastpath / loopback', ratio('loopback-fastpath', 'loopback', 'rttP50PinnedUs'), 0.75),
     atMost('errors of the v2ray scenarios', v2rayErrors, 0),
     atLeast('throughput loopback-fastpath (guarded) / loopback-fastpath-unguarded', ratio('loopback-fastpath', 'loopback-fastpath-unguarded'), 0.9),
+    atLeast('throughput lan-tc / lan-iptables', ratio('lan-tc', 'lan-iptables'), 0.95),
+    atLeast('datagrams/s udp-tc / udp-iptables', udpGot('udp-tc')?.ratioIptables ?? null, 0.9),
+    atLeast('datagrams/s udp-lan-tc / udp-lan-iptables', udpGot('udp-lan-tc')?.ratioIptables ?? null, 0.9),
+    atMost('errors of the UDP scenarios (corrupt answers included)', udpErrors, 0),
   ]
 }
 
@@ -60,12 +80,19 @@ export function renderReport(result: BenchResult): string {
     f(s.connPerSec, 0),
     String(s.errors),
   ])
+  const udpRows = (result.udp ?? []).flatMap((s) =>
+    isMeasured<UdpScenarioResult>(s)
+      ? [[s.name, f(s.datagramsPerSec, 0), f(s.throughputMbps, 0), x(s.ratioIptables), `${s.lost}/${s.sent}`, f(s.lossPct, 2), `${f(s.rttP50Us)}/${f(s.rttP99Us)}`, String(s.rttLost), String(s.errors)]]
+      : [],
+  )
+  const udpSkipped = (result.udp ?? []).flatMap((s) => ('skipped' in s ? [`  ${s.name}: skipped, ${s.skipped}`] : 'failed' in s ? [`  ${s.name}: FAILED, ${s.failed}`] : []))
   const targets = result.targets.map((t) => `  ${t.met === null ? '–   ' : t.met ? 'met ' : 'MISS'}  ${t.what}: ${t.value === null ? 'not measured' : t.value.toFixed(3)} (${t.goal})`)
   return [
     `${m.os}, kernel ${m.kernel}, ${m.arch}, ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB; skfp ${m.skfpVersion}; ${result.durationS} s per run; throughput: median of ${result.runs} run${result.runs === 1 ? '' : 's'}`,
     '',
     table(header, rows),
-    ...(skipped.length ? ['', 'not measured:', ...skipped] : []),
+    ...(udpRows.length ? ['', table(['UDP scenario', 'datagrams/s', 'Mbit/s', '×iptables', 'lost/sent', 'loss %', 'rtt µs p50/p99', 'rtt lost', 'errors'], udpRows)] : []),
+    ...(skipped.length + udpSkipped.length ? ['', 'not measured:', ...skipped, ...udpSkipped] : []),
     '',
     'targets:',
     ...targets,

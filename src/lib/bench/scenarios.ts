@@ -5,9 +5,9 @@
 import type {Sandbox} from '../sandbox.js'
 import {resolveTool, type Tool} from '../exec.js'
 import {down, redirectedBytes, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
-import {pinProcess, repeated, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, unixSocket} from './measure.js'
-import {iptablesTproxy, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
-import type {ScenarioName, ScenarioResult} from './types.js'
+import {pinProcess, repeated, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, udpFigures, unixSocket, type UdpFigures} from './measure.js'
+import {iptablesTproxy, LAN_IFACE, lanClient, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
+import type {ScenarioName, ScenarioResult, UdpScenarioName, UdpScenarioResult} from './types.js'
 
 /** Whether a tool is installed (a scenario that needs a missing one is skipped, not failed). */
 function installed(tool: Tool): boolean {
@@ -139,6 +139,37 @@ async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: bool
 }
 
 const noV2ray = async () => (installed('v2ray') ? undefined : 'v2ray not installed (apt-get install v2ray)')
+const noIptables = async () => (installed('iptables') ? undefined : 'iptables not installed (apt-get install iptables)')
+
+/** Fresh namespaces for one scenario (TIME_WAIT sockets and conntrack entries of another stay out),
+ * with a LAN client when lan; removed afterwards. */
+async function freshTopology<T>(ctx: BenchContext, tag: string, lan: boolean, body: (topo: ProxyTopology) => Promise<T>): Promise<T> {
+  let topo = await proxyTopology(ctx.sb, tag)
+  try {
+    if (lan) topo = await lanClient(ctx.sb, topo, tag)
+    return await body(topo)
+  } finally {
+    for (const ns of [topo.host, topo.remote, topo.lan]) if (ns) await ctx.sb.removeNetns(ns)
+  }
+}
+
+/** A LAN client's TCP through skfp-relay: taken by iptables TPROXY or by skfp's --lan. */
+async function lanTcp(ctx: BenchContext, name: ScenarioName, skfp: boolean): Promise<Measured> {
+  return freshTopology(ctx, name, true, async (topo) => {
+    if (skfp) await upInterception(ctx, topo.host, false, {lan: [LAN_IFACE]})
+    else await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {lan: LAN_IFACE})
+    try {
+      const relay = await startRelay(ctx.sb, topo.host)
+      try {
+        return await measureTcp(ctx, name, {clientNs: topo.lan!, serverNs: topo.remote, connect: REMOTE_ADDR, proxy: relay})
+      } finally {
+        await relay.stop()
+      }
+    } finally {
+      if (skfp) await down(ctx)
+    }
+  })
+}
 
 export const SCENARIO_DEFS: ScenarioDef[] = [
   {
@@ -176,7 +207,7 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
   },
   {
     name: 'proxy-iptables',
-    unavailable: async () => (installed('iptables') ? undefined : 'iptables not installed (apt-get install iptables)'),
+    unavailable: noIptables,
     run: async (ctx) => {
       const topo = (ctx.topology.iptables ??= await proxyTopology(ctx.sb, 'ipt'))
       await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR)
@@ -200,4 +231,61 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
     unavailable: noV2ray,
     run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc-fastpath', true, (ns) => startV2ray(ctx.sb, ns, ctx.workDir)),
   },
+  {name: 'lan-iptables', unavailable: noIptables, run: (ctx) => lanTcp(ctx, 'lan-iptables', false)},
+  {name: 'lan-tc', run: (ctx) => lanTcp(ctx, 'lan-tc', true)},
+]
+
+/** A UDP scenario's own figures; the ratio is computed once every scenario has run. */
+export type UdpMeasured = Omit<UdpScenarioResult, 'ratioIptables'>
+
+export interface UdpScenarioDef {
+  name: UdpScenarioName
+  unavailable?: () => Promise<string | undefined>
+  run(ctx: BenchContext): Promise<UdpMeasured>
+}
+
+function udpResult(name: UdpScenarioName, f: UdpFigures): UdpMeasured {
+  const s = f.stream
+  return {
+    name,
+    datagramsPerSec: s.datagramsPerSec,
+    throughputMbps: s.mbps,
+    sent: s.sent,
+    lost: s.lost,
+    lossPct: s.lossPct,
+    corrupt: s.corrupt,
+    rttP50Us: f.rtt.p50Us,
+    rttP99Us: f.rtt.p99Us,
+    rttLost: f.rtt.lost,
+    errors: s.errors + f.rtt.errors + s.corrupt,
+    ...details({stream: s, rtt: f.rtt, corrupt: {error: s.corrupt ? `${s.corrupt} answers were not the datagram sent` : undefined}}),
+  }
+}
+
+/** UDP through v2ray from the host itself or from a LAN client, taken by iptables TPROXY or by skfp. */
+async function udpThroughV2ray(ctx: BenchContext, name: UdpScenarioName, skfp: boolean, lan: boolean): Promise<UdpMeasured> {
+  return freshTopology(ctx, name, lan, async (topo) => {
+    if (skfp) await upInterception(ctx, topo.host, false, {udp: true, lan: lan ? [LAN_IFACE] : []})
+    else await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {protos: ['udp'], lan: lan ? LAN_IFACE : undefined})
+    try {
+      const proxy = await startV2ray(ctx.sb, topo.host, ctx.workDir)
+      try {
+        ctx.signal.throwIfAborted()
+        return udpResult(name, await udpFigures(ctx.sb, lan ? topo.lan! : topo.host, topo.remote, REMOTE_ADDR, ctx.seconds))
+      } finally {
+        await proxy.stop()
+      }
+    } finally {
+      if (skfp) await down(ctx)
+    }
+  })
+}
+
+const noUdpTools = async () => (await noV2ray()) ?? (await noIptables())
+
+export const UDP_SCENARIO_DEFS: UdpScenarioDef[] = [
+  {name: 'udp-iptables', unavailable: noUdpTools, run: (ctx) => udpThroughV2ray(ctx, 'udp-iptables', false, false)},
+  {name: 'udp-tc', unavailable: noV2ray, run: (ctx) => udpThroughV2ray(ctx, 'udp-tc', true, false)},
+  {name: 'udp-lan-iptables', unavailable: noUdpTools, run: (ctx) => udpThroughV2ray(ctx, 'udp-lan-iptables', false, true)},
+  {name: 'udp-lan-tc', unavailable: noV2ray, run: (ctx) => udpThroughV2ray(ctx, 'udp-lan-tc', true, true)},
 ]

@@ -20,9 +20,16 @@ export const PROXY_MARK = 0x100
 export const FWMARK = 0x1
 export const TABLE = 100
 
+/** The host's LAN interface (--lan) and its client namespace's addresses. */
+export const LAN_IFACE = 'lan0'
+export const LAN_HOST_ADDR = '198.19.0.1'
+export const LAN_CLIENT_ADDR = '198.19.0.2'
+
 export interface ProxyTopology {
   host: string
   remote: string
+  /** A LAN client routed by the host (lanClient()). */
+  lan?: string
 }
 
 export async function proxyTopology(sb: Sandbox, tag: string): Promise<ProxyTopology> {
@@ -32,19 +39,36 @@ export async function proxyTopology(sb: Sandbox, tag: string): Promise<ProxyTopo
   return {host, remote}
 }
 
+/** A LAN client namespace behind the host (the host routes it, without NAT, like a router's LAN). */
+export async function lanClient(sb: Sandbox, topo: ProxyTopology, tag: string): Promise<ProxyTopology> {
+  const lan = await sb.addNetns(`${tag}-l`)
+  await sb.link({netns: topo.host, dev: LAN_IFACE, addrs: [`${LAN_HOST_ADDR}/24`]}, {netns: lan, dev: 'eth0', addrs: [`${LAN_CLIENT_ADDR}/24`]})
+  await sb.cmd(lan, ['route', 'add', 'default', 'via', LAN_HOST_ADDR])
+  await sb.runner.run({tool: 'sysctl', args: ['-qw', 'net.ipv4.ip_forward=1'], netns: topo.host})
+  return {...topo, lan}
+}
+
 /**
- * The classic TPROXY recipe for a host's own outgoing traffic, inside the host namespace: OUTPUT
- * marks TCP to the remote (not the proxy's own marked upstream), policy routing turns marked
- * packets back into lo, and PREROUTING's TPROXY hands them to the proxy's listener.
+ * The classic TPROXY recipe inside the host namespace. The host's own traffic: OUTPUT marks what goes
+ * to the remote (not the proxy's own marked upstream), policy routing turns marked packets back into
+ * lo, and PREROUTING's TPROXY hands them to the proxy. A LAN (lan: its interface): PREROUTING's TPROXY
+ * takes what comes in there for the remote at once.
  */
-export async function iptablesTproxy(sb: Sandbox, ns: string, dst: string): Promise<void> {
+export async function iptablesTproxy(sb: Sandbox, ns: string, dst: string, opts: {protos?: ('tcp' | 'udp')[]; lan?: string} = {}): Promise<void> {
   const mark = (n: number) => `0x${n.toString(16)}`
   await sb.cmd(ns, ['-4', 'rule', 'add', 'fwmark', mark(FWMARK), 'lookup', String(TABLE)])
   await sb.cmd(ns, ['-4', 'route', 'add', 'local', 'default', 'dev', 'lo', 'table', String(TABLE)])
   const iptables = (args: string[]) => sb.run(ns, [resolveTool('iptables'), '-w', '-t', 'mangle', ...args], {outsideCgroup: true})
-  await iptables(['-A', 'OUTPUT', '-p', 'tcp', '-m', 'mark', '--mark', mark(PROXY_MARK), '-j', 'RETURN'])
-  await iptables(['-A', 'OUTPUT', '-p', 'tcp', '-d', dst, '-j', 'MARK', '--set-mark', mark(FWMARK)])
-  await iptables(['-A', 'PREROUTING', '-p', 'tcp', '-m', 'mark', '--mark', mark(FWMARK), '-j', 'TPROXY', '--on-ip', '127.0.0.1', '--on-port', String(PROXY_PORT), '--tproxy-mark', mark(FWMARK)])
+  const tproxy = ['-j', 'TPROXY', '--on-ip', '127.0.0.1', '--on-port', String(PROXY_PORT), '--tproxy-mark', mark(FWMARK)]
+  for (const p of opts.protos ?? ['tcp']) {
+    if (opts.lan) {
+      await iptables(['-A', 'PREROUTING', '-i', opts.lan, '-p', p, '-d', dst, ...tproxy])
+      continue
+    }
+    await iptables(['-A', 'OUTPUT', '-p', p, '-m', 'mark', '--mark', mark(PROXY_MARK), '-j', 'RETURN'])
+    await iptables(['-A', 'OUTPUT', '-p', p, '-d', dst, '-j', 'MARK', '--set-mark', mark(FWMARK)])
+    await iptables(['-A', 'PREROUTING', '-p', p, '-m', 'mark', '--mark', mark(FWMARK), ...tproxy])
+  }
 }
 
 export interface Proxy {
@@ -84,9 +108,12 @@ function v2rayConfig(): string {
 }
 
 /** Debian's v2ray (Go), listening where skfp-relay would. */
-export async function startV2ray(sb: Sandbox, ns: string, workDir: string): Promise<Proxy> {
+/** accessLog: a file for v2ray's access log (one line per connection, with its original destination). */
+export async function startV2ray(sb: Sandbox, ns: string, workDir: string, accessLog?: string): Promise<Proxy> {
   const config = join(workDir, 'v2ray.json')
-  writeFileSync(config, v2rayConfig())
+  const json = JSON.parse(v2rayConfig())
+  if (accessLog) json.log = {access: accessLog, loglevel: 'warning'}
+  writeFileSync(config, JSON.stringify(json))
   const child = sb.start(ns, [resolveTool('v2ray'), '-config', config])
   await waitForOutput(child, /started/)
   return {

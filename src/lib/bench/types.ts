@@ -15,9 +15,42 @@ export const SCENARIOS = [
   'proxy-tc-fastpath-world',
   'proxy-v2ray-tc',
   'proxy-v2ray-tc-fastpath',
+  'lan-iptables',
+  'lan-tc',
 ] as const
 
 export type ScenarioName = (typeof SCENARIOS)[number]
+
+/** UDP scenarios, in the order they run (after the TCP ones): through v2ray, the host's own
+ * client or a LAN client's, intercepted by iptables TPROXY or by skfp. */
+export const UDP_SCENARIOS = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp-lan-tc'] as const
+
+export type UdpScenarioName = (typeof UDP_SCENARIOS)[number]
+
+export interface UdpScenarioResult {
+  name: UdpScenarioName
+  /** Datagrams answered intact per second, a window of 64 in flight (build/bin/skfp-udp stream). */
+  datagramsPerSec: number
+  /** Their payload (1200 bytes each), one way. */
+  throughputMbps: number
+  sent: number
+  /** Sent and never answered: counted and reported, not hidden. */
+  lost: number
+  lossPct: number
+  /** Answers that were not the datagram sent (must be 0). */
+  corrupt: number
+  /** One datagram at a time (skfp-udp rtt); null when none came back. */
+  rttP50Us: number | null
+  rttP99Us: number | null
+  rttLost: number
+  /** Failed sends/receives and corrupt answers: must be 0. */
+  errors: number
+  errorDetails?: string[]
+  /** datagramsPerSec / udp-iptables's (or udp-lan-iptables's) in this run. */
+  ratioIptables: number | null
+}
+
+export type UdpScenarioOutcome = UdpScenarioResult | SkippedScenario | FailedScenario
 
 export interface Machine {
   kernel: string
@@ -67,13 +100,13 @@ export interface ScenarioResult {
 }
 
 export interface SkippedScenario {
-  name: ScenarioName
+  name: ScenarioName | UdpScenarioName
   skipped: string
 }
 
 /** A scenario that could not finish (a set-up step failed); the others still run. */
 export interface FailedScenario {
-  name: ScenarioName
+  name: ScenarioName | UdpScenarioName
   failed: string
 }
 
@@ -92,8 +125,10 @@ export interface BenchResult {
   /** Unpinned throughput runs per scenario. */
   runs: number
   scenarios: ScenarioOutcome[]
+  /** The UDP scenarios (their own figures: datagrams, loss). */
+  udp: UdpScenarioOutcome[]
   targets: Target[]
   clean: boolean
 }
 
-export const isMeasured = <T extends {name: ScenarioName}>(s: T | SkippedScenario | FailedScenario): s is T => !('skipped' in s) && !('failed' in s)
+export const isMeasured = <T extends {name: ScenarioName | UdpScenarioName}>(s: T | SkippedScenario | FailedScenario): s is T => !('skipped' in s) && !('failed' in s)
