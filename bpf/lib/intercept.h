@@ -373,8 +373,10 @@ static __always_inline struct bpf_sock *skfp_lookup_proxy(struct __sk_buff *skb,
  * the uplink finds that same socket (for at most SKFP_REFUSED_NS after the
  * last refusal), new connections and datagrams are treated as if no proxy
  * listened (--proxy-down decides), and `skfp status` says why. A proxy
- * started anew has another socket and is tried at once. */
-#define SKFP_REFUSED_NS (60ull * 1000000000ull)
+ * started anew usually has another socket and is tried at once; one whose
+ * socket got the refused one's address is tried once the note is
+ * SKFP_REFUSED_NS old (a refusal renews it only when a packet was tried). */
+#define SKFP_REFUSED_NS (5ull * 1000000000ull)
 
 struct skfp_refusal {
 	__u64 sk; /* the socket's kernel address */
