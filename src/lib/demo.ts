@@ -10,6 +10,7 @@ import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {Listr} from 'listr2'
+import {upInterception} from './bench/instance.js'
 import {throughput} from './bench/measure.js'
 import {HOST_ADDR, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE_ADDR, startV2ray, UPLINK, type Proxy} from './bench/topology.js'
 import {readVerdict} from './doctor.js'
@@ -21,7 +22,7 @@ import {observeInstance} from './observe.js'
 import {listrOptions} from './plan.js'
 import {validateInstance} from './pins.js'
 import {removeLeftovers, Sandbox} from './sandbox.js'
-import {DEFAULT_FWMARK, DEFAULT_TABLE, sandboxSettings, type InterceptSettings} from './settings.js'
+import {sandboxSettings} from './settings.js'
 import {statusOf, type InstanceStatus} from './status.js'
 import {downInstances} from './teardown.js'
 
@@ -83,12 +84,7 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
   let topo = {host: '', remote: ''}
   let proxy: Proxy | undefined
   const accessLog = join(workDir, 'v2ray-access.log')
-  const intercept: InterceptSettings = {
-    uplinks: [UPLINK], proxyPort: PROXY_PORT, proxyAddr4: '127.0.0.1', proxyAddr6: null, fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE,
-    bypass: [], bypassPorts: [], bypassPrivate: false, proxyDown: 'fail-fast', udp: true, lan: [], interceptCgroups: [], bypassCgroups: [],
-  }
-  const up = (instance: string, ns: string, fastpath: boolean, withIntercept: boolean) =>
-    upInstance({...sandboxSettings(instance, sb.cgroup, ns), fastpath: fastpath ? 'on' : 'off', proxyMark: withIntercept ? PROXY_MARK : 0, intercept: withIntercept ? intercept : null}, {renderer: 'silent', replace: true}, runner)
+  const ix = {runner, name: ixName, cgroup: sb.cgroup}
   const step = (title: string, run: (task: {title: string}) => Promise<void>) => ({
     title,
     task: async (_ctx: unknown, task: {title: string}) => {
@@ -109,7 +105,7 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
         t.title = `Plain TCP over 127.0.0.1 (iperf3, ${opts.seconds} s): ${r.plainGbps.toFixed(1)} Gbit/s`
       }),
       step('The fastpath', async (t) => {
-        await up(name, app, true, false)
+        await upInstance(sandboxSettings(name, sb.cgroup, app), {renderer: 'silent'}, runner)
         r.fastpathGbps = (await iperf(sb, app, '127.0.0.1', 5201, opts.seconds)).gbps
         r.ratio = r.fastpathGbps / r.plainGbps!
         r.status = statusOf(await observeInstance(runner, name))
@@ -117,7 +113,7 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
         t.title = `The fastpath (skfp up --fastpath on): ${r.fastpathGbps.toFixed(1)} Gbit/s, ${r.ratio.toFixed(2)}× plain`
       }),
       step('Interception', async (t) => {
-        await up(ixName, topo.host, false, true)
+        await upInterception(ix, topo.host, false, {udp: true})
         proxy = await startV2ray(sb, topo.host, workDir, accessLog)
         t.title = `Interception: v2ray on 127.0.0.1:${PROXY_PORT} in ${topo.host}; skfp up --netns ${topo.host} --uplink ${UPLINK} --proxy-port ${PROXY_PORT} --proxy-mark ${PROXY_MARK}`
       }),
@@ -148,7 +144,7 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
           t.title = `Through the proxy (iperf3 via v2ray): ${plain.gbps.toFixed(2)} Gbit/s; with the fastpath: not measured, ${r.intercept.fastpathSkipped}`
           return
         }
-        await up(ixName, topo.host, true, true)
+        await upInterception(ix, topo.host, true, {udp: true, replace: true})
         r.intercept.fastpathGbps = (await throughput(sb, {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR}, opts.seconds)).gbps
         t.title = `Through the proxy (iperf3 via v2ray): ${plain.gbps.toFixed(2)} Gbit/s; with the fastpath ${r.intercept.fastpathGbps.toFixed(2)} Gbit/s`
       }),

@@ -164,8 +164,8 @@ export async function observeIntercept(runner: Runner, i: InterceptSettings, cha
     f === 4
       ? !!i.proxyAddr4 && list.some((a) => a === `${i.proxyAddr4}${port}` || a === `0.0.0.0${port}` || a === `*${port}`)
       : !!i.proxyAddr6 && list.some((a) => a === `[${i.proxyAddr6}]${port}` || a === `[::]${port}` || a === `*${port}`)
-  const listeners = await ip.tcpListeners(runner, netns)
-  const udp = i.udp ? await ip.tcpListeners(runner, netns, true) : []
+  const listeners = await ip.listeners(runner, 'tcp', netns)
+  const udp = i.udp ? await ip.listeners(runner, 'udp', netns) : []
   for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(listeners, f), on(udp, f)]
   for (const c of changes) {
     if (c.kind === 'tc-filter') o.filters[hookKey(c.dev, c.direction)] = (await tc.filters(runner, c.dev, c.direction, netns)).some(tc.isSkfpFilter)

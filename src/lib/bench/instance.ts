@@ -42,7 +42,7 @@ export async function redirectedBytes(ctx: InstanceContext): Promise<number | nu
 
 /** The interception on the host namespace's uplink (and LAN interfaces), handing its TCP (and UDP)
  * to the proxy on 127.0.0.1:PROXY_PORT. */
-export async function upInterception(ctx: InstanceContext, netns: string, fastpath: boolean, opts: {udp?: boolean; lan?: string[]} = {}): Promise<void> {
+export async function upInterception(ctx: InstanceContext, netns: string, fastpath: boolean, opts: {udp?: boolean; lan?: string[]; replace?: boolean} = {}): Promise<void> {
   const intercept: InterceptSettings = {
     uplinks: [UPLINK],
     proxyPort: PROXY_PORT,
@@ -59,7 +59,7 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
     interceptCgroups: [],
     bypassCgroups: [],
   }
-  await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, silent, ctx.runner)
+  await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, {...silent, replace: opts.replace}, ctx.runner)
 }
 
 const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'fastpath-noguard.bpf.o')

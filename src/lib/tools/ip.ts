@@ -57,9 +57,9 @@ export async function routes(runner: Runner, family: 4 | 6, table: string, netns
 export const netnsList = async (runner: Runner) => (await json<{name: string}>(runner, ['netns', 'list'], hasFields({name: 'string'}))).map((n) => n.name)
 
 /** Local addresses of TCP listeners (`ss -Hltn`; ss has no JSON output, so only the 4th column is read). */
-/** Local addresses of TCP listeners (or, udp, of unconnected UDP sockets), as ss prints them. */
-export async function tcpListeners(runner: Runner, netns?: string, udp = false): Promise<string[]> {
-  const args = [udp ? '-Hlun' : '-Hltn']
+/** Local addresses of TCP listeners or of unconnected UDP sockets, as ss prints them. */
+export async function listeners(runner: Runner, proto: 'tcp' | 'udp', netns?: string): Promise<string[]> {
+  const args = [proto === 'udp' ? '-Hlun' : '-Hltn']
   const r = await runner.run(netns ? {tool: 'ss', args, netns} : {tool: 'ss', args}, {allowFailure: true})
   return r.stdout
     .split('\n')
