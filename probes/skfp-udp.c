@@ -17,7 +17,8 @@
  *       received counts distinct datagrams answered intact; mbps is their
  *       payload, one way.
  *   skfp-udp rtt    --connect ADDR:PORT [--count N (2000)] [--size B (64)]
- *       one datagram at a time; one unanswered for 200 ms is lost (and sent
+ *                   [--loss-ms L (200)]
+ *       one datagram at a time; one unanswered for L ms is lost (and sent
  *       anew under the next number):
  *       {"count":..,"lost":..,"p50Us":..,"p99Us":..,"p999Us":..,"errors":0}
  *
@@ -32,11 +33,11 @@
 struct opts {
 	struct addr addr;
 	int have_addr;
-	long duration_ms, count, window;
+	long duration_ms, count, window, loss_ms;
 	size_t size;
 };
 
-static struct opts O = { .duration_ms = 1000, .count = 2000, .window = 64, .size = 0 };
+static struct opts O = { .duration_ms = 1000, .count = 2000, .window = 64, .loss_ms = LOSS_MS, .size = 0 };
 
 static void make_datagram(unsigned char *buf, size_t size, uint64_t seq)
 {
@@ -211,7 +212,7 @@ static int run_rtt(void)
 		}
 		for (;;) {
 			struct pollfd p = { .fd = fd, .events = POLLIN };
-			int left = LOSS_MS - (int)((now_ns() - t0) / 1000000);
+			int left = (int)O.loss_ms - (int)((now_ns() - t0) / 1000000);
 			if (left <= 0 || poll(&p, 1, left) <= 0) {
 				lost++;
 				break;
@@ -258,6 +259,8 @@ int main(int argc, char **argv)
 			O.count = parse_long(argv[i], opt_value(argc, argv, &i), 1, 10000000);
 		} else if (!strcmp(argv[i], "--window")) {
 			O.window = parse_long(argv[i], opt_value(argc, argv, &i), 1, 65536);
+		} else if (!strcmp(argv[i], "--loss-ms")) {
+			O.loss_ms = parse_long(argv[i], opt_value(argc, argv, &i), 1, 60000);
 		} else if (!strcmp(argv[i], "--size")) {
 			O.size = parse_size(argv[i], opt_value(argc, argv, &i));
 		} else {
