@@ -3,6 +3,7 @@
  * way), the changes it records, and the bypass map entries it writes. Pure where possible.
  */
 import {existsSync, statSync} from 'node:fs'
+import {observeChange, markOf} from './changes.js'
 import {CGROUP_BYPASS, CGROUP_INTERCEPT} from './config.js'
 import {conflictError, usageError} from './errors.js'
 import type {Cmd, Runner} from './exec.js'
@@ -54,7 +55,6 @@ export function interceptHooks(i: InterceptSettings): Hook[] {
   ]
 }
 
-const markOf = (text?: string) => (text ? Number.parseInt(text.split('/')[0], 16) : undefined)
 
 /** Observes the target netns; refuses, before anything changes, what would collide. */
 /**
@@ -153,8 +153,6 @@ export interface InterceptObserved {
   sysctl: Record<string, string | undefined>
 }
 
-export const hookKey = (dev: string, dir: string) => `${dev} ${dir}`
-
 /** What of the recorded interception changes is still in place (all gone when the netns is). */
 export async function observeIntercept(runner: Runner, i: InterceptSettings, changes: Change[], netns?: string): Promise<InterceptObserved> {
   const o: InterceptObserved = {listening: {4: false, 6: false}, udpListening: {4: false, 6: false}, filters: {}, qdiscForeignFilters: {}, qdiscs: {}, rules: {4: false, 6: false}, routes: {4: false, 6: false}, sysctl: {}}
@@ -167,17 +165,7 @@ export async function observeIntercept(runner: Runner, i: InterceptSettings, cha
   const listeners = await ip.listeners(runner, 'tcp', netns)
   const udp = i.udp ? await ip.listeners(runner, 'udp', netns) : []
   for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(listeners, f), on(udp, f)]
-  for (const c of changes) {
-    if (c.kind === 'tc-filter') o.filters[hookKey(c.dev, c.direction)] = (await tc.filters(runner, c.dev, c.direction, netns)).some(tc.isSkfpFilter)
-    if (c.kind === 'qdisc') {
-      o.qdiscs[c.dev] = tc.hasClsact(await tc.qdiscs(runner, c.dev, netns))
-      const all = [...(await tc.filters(runner, c.dev, 'ingress', netns)), ...(await tc.filters(runner, c.dev, 'egress', netns))]
-      o.qdiscForeignFilters[c.dev] = tc.foreignFilters(all).length
-    }
-    if (c.kind === 'rule') o.rules[c.family] = (await ip.rules(runner, c.family, netns)).some((r) => r.priority === c.priority && markOf(r.fwmark) === c.fwmark && r.table === String(c.table))
-    if (c.kind === 'route') o.routes[c.family] = (await ip.routes(runner, c.family, String(c.table), netns)).some((r) => r.dst === 'default' && r.type === 'local')
-    if (c.kind === 'sysctl') o.sysctl[c.key] = await sysctl.get(runner, c.key, netns)
-  }
+  for (const c of changes) await observeChange(runner, c, o, netns)
   return o
 }
 

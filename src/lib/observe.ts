@@ -5,7 +5,8 @@ import type {Runner} from './exec.js'
 import {INSTANCE_NAME, instancePins, PIN_ROOT, type InstancePins} from './pins.js'
 import type {InstanceRecord} from './record.js'
 import {withDefaults} from './settings.js'
-import {hookKey, observeIntercept, type InterceptObserved} from './intercept.js'
+import {missingChanges} from './changes.js'
+import {observeIntercept, type InterceptObserved} from './intercept.js'
 import * as bpftool from './tools/bpftool.js'
 
 export interface ObservedInstance {
@@ -61,10 +62,8 @@ export type InstanceState = 'up' | 'half-up' | 'down'
 export function instanceState(o: ObservedInstance): InstanceState {
   if (!o.exists) return 'down'
   if (!o.record) return 'half-up'
-  const wantsSockops = o.record.changes.some((c) => c.kind === 'sockops')
-  if (wantsSockops && (!o.progs.sockops || !o.progs.skMsg)) return 'half-up'
-  if (wantsSockops && !o.sockopsAttached) return 'half-up'
-  return missingIntercept(o).length > 0 ? 'half-up' : 'up'
+  if (o.record.changes.some((c) => c.kind === 'sockops') && (!o.progs.sockops || !o.progs.skMsg)) return 'half-up'
+  return missingChanges(o.record.changes, o).length > 0 ? 'half-up' : 'up'
 }
 
 export function listInstances(root = PIN_ROOT): string[] {
@@ -73,17 +72,4 @@ export function listInstances(root = PIN_ROOT): string[] {
     .filter((e) => e.isDirectory() && INSTANCE_NAME.test(e.name))
     .map((e) => e.name)
     .sort()
-}
-
-/** Recorded interception changes that are not (or no longer) in place. */
-export function missingIntercept(o: ObservedInstance): string[] {
-  const i = o.intercept
-  if (!i || !o.record) return []
-  const missing: string[] = []
-  for (const c of o.record.changes) {
-    if (c.kind === 'tc-filter' && !i.filters[hookKey(c.dev, c.direction)]) missing.push(`tc filter on ${c.dev} ${c.direction}`)
-    if (c.kind === 'rule' && !i.rules[c.family]) missing.push(`ip -${c.family} rule`)
-    if (c.kind === 'route' && !i.routes[c.family]) missing.push(`ip -${c.family} route in table ${c.table}`)
-  }
-  return missing
 }

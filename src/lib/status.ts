@@ -1,10 +1,10 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
 import {CFG_FASTPATH, type Counters} from './config.js'
 import {REUSEPORT_NOTE} from './datapath.js'
-import {hookKey} from './intercept.js'
+import {hookKey, missingChanges} from './changes.js'
 import type {Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
-import {instanceState, listInstances, missingIntercept, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
+import {instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
 import {validateInstance} from './pins.js'
 import {renderStatus} from './render.js'
 import type {UpSettings} from './settings.js'
@@ -47,8 +47,7 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
   if (state === 'half-up') {
     if (!o.record) problems.push('no undo record (up stopped before writing it)')
     if (o.record?.changes.some((c) => c.kind === 'sockops') && (!o.progs.sockops || !o.progs.skMsg)) problems.push('programs are not all pinned')
-    if (o.record?.changes.some((c) => c.kind === 'sockops') && !o.sockopsAttached) problems.push('sock_ops is not attached to its cgroup')
-    for (const m of missingIntercept(o)) problems.push(`${m} is missing`)
+    for (const m of missingChanges(o.record?.changes ?? [], o)) problems.push(`${m} is missing`)
   }
   const warnings: string[] = []
   if (o.counters?.assignRefused) warnings.push(`the kernel refused the proxy's socket ${o.counters.assignRefused} times: ${REUSEPORT_NOTE}`)

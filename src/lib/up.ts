@@ -4,7 +4,7 @@
  */
 import {CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
-import {changeActions} from './changes.js'
+import {changeActions, stepId} from './changes.js'
 import {conflictError, environmentError} from './errors.js'
 import {sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
@@ -110,22 +110,6 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     steps.push({id: stepId(change), title: a.title, apply: a.apply, undo: a.undo})
   }
   return steps
-}
-
-export function stepId(change: Change): string {
-  switch (change.kind) {
-    case 'tc-filter':
-      return `tc-filter-${change.dev}-${change.direction}`
-    case 'qdisc':
-      return `qdisc-${change.dev}`
-    case 'rule':
-    case 'route':
-      return `${change.kind}-v${change.family}`
-    case 'sysctl':
-      return `sysctl-${change.key}`
-    default:
-      return change.kind
-  }
 }
 
 export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {kind: 'switch-fastpath'; steps: Step[]}

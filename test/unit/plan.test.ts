@@ -1,7 +1,10 @@
 // Plans as exact argv tables: what up and down would run, without running anything.
 import {describe, expect, it} from 'vitest'
 import {encodeConfig, CFG_FASTPATH, CONFIG_SIZE} from '../../src/lib/config.js'
+import {missingChanges, stepId} from '../../src/lib/changes.js'
 import {planDown} from '../../src/lib/down.js'
+import type {InterceptObserved} from '../../src/lib/intercept.js'
+import {instanceState} from '../../src/lib/observe.js'
 import type {ObservedInstance} from '../../src/lib/observe.js'
 import {instancePins} from '../../src/lib/pins.js'
 import {previewPlan} from '../../src/lib/plan.js'
@@ -105,6 +108,53 @@ describe('planDown', () => {
     expect(planDown(observed({sockopsAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-msg-verdict', 'unpin'])
     expect(planDown(observed({record: undefined, config: undefined})).map((s) => s.id)).toEqual(['unpin'])
     expect(planDown(observed({exists: false}))).toEqual([])
+  })
+})
+
+describe('one presence rule for status and down', () => {
+  const intercept: InterceptSettings = {
+    uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x5cf0, table: 1487, bypass: [], bypassPorts: [],
+    bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: [], interceptCgroups: [], bypassCgroups: [],
+  }
+  const withIntercept = {...settings, intercept}
+  const record = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0']}})
+  const all: InterceptObserved = {
+    listening: {4: true, 6: true}, udpListening: {4: true, 6: true},
+    filters: {'lo ingress': true, 'eth0 egress': true, 'eth0 ingress': true}, qdiscForeignFilters: {lo: 0, eth0: 0}, qdiscs: {lo: true, eth0: true},
+    rules: {4: true, 6: true}, routes: {4: true, 6: true}, sysctl: {'net.ipv4.conf.lo.accept_local': '1'},
+  }
+  // each recorded change taken away in turn: status calls the instance half-up naming it, down skips its undo
+  const without: [string, Partial<ObservedInstance>][] = [
+    ['sockops', {sockopsAttached: false}],
+    ['msg-verdict', {progs: {sockops: {id: 10, name: 'skfp_sockops', type: 'sock_ops'}}}],
+    ['sysctl-net.ipv4.conf.lo.accept_local', {intercept: {...all, sysctl: {'net.ipv4.conf.lo.accept_local': '0'}}}],
+    ['rule-v6', {intercept: {...all, rules: {4: true, 6: false}}}],
+    ['route-v4', {intercept: {...all, routes: {4: false, 6: true}}}],
+    ['qdisc-eth0', {intercept: {...all, qdiscs: {lo: true, eth0: false}}}],
+    ['tc-filter-eth0-ingress', {intercept: {...all, filters: {...all.filters, 'eth0 ingress': false}}}],
+  ]
+  it('every kind: in place, undone at down; taken away, named missing by status and not undone', () => {
+    const full = observed({record, intercept: all})
+    expect(instanceState(full)).toBe('up')
+    const undone = planDown(full).map((s) => s.id)
+    for (const c of record.changes) expect(undone, stepId(c)).toContain(`undo-${stepId(c)}`)
+    expect(record.changes.map(stepId).sort()).toEqual(without.map(([id]) => id).concat('tc-filter-lo-ingress', 'tc-filter-eth0-egress', 'qdisc-lo', 'rule-v4', 'route-v6').sort())
+    for (const [id, over] of without) {
+      const o = observed({record, intercept: all, ...over})
+      expect(instanceState(o), id).toBe('half-up')
+      const missing = missingChanges(record.changes, o)
+      expect(missing, id).toHaveLength(1)
+      expect(planDown(o).map((s) => s.id), id).not.toContain(`undo-${id}`)
+      expect(planDown(o).length, id).toBe(undone.length - 1)
+    }
+  })
+
+  it('down leaves what it must not undo though it is in place: a qdisc with a foreign filter, a sysctl that was so before up', () => {
+    const foreign = observed({record, intercept: {...all, qdiscForeignFilters: {lo: 0, eth0: 1}}})
+    expect(instanceState(foreign)).toBe('up')
+    expect(planDown(foreign).map((s) => s.id)).not.toContain('undo-qdisc-eth0')
+    const was = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '1', needsClsact: []}})
+    expect(planDown(observed({record: was, intercept: all})).map((s) => s.id)).not.toContain('undo-sysctl-net.ipv4.conf.lo.accept_local')
   })
 })
 
