@@ -14,8 +14,10 @@ async function duringTransfer(what: string, change: (sb: any, ns: string) => Pro
     // wait until the fastpath carries data, then change things under the live connection
     for (let i = 0; i < 250 && (await status(sb.name)).counters.bytesRedirected === 0; i++) await new Promise((r) => setTimeout(r, 20))
     expect((await status(sb.name)).counters.bytesRedirected, 'the fastpath carried bytes before the change').toBeGreaterThan(0)
+    // the change starts while the transfer runs; whether it is still running when the change is done
+    // is a race with the machine's speed (the kill switch's case proves it went on: 8 MiB more by TCP)
+    expect(child.exitCode, 'the transfer is still running when the change starts').toBeNull()
     await change(sb, ns)
-    expect(child.exitCode, 'the transfer must still be running after the change').toBeNull()
     const r = JSON.parse(String((await child).stdout).trim().split('\n').pop()!)
     expect(r.serverReceived).toBe(BYTES)
     expect(r.serverReceivedSha).toBe(expectedSha(`${what}-up`, BYTES))
