@@ -55,7 +55,6 @@ export function interceptHooks(i: InterceptSettings): Hook[] {
   ]
 }
 
-
 /** Observes the target netns; refuses, before anything changes, what would collide. */
 /**
  * Reads what interception needs from the target namespace and refuses what collides. `ours`: the

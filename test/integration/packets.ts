@@ -3,7 +3,7 @@
  * (optionally with extension headers or a fragment) + TCP or UDP, checksums filled in; and the
  * reading back of what a program wrote.
  */
-import {isIPv4} from 'node:net'
+import {parseAddress} from '../../src/lib/net.js'
 
 export const ETH_LEN = 14
 const MAC_A = Buffer.from('02aaaaaaaa01', 'hex')
@@ -31,16 +31,11 @@ export interface PacketSpec {
   truncate?: number
 }
 
-/** The bytes of an address (v4: 4, v6: 16). */
+/** The bytes of an address (v4: 4, v6: 16), parsed as skfp parses --bypass. */
 export function addrBytes(addr: string): Buffer {
-  if (isIPv4(addr)) return Buffer.from(addr.split('.').map(Number))
-  const [head, tail] = addr.includes('::') ? addr.split('::') : [addr, undefined]
-  const h = head ? head.split(':') : []
-  const t = tail ? tail.split(':') : []
-  const groups = tail === undefined ? h : [...h, ...Array(8 - h.length - t.length).fill('0'), ...t]
-  const b = Buffer.alloc(16)
-  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g, 16), i * 2))
-  return b
+  const a = parseAddress(addr)
+  if (!a) throw new Error(`not an address: ${addr}`)
+  return Buffer.from(a.bytes)
 }
 
 /** The internet checksum (RFC 1071) of the concatenated buffers. */
