@@ -1,4 +1,5 @@
 #!/usr/bin/env node
-import {execute} from '@oclif/core'
+// dist/cli.js: the CLI bundled by `npm run build:ts` (scripts/bundle.mjs)
+import {execute} from '../dist/cli.js'
 
 await execute({dir: import.meta.url})

@@ -11,8 +11,19 @@ import type {Cmd, Runner} from './exec.js'
 import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
 import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, type VariantName} from './datapath.js'
 
-/** The package root (holds bpf/, probes/, templates/, build/). */
-export const PROJECT_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+/**
+ * The package root (holds bpf/, probes/, templates/, build/): the nearest directory above this module
+ * with a package.json. This module runs as src/lib/build.ts (tests) and inside dist/cli.js (the
+ * bundled CLI), at different depths.
+ */
+export const PROJECT_ROOT = packageRoot(dirname(fileURLToPath(import.meta.url)))
+
+function packageRoot(dir: string): string {
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(join(d, 'package.json'))) return d
+    if (dirname(d) === d) throw new Error(`no package.json above ${dir}`)
+  }
+}
 
 export interface BuildOptions {
   target: BpfTarget
