@@ -20,16 +20,20 @@ struct {
 } skfp_socks SEC(".maps");
 
 /* An end of a paired connection joins the sockhash, what it knows of its peer
- * in its socket storage; the server also leaves its address in the record. */
+ * in its socket storage; the server also leaves its address and cookie in the
+ * record. */
 static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_sock_key *own,
 				      const struct skfp_sock_key *peer, struct skfp_conn_ends *ends, int server)
 {
 	struct bpf_sock_ops_kern *kctx;
 	struct bpf_sock *sk = skops->sk;
 	struct skfp_peer *stored;
+	__u64 cookie;
 
 	if (!sk)
 		return;
+	/* gives the socket its cookie, by which the peer's guard knows it */
+	cookie = bpf_get_socket_cookie(skops);
 	stored = bpf_sk_storage_get(&skfp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!stored) {
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
@@ -43,6 +47,7 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 	 * client's guard checks the socket's psock, which the insert creates. */
 	if (server) {
 		kctx = skfp_kctx(bpf_sock_ops_kern, skops);
+		ends->server_cookie = cookie;
 		ends->server_sk = (__u64)skfp_kread(kctx, sk);
 	}
 	own->netns_cookie = bpf_get_netns_cookie(skops);

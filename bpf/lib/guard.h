@@ -4,8 +4,10 @@
  *
  * Redirected bytes bypass the peer's rcvbuf: without this guard a slow reader
  * lets them pile up without limit. Per sending socket we remember the peer
- * socket the last redirect went to; before each message we read, through that
- * address (read-only, no reference taken), how many redirected bytes the peer
+ * socket the last redirect went to, by its address and its socket cookie;
+ * before each message we read, through that address (read-only, no reference
+ * taken), whether the socket there still has that cookie (the slab reuses a
+ * freed socket's address, never a cookie) and how many redirected bytes it
  * has not read yet (sk_psock.msg_tot_len). Above the bound the message goes
  * over plain TCP, and so does everything after it, so TCP's window holds the
  * writer back. We go back to redirecting only once the peer has read every
@@ -32,13 +34,19 @@
 
 /* What the guard remembers about one sending socket. */
 struct skfp_guard_state {
-	__u64 peer_sk;    /* kernel address of the peer socket (0: not known yet) */
-	__u64 peer_psock; /* its psock when captured: tells a reused address apart */
-	__u32 sent_seq;   /* own write_seq after the last redirect */
-	__u16 peer_port;  /* the peer's local port (host order), checked too */
-	__u8 demoted;     /* 1: the guard keeps this socket on TCP */
-	__u8 _pad;
+	__u64 peer_sk;     /* kernel address of the peer socket (0: not known yet) */
+	__u64 peer_cookie; /* its socket cookie: what tells a reused address apart */
+	__u32 sent_seq;    /* own write_seq after the last redirect */
+	__u8 demoted;      /* 1: the guard keeps this socket on TCP */
+	__u8 _pad[3];
 };
+
+/* The cookie of the socket at a kernel address (both ends of a paired
+ * connection have one: skfp_join asks for it). */
+static __always_inline __u64 skfp_sk_cookie(__u64 sk_addr)
+{
+	return skfp_kread(skfp_kview(sock, sk_addr), __sk_common.skc_cookie.counter);
+}
 
 /* Per sending socket guard state; freed with the socket. */
 struct {
@@ -80,27 +88,21 @@ static __always_inline int skfp_guard_learn_peer(struct skfp_guard_state *st, co
 {
 	struct skfp_conn_ends *ends;
 	struct skfp_conn_id id;
-	struct sock *peer;
-	struct net *net;
+	__u64 cookie;
 
 	if (!p->client || p->forgotten)
 		return 0;
 	ends = skfp_pair_record(p, &id);
 	if (!ends || !ends->server_sk)
 		return 0;
-	peer = skfp_kview(sock, ends->server_sk);
-	net = skfp_kread(peer, __sk_common.skc_net.net);
-	/* the socket the key names: its ports and namespace (p->key is the
-	 * server's own view) */
-	if (skfp_kread(peer, __sk_common.skc_num) != p->key.local_port ||
-	    skfp_kread(peer, __sk_common.skc_dport) != bpf_htons(p->key.remote_port) || !net ||
-	    skfp_kread(net, net_cookie) != p->key.netns_cookie)
+	/* still the server's socket at that address (the record outlives it) */
+	cookie = ends->server_cookie;
+	if (!cookie || skfp_sk_cookie(ends->server_sk) != cookie)
 		return 0;
 	st->peer_sk = ends->server_sk;
-	st->peer_psock = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
-	st->peer_port = skfp_kread(peer, __sk_common.skc_num);
+	st->peer_cookie = cookie;
 	st->demoted = 1;
-	skfp_dbg("skfp: guard learned the server %d from the record", st->peer_port);
+	skfp_dbg("skfp: guard learned the server %llu from the record", cookie);
 	return 1;
 }
 
@@ -140,14 +142,15 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	peer_tp = skfp_kview(tcp_sock, st->peer_sk);
 	write_seq = skfp_kread(own_tp, write_seq);
 
-	/* The address still holds the same socket, with the same psock? If
-	 * not, the peer is gone (its key too: a redirect would fall back). Only
-	 * a socket that sent nothing over TCP since its last redirect may try. */
-	ud = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
-	if (ud != st->peer_psock || skfp_kread(peer, __sk_common.skc_num) != st->peer_port)
+	/* The address still holds the same socket (its cookie), and it has a
+	 * psock of its own? If not, the peer is gone (its key too: a redirect
+	 * would fall back). Only a socket that sent nothing over TCP since its
+	 * last redirect may try. */
+	if (skfp_sk_cookie(st->peer_sk) != st->peer_cookie)
 		return !st->demoted && write_seq == st->sent_seq;
-	psock_sk = (__u64)skfp_kread(skfp_kview(sk_psock, ud), sk);
-	if (psock_sk != st->peer_sk)
+	ud = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
+	psock_sk = ud ? (__u64)skfp_kread(skfp_kview(sk_psock, ud), sk) : 0;
+	if (!ud || psock_sk != st->peer_sk)
 		return !st->demoted && write_seq == st->sent_seq;
 	bound = cfg->fastpath_queue;
 	if (!bound)
@@ -165,7 +168,7 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 		if (st->demoted) {
 			st->demoted = 0;
 			skfp_count(SKFP_CNT_GUARD_PROMOTED, 1);
-			skfp_dbg("skfp: guard promoted %d", st->peer_port);
+			skfp_dbg("skfp: guard promoted %llu", st->peer_cookie);
 		}
 		return 1;
 	}
@@ -179,7 +182,7 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	if (over || braking) {
 		st->demoted = 1;
 		skfp_count(SKFP_CNT_GUARD_DEMOTED, 1);
-		skfp_dbg("skfp: guard demoted %d queued %llu", st->peer_port, queued);
+		skfp_dbg("skfp: guard demoted %llu queued %llu", st->peer_cookie, queued);
 		return 0;
 	}
 	return 1;
@@ -192,8 +195,7 @@ static __always_inline void skfp_guard_redirected(struct sk_msg_md *msg)
 	struct bpf_sock *bsk = msg->sk;
 	struct tcp_sock *own_tp;
 	struct sk_msg *kmsg;
-	struct sock *peer;
-	__u64 peer_sk;
+	__u64 peer_sk, cookie;
 
 	if (!bsk)
 		return;
@@ -206,12 +208,10 @@ static __always_inline void skfp_guard_redirected(struct sk_msg_md *msg)
 		return;
 	own_tp = skfp_kview_ptr(tcp_sock, bsk);
 	st->sent_seq = skfp_kread(own_tp, write_seq);
-	if (peer_sk == st->peer_sk)
-		return;
-	peer = skfp_kview(sock, peer_sk);
+	/* the helper holds a reference to the target: its cookie is its own */
+	cookie = skfp_sk_cookie(peer_sk);
 	st->peer_sk = peer_sk;
-	st->peer_psock = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
-	st->peer_port = skfp_kread(peer, __sk_common.skc_num);
+	st->peer_cookie = cookie;
 }
 
 /* Benchmark baseline only (`skfp bench` loopback-fastpath-unguarded): no guard. */

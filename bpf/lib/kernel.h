@@ -27,17 +27,11 @@ struct proto {
 	long *sysctl_mem;                     /* net.ipv4.tcp_mem[3], pages */
 } __attribute__((preserve_access_index));
 
-struct net {
-	__u64 net_cookie; /* what bpf_get_netns_cookie() returns */
-} __attribute__((preserve_access_index));
-
 struct sock_common {
-	__be16 skc_dport;
-	__u16 skc_num;
-	struct proto *skc_prot;
 	struct {
-		struct net *net;
-	} skc_net; /* possible_net_t */
+		__s64 counter;
+	} skc_cookie; /* atomic64_t: the socket cookie, 0 until first asked for; never reused */
+	struct proto *skc_prot;
 } __attribute__((preserve_access_index));
 
 struct sock {

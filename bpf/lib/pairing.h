@@ -23,7 +23,7 @@
  * A client can send before the server's end has joined (the server joins
  * when the client's ACK arrives, often but not always before the client's
  * first send): that first message goes over TCP. The
- * server therefore leaves its socket's address in the record, and the
+ * server therefore leaves its socket's address and cookie in the record, and the
  * client's memory guard (guard.h) takes it from there to switch the client to
  * the fastpath once the server has read those TCP bytes. */
 #ifndef SKFP_LIB_PAIRING_H
@@ -49,7 +49,8 @@ struct skfp_conn_id {
 struct skfp_conn_ends {
 	__u64 client_netns;
 	__u64 server_netns; /* 0 until the server's SYN was seen */
-	__u64 server_sk;    /* kernel address of the server's socket once it joined */
+	__u64 server_sk;     /* kernel address of the server's socket once it joined */
+	__u64 server_cookie; /* its socket cookie: whether that address still holds it */
 };
 
 /* Connections from connect() until the client's first redirect; an LRU map,

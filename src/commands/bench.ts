@@ -5,11 +5,11 @@ import {parseScenarioList, runBench, saveRun} from '../lib/bench/index.js'
 import {renderReport} from '../lib/bench/report.js'
 import {parseMinutes, runSoak, type SoakResult} from '../lib/bench/soak.js'
 import {renderSoak, saveSoak} from '../lib/bench/soak-report.js'
-import {SCENARIOS, UDP_SCENARIOS, type BenchResult} from '../lib/bench/types.js'
+import {APP_SCENARIOS, SCENARIOS, UDP_SCENARIOS, type BenchResult} from '../lib/bench/types.js'
 
 export default class Bench extends SkfpCommand {
   static summary = 'Benchmark loopback, Unix sockets and transparent-proxy paths, with and without the fastpath, in a throwaway sandbox.'
-  static description = `Builds its own sandbox (network namespaces, a child cgroup and an instance, all named skfp-bench), runs the scenarios one after another and removes everything, also on failure or Ctrl-C. Scenarios: ${SCENARIOS.join(', ')}; UDP (datagrams through v2ray, loss counted): ${UDP_SCENARIOS.join(', ')}. With --soak, runs only the soak instead: interception + fastpath + a relay under a mixed load, sampling socket, sockhash and BPF memory, with a leak verdict. Progress goes to stderr.`
+  static description = `Builds its own sandbox (network namespaces, a child cgroup and an instance, all named skfp-bench), runs the scenarios one after another and removes everything, also on failure or Ctrl-C. Scenarios: ${SCENARIOS.join(', ')}; UDP (datagrams through v2ray, loss counted): ${UDP_SCENARIOS.join(', ')}; real applications (requests/s plain, with skfp's defaults and with --fastpath on): ${APP_SCENARIOS.join(', ')}. With --soak, runs only the soak instead: interception + fastpath + a relay under a mixed load, sampling socket, sockhash and BPF memory, with a leak verdict. Progress goes to stderr.`
   static examples = [
     '<%= config.bin %> bench',
     '<%= config.bin %> bench --duration 10 --out bench-results',

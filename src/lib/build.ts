@@ -1,5 +1,6 @@
 /**
- * `skfp build`: compiles bpf/*.bpf.c into build/<target>[-debug]/ and probes/*.c into build/bin/,
+ * `skfp build`: compiles bpf/*.bpf.c into build/<target>[-debug]/, probes/*.c into build/bin/ and,
+ * where Go is installed, probes/NAME/main.go into build/bin/NAME (the bench's and the tests' Go relay),
  * skipping outputs whose inputs (all sources and headers, and the argv) hash the same as last time.
  */
 import {createHash} from 'node:crypto'
@@ -7,8 +8,9 @@ import {existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync}
 import {basename, dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {environmentError} from './errors.js'
-import type {Cmd, Runner} from './exec.js'
+import {resolveTool, type Cmd, type Runner} from './exec.js'
 import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
+import {goBuild} from './tools/go.js'
 import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, type VariantName} from './datapath.js'
 
 /**
@@ -40,6 +42,8 @@ export interface BuildOutput {
 export interface BuildResult {
   objects: BuildOutput[]
   programs: BuildOutput[]
+  /** Programs not built, and why (Go not installed). */
+  skipped: {source: string; reason: string}[]
 }
 
 export function objectDir(opts: BuildOptions): string {
@@ -112,10 +116,29 @@ function programJobs(root: string) {
   })
 }
 
-/** Whether every output exists and is current. */
+/** probes/NAME/main.go: one job each, when the Go compiler is installed. */
+function goJobs(root: string) {
+  const dir = join(root, 'probes')
+  const sources = filesUnder(dir, (n) => n === 'main.go')
+  return sources.map((source) => {
+    const output = programPath(basename(dirname(source)), root)
+    return {source, output, inputs: [source], cmd: goBuild(source, output, join(root, 'build', 'go'))}
+  })
+}
+
+function goInstalled(): boolean {
+  try {
+    resolveTool('go')
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Whether every output exists and is current (the Go programs only where Go is installed). */
 export function isBuilt(opts: BuildOptions): boolean {
   const root = opts.root ?? PROJECT_ROOT
-  return [...bpfJobs(opts), ...programJobs(root)].every(
+  return [...bpfJobs(opts), ...programJobs(root), ...(goInstalled() ? goJobs(root) : [])].every(
     (j) => existsSync(j.output) && existsSync(`${j.output}.sha256`) && readFileSync(`${j.output}.sha256`, 'utf8') === inputsHash(j.inputs, j.cmd),
   )
 }
@@ -127,5 +150,10 @@ export async function build(runner: Runner, opts: BuildOptions): Promise<BuildRe
   for (const j of bpfJobs(opts)) objects.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
   const programs: BuildOutput[] = []
   for (const j of programJobs(root)) programs.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
-  return {objects, programs}
+  const skipped: BuildResult['skipped'] = []
+  for (const j of goJobs(root)) {
+    if (goInstalled()) programs.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
+    else skipped.push({source: j.source, reason: 'go not installed (apt-get install golang-go)'})
+  }
+  return {objects, programs, skipped}
 }

@@ -13,6 +13,7 @@ import {requireRoot, runner, skfp} from './helpers.js'
 
 const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath', 'lan-iptables', 'lan-tc']
 const UDP = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp-lan-tc']
+const APPS = ['redis-get', 'redis-get-pipelined', 'nginx-small-c1', 'nginx-large-c8']
 
 describe('skfp bench', () => {
   const out = mkdtempSync(join(tmpdir(), 'skfp-tt-bench-'))
@@ -21,9 +22,9 @@ describe('skfp bench', () => {
   it('runs the scenarios one after another, prints the documented JSON, writes it with a chart, and leaves nothing behind', async () => {
     requireRoot()
     const rulesBefore = await ip.rules(runner, 4)
-    const r = await skfp(['bench', '--duration', '1', '--runs', '2', '--scenarios', [...SCENARIOS, ...UDP].join(','), '--json', '--out', out])
+    const r = await skfp(['bench', '--duration', '1', '--runs', '2', '--scenarios', [...SCENARIOS, ...UDP, ...APPS].join(','), '--json', '--out', out])
     expect(r.exitCode, r.stderr).toBe(0)
-    const {machine, runs, scenarios, udp, targets, clean} = r.json
+    const {machine, runs, scenarios, udp, apps, targets, clean} = r.json
     expect(runs).toBe(2)
 
     expect(machine).toMatchObject({kernel: expect.any(String), os: expect.any(String), cpus: expect.any(Number), cpuModel: expect.any(String), skfpVersion: expect.any(String)})
@@ -56,6 +57,14 @@ describe('skfp bench', () => {
       expect(s.lossPct, s.name).toBeCloseTo((100 * s.lost) / s.sent, 2)
       expect(s.rttP50Us, s.name).toBeGreaterThan(0)
       expect(s.ratioIptables, s.name).toBeGreaterThan(0)
+    }
+    // real applications with their own clients: plain, skfp's defaults and --fastpath on, each served
+    expect(apps.map((s: {name: string}) => s.name)).toEqual(APPS)
+    for (const s of apps) {
+      expect(s, s.name).not.toHaveProperty('failed')
+      expect(s.errors, s.name).toBe(0)
+      for (const k of ['plain', 'defaults', 'fastpathOn', 'ratioDefaults', 'ratioOn']) expect(s[k], `${s.name} ${k}`).toBeGreaterThan(0)
+      expect(typeof s.defaultsFastpath).toBe('boolean')
     }
     expect(targets.length).toBeGreaterThan(0)
     for (const t of targets) expect(t).toMatchObject({what: expect.any(String), goal: expect.any(String)})

@@ -1,8 +1,8 @@
 // Load: 10 000 fastpath connections held open at once, a full sockhash, 50 000 short connections.
 // Real sockets in a sandbox netns + child cgroup; build/bin/skfp-hold holds both ends of every
 // connection (so every connection puts two sockets into the sockhash).
-import {existsSync} from 'node:fs'
-import {join} from 'node:path'
+import {existsSync, mkdirSync} from 'node:fs'
+import {dirname, join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {interceptObject, PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {FASTPATH_VARIANTS} from '../../src/lib/datapath.js'
@@ -79,6 +79,7 @@ describe('load', () => {
     const MAX = 64
     const object = join(PROJECT_ROOT, 'build', 'test', `fastpath-socks${MAX}.bpf.o`)
     const variant = FASTPATH_VARIANTS[0]
+    mkdirSync(dirname(object), {recursive: true})
     await runner.run(compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), object, 'bpfel', false, [...variant.defines, `-DSKFP_SOCKS_MAX=${MAX}`]), {timeoutMs: 180_000})
     await withSandbox('mx', async (sb) => {
       const ns = await sb.addNetns('a')

@@ -78,6 +78,7 @@ describe('ratios and targets', () => {
       runs: 3,
       scenarios: spread,
       udp: [],
+      apps: [],
       targets: checkTargets(spread),
       clean: true,
     }
@@ -100,7 +101,7 @@ describe('ratios and targets', () => {
     expect(t['errors of the UDP scenarios (corrupt answers included)']).toMatchObject({value: 0, met: true})
     const bad = udpWithRatios([udp('udp-tc', 1000, 0, 3)])
     expect(checkTargets([], bad).find((x) => x.what.startsWith('errors of the UDP'))).toMatchObject({value: 3, met: false})
-    const text = renderReport({machine: {kernel: '6.18', os: 'Debian', arch: 'x64', cpus: 2, cpuModel: 'EPYC', memoryGiB: 8, skfpVersion: '0.1.0', node: 'v20', date: '2026-12-02'}, durationS: 5, runs: 1, scenarios: [], udp: outcomes, targets: [], clean: true})
+    const text = renderReport({machine: {kernel: '6.18', os: 'Debian', arch: 'x64', cpus: 2, cpuModel: 'EPYC', memoryGiB: 8, skfpVersion: '0.1.0', node: 'v20', date: '2026-12-02'}, durationS: 5, runs: 1, scenarios: [], udp: outcomes, apps: [], targets: [], clean: true})
     expect(text).toMatch(/^udp-tc +42000 +403 +1\.05× +12\/42012 +0\.03/m)
     expect(text).toContain('udp-lan-tc: FAILED, v2ray did not start')
   })

@@ -17,11 +17,12 @@ import {renderChart} from './chart.js'
 import {describeMachine} from './machine.js'
 import {checkTargets, udpWithRatios, withRatios} from './report.js'
 import {SCENARIO_DEFS, UDP_SCENARIO_DEFS, type BenchContext, type Measured, type UdpMeasured} from './scenarios.js'
-import {SCENARIOS, UDP_SCENARIOS, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario, type UdpScenarioName} from './types.js'
+import {runApps} from './apps.js'
+import {APP_SCENARIOS, SCENARIOS, UDP_SCENARIOS, type AppScenarioName, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario, type UdpScenarioName} from './types.js'
 
-/** Every scenario name --scenarios takes: the TCP ones, then the UDP ones. */
-export const ALL_SCENARIOS = [...SCENARIOS, ...UDP_SCENARIOS]
-export type AnyScenarioName = ScenarioName | UdpScenarioName
+/** Every scenario name --scenarios takes: the TCP ones, the UDP ones, the applications. */
+export const ALL_SCENARIOS = [...SCENARIOS, ...UDP_SCENARIOS, ...APP_SCENARIOS]
+export type AnyScenarioName = ScenarioName | UdpScenarioName | AppScenarioName
 
 export const BENCH_NAME = 'skfp-bench'
 
@@ -40,7 +41,7 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
   const all = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
     const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, runs: opts.runs, workDir, signal, topology: {}}
     /** Runs the chosen scenarios of defs one after another; a failed one is recorded, the others go on. */
-    const runAll = async <M extends {name: AnyScenarioName}>(defs: {name: AnyScenarioName; unavailable?: () => Promise<string | undefined>; run(c: BenchContext): Promise<M>}[], line: (m: M) => string) => {
+    const runAll = async <M extends {name: ScenarioName | UdpScenarioName}>(defs: {name: ScenarioName | UdpScenarioName; unavailable?: () => Promise<string | undefined>; run(c: BenchContext): Promise<M>}[], line: (m: M) => string) => {
       const outcomes: Outcome<M>[] = []
       for (const def of defs.filter((d) => opts.scenarios.includes(d.name))) {
         const skipped = await def.unavailable?.()
@@ -66,11 +67,13 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
     }
     const tcp = await runAll<Measured>(SCENARIO_DEFS, (m) => `${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
     const udp = await runAll<UdpMeasured>(UDP_SCENARIO_DEFS, (m) => `${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
-    return {tcp, udp}
+    const appNames = APP_SCENARIOS.filter((n) => opts.scenarios.includes(n))
+    const apps = appNames.length ? await runApps(ctx, appNames, (line) => opts.say(`  ${line}`)) : []
+    return {tcp, udp, apps}
   })
   const scenarios = withRatios(all.tcp)
   const udp = udpWithRatios(all.udp)
-  return {machine: describeMachine(), durationS: opts.seconds, runs: opts.runs, scenarios, udp, targets: checkTargets(scenarios, udp), clean: await isClean(runner)}
+  return {machine: describeMachine(), durationS: opts.seconds, runs: opts.runs, scenarios, udp, apps: all.apps, targets: checkTargets(scenarios, udp, all.apps), clean: await isClean(runner)}
 }
 
 /** What every benchmark needs before its sandbox: root, iperf3, the built datapath and probes. */

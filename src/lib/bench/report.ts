@@ -1,6 +1,6 @@
 /** Ratios, the targets of the issue, and the human table. Pure: figures in, figures and text out. */
 import type {Measured, UdpMeasured} from './scenarios.js'
-import {isMeasured, type BenchResult, type FailedScenario, type ScenarioName, type ScenarioOutcome, type ScenarioResult, type SkippedScenario, type Target, type UdpScenarioName, type UdpScenarioOutcome, type UdpScenarioResult} from './types.js'
+import {isMeasured, type AppScenarioOutcome, type AppScenarioResult, type BenchResult, type FailedScenario, type ScenarioName, type ScenarioOutcome, type ScenarioResult, type SkippedScenario, type Target, type UdpScenarioName, type UdpScenarioOutcome, type UdpScenarioResult} from './types.js'
 
 /** Which iptables scenario each UDP one is compared with. */
 const UDP_BASELINE: Record<UdpScenarioName, UdpScenarioName> = {'udp-iptables': 'udp-iptables', 'udp-tc': 'udp-iptables', 'udp-lan-iptables': 'udp-lan-iptables', 'udp-lan-tc': 'udp-lan-iptables'}
@@ -23,7 +23,7 @@ export function withRatios(outcomes: (Measured | SkippedScenario | FailedScenari
 }
 
 /** The issue's targets, checked on one run (null: a scenario they need did not run). */
-export function checkTargets(outcomes: ScenarioOutcome[], udp: UdpScenarioOutcome[] = []): Target[] {
+export function checkTargets(outcomes: ScenarioOutcome[], udp: UdpScenarioOutcome[] = [], apps: AppScenarioOutcome[] = []): Target[] {
   const get = (name: ScenarioName) => outcomes.filter((o) => isMeasured<ScenarioResult>(o)).find((r) => r.name === name)
   const ratio = (a: ScenarioName, b: ScenarioName, field: 'throughputGbps' | 'rttP50PinnedUs' = 'throughputGbps') => {
     const x = get(a)?.[field]
@@ -49,8 +49,13 @@ export function checkTargets(outcomes: ScenarioOutcome[], udp: UdpScenarioOutcom
     atLeast('datagrams/s udp-tc / udp-iptables', udpGot('udp-tc')?.ratioIptables ?? null, 0.9),
     atLeast('datagrams/s udp-lan-tc / udp-lan-iptables', udpGot('udp-lan-tc')?.ratioIptables ?? null, 0.9),
     atMost('errors of the UDP scenarios (corrupt answers included)', udpErrors, 0),
+    // every application at least as fast with skfp's defaults; the request/response ones 1.2× faster
+    ...apps.map((a) => atLeast(`requests/s ${a.name} defaults / plain`, isApp(a) ? a.ratioDefaults : null, a.name.includes('large') ? 1.0 : 1.2)),
+    atMost('errors of the application scenarios', apps.some(isApp) ? apps.filter(isApp).reduce((n, a) => n + a.errors, 0) : null, 0),
   ]
 }
+
+const isApp = (a: AppScenarioOutcome): a is AppScenarioResult => !('skipped' in a) && !('failed' in a)
 
 const f = (n: number | null | undefined, digits = 1) => (n === null || n === undefined ? '–' : n.toFixed(digits))
 const x = (n: number | null) => (n === null ? '–' : `${n.toFixed(2)}×`)
@@ -86,13 +91,17 @@ export function renderReport(result: BenchResult): string {
       : [],
   )
   const udpSkipped = (result.udp ?? []).flatMap((s) => ('skipped' in s ? [`  ${s.name}: skipped, ${s.skipped}`] : 'failed' in s ? [`  ${s.name}: FAILED, ${s.failed}`] : []))
+  const apps = result.apps ?? []
+  const appRows = apps.filter(isApp).map((a) => [a.name, f(a.plain, 0), f(a.defaults, 0), x(a.ratioDefaults), a.defaultsFastpath ? 'on' : 'off', f(a.fastpathOn, 0), x(a.ratioOn), String(a.errors)])
+  const appSkipped = apps.flatMap((s) => ('skipped' in s ? [`  ${s.name}: skipped, ${s.skipped}`] : 'failed' in s ? [`  ${s.name}: FAILED, ${s.failed}`] : []))
   const targets = result.targets.map((t) => `  ${t.met === null ? '–   ' : t.met ? 'met ' : 'MISS'}  ${t.what}: ${t.value === null ? 'not measured' : t.value.toFixed(3)} (${t.goal})`)
   return [
     `${m.os}, kernel ${m.kernel}, ${m.arch}, ${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB; skfp ${m.skfpVersion}; ${result.durationS} s per run; throughput: median of ${result.runs} run${result.runs === 1 ? '' : 's'}`,
     '',
     table(header, rows),
     ...(udpRows.length ? ['', table(['UDP scenario', 'datagrams/s', 'Mbit/s', '×iptables', 'lost/sent', 'loss %', 'rtt µs p50/p99', 'rtt lost', 'errors'], udpRows)] : []),
-    ...(skipped.length + udpSkipped.length ? ['', 'not measured:', ...skipped, ...udpSkipped] : []),
+    ...(appRows.length ? ['', table(['application', 'plain req/s', 'defaults req/s', '×plain', 'fastpath', '--fastpath on req/s', '×plain', 'errors'], appRows)] : []),
+    ...(skipped.length + udpSkipped.length + appSkipped.length ? ['', 'not measured:', ...skipped, ...udpSkipped, ...appSkipped] : []),
     '',
     'targets:',
     ...targets,

@@ -27,6 +27,34 @@ export const UDP_SCENARIOS = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp
 
 export type UdpScenarioName = (typeof UDP_SCENARIOS)[number]
 
+/** Real applications with their own clients (after the UDP ones), each plain, with skfp's defaults and
+ * with --fastpath on, side by side (src/lib/bench/apps.ts). */
+export const APP_SCENARIOS = ['redis-get', 'redis-get-pipelined', 'nginx-small-c1', 'nginx-small-c8', 'nginx-large-c1', 'nginx-large-c8'] as const
+
+export type AppScenarioName = (typeof APP_SCENARIOS)[number]
+
+export type AppMode = 'plain' | 'defaults' | 'fastpathOn'
+
+export interface AppScenarioResult {
+  name: AppScenarioName
+  /** Requests per second (redis-benchmark's GET rate, wrk's Requests/sec), the median of the rounds
+   * (--runs; each round measures plain, defaults and on in turn): no skfp. */
+  plain: number
+  /** With `skfp up` and no --fastpath flag (auto: the kernel self-test decides). */
+  defaults: number
+  /** Whether the defaults turned the fastpath on. */
+  defaultsFastpath: boolean
+  /** With --fastpath on. */
+  fastpathOn: number
+  /** defaults / plain, fastpathOn / plain. */
+  ratioDefaults: number | null
+  ratioOn: number | null
+  /** The clients' socket errors and non-2xx responses: must be 0. */
+  errors: number
+}
+
+export type AppScenarioOutcome = AppScenarioResult | {name: AppScenarioName; skipped: string} | {name: AppScenarioName; failed: string}
+
 export interface UdpScenarioResult {
   name: UdpScenarioName
   /** Datagrams answered intact per second, a window of 64 in flight (build/bin/skfp-udp stream). */
@@ -127,6 +155,8 @@ export interface BenchResult {
   scenarios: ScenarioOutcome[]
   /** The UDP scenarios (their own figures: datagrams, loss). */
   udp: UdpScenarioOutcome[]
+  /** The real applications (requests per second, three ways). */
+  apps: AppScenarioOutcome[]
   targets: Target[]
   clean: boolean
 }
