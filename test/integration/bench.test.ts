@@ -9,7 +9,8 @@ import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
 import {cgroup2Mount} from '../../src/lib/host.js'
 import * as ip from '../../src/lib/tools/ip.js'
-import {requireRoot, runner, skfp} from './helpers.js'
+import {VERDICT_PIN} from '../../src/lib/pins.js'
+import {removeVerdict, requireRoot, runner, skfp} from './helpers.js'
 
 const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath', 'lan-iptables', 'lan-tc']
 const UDP = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp-lan-tc']
@@ -22,6 +23,8 @@ describe('skfp bench', () => {
   it('runs the scenarios one after another, prints the documented JSON, writes it with a chart, and leaves nothing behind', async () => {
     requireRoot()
     const rulesBefore = await ip.rules(runner, 4)
+    // no verdict this boot: the applications' defaults run the self-test, whose verdict the bench removes
+    removeVerdict()
     const r = await skfp(['bench', '--duration', '1', '--runs', '2', '--scenarios', [...SCENARIOS, ...UDP, ...APPS].join(','), '--json', '--out', out])
     expect(r.exitCode, r.stderr).toBe(0)
     const {machine, runs, scenarios, udp, apps, targets, clean} = r.json
@@ -77,6 +80,7 @@ describe('skfp bench', () => {
     expect((await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
     expect(readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
     expect(existsSync('/sys/fs/bpf/skfp/skfp-bench')).toBe(false)
+    expect(existsSync(VERDICT_PIN)).toBe(false)
     expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
   })
 

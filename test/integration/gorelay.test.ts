@@ -3,14 +3,17 @@
 // --fastpath flag), the server a local container (in the cgroup, so both hops are local TCP).
 // With `--fastpath on` such a relay hangs (its splice reads never see redirected bytes): the
 // defaults must never do that.
-import {describe, expect, it} from 'vitest'
+import {afterAll, describe, expect, it} from 'vitest'
 import {programPath} from '../../src/lib/build.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
-import {FIXTURE, skfp, status, transfer, withSandbox} from './helpers.js'
+import {FIXTURE, removeVerdict, skfp, status, transfer, withSandbox} from './helpers.js'
 import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6} from './topology.js'
 
 const MiB = 1024 * 1024
 const BYTES = 32 * MiB
+
+// the defaults' --fastpath auto runs the self-test and pins its verdict
+afterAll(removeVerdict)
 
 describe('a Go relay (io.Copy, splice) with the defaults', () => {
   it('carries 32 MiB each way at once over IPv4 and IPv6 with sha256 intact, and up says why the fastpath is off', async () => {

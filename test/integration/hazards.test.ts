@@ -1,21 +1,16 @@
 // The fastpath's hazards, probed for real: the self-test verdict, --fastpath auto following it,
 // and the memory guard holding a slow reader's queue to its bound over 1 GiB each way.
-import {existsSync, readdirSync, rmSync, rmdirSync} from 'node:fs'
+import {existsSync} from 'node:fs'
 import {afterAll, describe, expect, it} from 'vitest'
 import {programPath} from '../../src/lib/build.js'
-import {PIN_ROOT} from '../../src/lib/pins.js'
-import {requireRoot, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {VERDICT_PIN} from '../../src/lib/pins.js'
+import {removeVerdict, requireRoot, skfp, status, upArgs, withSandbox} from './helpers.js'
 
-const VERDICT = `${PIN_ROOT}/doctor-verdict`
 // what the memory guard promises to keep equal to plain TCP (splice, MSG_WAITALL and the rare
 // EAGAIN of a blocking recv after a demotion are kernel behaviours the guard cannot change)
 const GUARDED = ['slow-reader', 'fionread', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces']
 
-afterAll(() => {
-  // the verdict is pinned for the boot; the test leaves the host as it found it
-  if (existsSync(VERDICT)) rmSync(VERDICT)
-  if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
-})
+afterAll(removeVerdict)
 
 describe('kernel self-test', () => {
   it('runs every probe over plain TCP and the fastpath, pins the verdict, and auto follows it', async () => {
@@ -27,7 +22,7 @@ describe('kernel self-test', () => {
     for (const p of v.probes) expect(p.plainOk, `${p.probe} over plain TCP`).toBe(true)
     for (const p of v.probes) if (GUARDED.includes(p.probe)) expect(p.ok, `${p.probe}: ${p.detail}`).toBe(true)
     expect(v.fastpathSafe).toBe(v.probes.every((p: {ok: boolean}) => p.ok))
-    expect(existsSync(VERDICT)).toBe(true)
+    expect(existsSync(VERDICT_PIN)).toBe(true)
 
     const st = await skfp(['status', '--json'])
     expect(st.json.selfTest).toEqual(v)

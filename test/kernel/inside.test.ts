@@ -4,15 +4,14 @@
 // the fastpath with real bytes redirected and the guard bounding a slow reader, the self-test, bad
 // input, and a crash in `up` cleaned by `down`. SKFP_EXPECT_FASTPATH says which fastpath variant this
 // kernel must load ('none': it must be refused in one line), SKFP_EXPECT_GUARD how the guard measures.
-import {existsSync, readdirSync, rmdirSync, rmSync, writeFileSync} from 'node:fs'
+import {writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
 import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
 import {waitForOutput} from '../../src/lib/iperf.js'
-import {PIN_ROOT} from '../../src/lib/pins.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
-import {FIXTURE, leftovers, skfp, status, transfer, upArgs, withSandbox} from '../integration/helpers.js'
+import {FIXTURE, leftovers, removeVerdict, skfp, status, transfer, upArgs, withSandbox} from '../integration/helpers.js'
 import {expectRestored, hostSnapshot} from '../integration/snapshot.js'
 import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startV2ray, waitForListener} from '../integration/topology.js'
 
@@ -24,11 +23,8 @@ const REUSEPORT = process.env.SKFP_EXPECT_REUSEPORT !== '0'
 const MiB = 1024 * 1024
 const release = (await import('node:os')).release()
 
-afterAll(() => {
-  // doctor pins its verdict for the boot: on the running kernel the suite leaves the host as it was
-  if (existsSync(`${PIN_ROOT}/doctor-verdict`)) rmSync(`${PIN_ROOT}/doctor-verdict`)
-  if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
-})
+// doctor pins its verdict for the boot: on the running kernel the suite leaves the host as it was
+afterAll(removeVerdict)
 
 describe(`kernel ${release}`, () => {
   it('doctor: interception loads, the fastpath variant and guard are the expected ones, the self-test runs', async () => {

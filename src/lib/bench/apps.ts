@@ -6,11 +6,12 @@
  * connections. Client and server share a namespace of the bench's cgroup: a service and its client on
  * one host.
  */
-import {writeFileSync, mkdirSync} from 'node:fs'
+import {existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {resolveTool, type Tool} from '../exec.js'
 import {upInstance} from '../lifecycle.js'
 import type {Sandbox} from '../sandbox.js'
+import {PIN_ROOT, VERDICT_PIN} from '../pins.js'
 import {sandboxSettings} from '../settings.js'
 import {down, type InstanceContext} from './instance.js'
 import type {AppMode, AppScenarioName, AppScenarioResult} from './types.js'
@@ -151,6 +152,9 @@ export async function runApps(ctx: AppContext, names: AppScenarioName[], say: (l
   const runnable = chosen.filter((d) => !skipped.has(d.name))
   type Figures = Record<AppMode, number[]> & {errors: number; defaultsFastpath?: boolean; failed?: string}
   const figures = new Map<AppScenarioName, Figures>(runnable.map((d) => [d.name, {plain: [], defaults: [], fastpathOn: [], errors: 0}]))
+  // the defaults (--fastpath auto) run the self-test when this boot has no verdict, and pin it; a
+  // verdict the bench made goes with it, like the rest of its sandbox
+  const hadVerdict = existsSync(VERDICT_PIN)
   if (runnable.length) {
     const ns = await ctx.sb.addNetns('app')
     const stop = await startServers(ctx, ns, runnable)
@@ -184,6 +188,8 @@ export async function runApps(ctx: AppContext, names: AppScenarioName[], say: (l
     } finally {
       await stop()
       await ctx.sb.removeNetns(ns)
+      if (!hadVerdict && existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
+      if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
     }
   }
   return chosen.map((d) => {
