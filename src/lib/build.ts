@@ -8,7 +8,7 @@ import {existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync}
 import {basename, dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {environmentError} from './errors.js'
-import {resolveTool, type Cmd, type Runner} from './exec.js'
+import {isInstalled, type Cmd, type Runner} from './exec.js'
 import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
 import {goBuild} from './tools/go.js'
 import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, type VariantName} from './datapath.js'
@@ -126,19 +126,10 @@ function goJobs(root: string) {
   })
 }
 
-function goInstalled(): boolean {
-  try {
-    resolveTool('go')
-    return true
-  } catch {
-    return false
-  }
-}
-
 /** Whether every output exists and is current (the Go programs only where Go is installed). */
 export function isBuilt(opts: BuildOptions): boolean {
   const root = opts.root ?? PROJECT_ROOT
-  return [...bpfJobs(opts), ...programJobs(root), ...(goInstalled() ? goJobs(root) : [])].every(
+  return [...bpfJobs(opts), ...programJobs(root), ...(isInstalled('go') ? goJobs(root) : [])].every(
     (j) => existsSync(j.output) && existsSync(`${j.output}.sha256`) && readFileSync(`${j.output}.sha256`, 'utf8') === inputsHash(j.inputs, j.cmd),
   )
 }
@@ -151,8 +142,9 @@ export async function build(runner: Runner, opts: BuildOptions): Promise<BuildRe
   const programs: BuildOutput[] = []
   for (const j of programJobs(root)) programs.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
   const skipped: BuildResult['skipped'] = []
+  const go = isInstalled('go')
   for (const j of goJobs(root)) {
-    if (goInstalled()) programs.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
+    if (go) programs.push(await compileIfStale(runner, j.cmd, j.inputs, j.source, j.output))
     else skipped.push({source: j.source, reason: 'go not installed (apt-get install golang-go)'})
   }
   return {objects, programs, skipped}

@@ -98,6 +98,16 @@ export function resolveTool(tool: Tool, dirs: string[] = TRUSTED_DIRS): string {
   throw environmentError(`${tool} not found in ${dirs.join(':')}`, `install it: apt-get install ${TOOLS[tool]}`)
 }
 
+/** Whether tool is installed in a trusted directory (for what skfp can do without it). */
+export function isInstalled(tool: Tool): boolean {
+  try {
+    resolveTool(tool)
+    return true
+  } catch {
+    return false
+  }
+}
+
 export class ExecaRunner implements Runner {
   private readonly paths = new Map<Tool, string>()
   constructor(private readonly log: (line: string) => void = () => {}) {}

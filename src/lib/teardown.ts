@@ -24,10 +24,16 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
   }
   if (opts.dryRun) return out
   // --all removes everything skfp pinned, the self-test verdict of this boot included
-  if (which.all && existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
+  if (which.all) forgetVerdict()
   // an up killed between creating the pin root and its instance directory leaves it empty
   removePinRootIfEmpty()
   return out
+}
+
+/** Removes the self-test's verdict of this boot (and the pin root, if that leaves it empty). */
+export function forgetVerdict(): void {
+  if (existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
+  removePinRootIfEmpty()
 }
 
 /** Another up may be creating its instance directory right now: then the root stays. */

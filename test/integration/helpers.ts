@@ -1,12 +1,12 @@
 /** Shared by the integration tests: run the real CLI, make sandboxes, read kernel state. */
 import {execa} from 'execa'
 import {randomBytes} from 'node:crypto'
-import {existsSync, mkdirSync, readdirSync, rmdirSync, rmSync} from 'node:fs'
+import {existsSync, mkdirSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 import {expect} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {ExecaRunner} from '../../src/lib/exec.js'
-import {PIN_ROOT, VERDICT_PIN} from '../../src/lib/pins.js'
+import {forgetVerdict} from '../../src/lib/teardown.js'
 import {Sandbox} from '../../src/lib/sandbox.js'
 import {multiarchInclude} from '../../src/lib/tools/clang.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
@@ -21,10 +21,7 @@ export const FIXTURE = join(PROJECT_ROOT, 'test', 'fixtures', 'transfer.mjs')
 
 /** For afterAll of a file whose runs pin the self-test's verdict (doctor, or `up` with the default
  * --fastpath auto): the verdict lasts the boot, the test leaves the host as it found it. */
-export function removeVerdict(): void {
-  if (existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
-  if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
-}
+export const removeVerdict = forgetVerdict
 
 /** Integration tests need root; in CI (and anywhere) they fail rather than skip when they cannot run. */
 export function requireRoot(): void {

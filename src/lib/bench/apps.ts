@@ -6,13 +6,14 @@
  * connections. Client and server share a namespace of the bench's cgroup: a service and its client on
  * one host.
  */
-import {existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
-import {resolveTool, type Tool} from '../exec.js'
+import {isInstalled, resolveTool, TOOLS, type Tool} from '../exec.js'
 import {upInstance} from '../lifecycle.js'
 import type {Sandbox} from '../sandbox.js'
-import {PIN_ROOT, VERDICT_PIN} from '../pins.js'
+import {VERDICT_PIN} from '../pins.js'
 import {sandboxSettings} from '../settings.js'
+import {forgetVerdict} from '../teardown.js'
 import {down, type InstanceContext} from './instance.js'
 import type {AppMode, AppScenarioName, AppScenarioResult} from './types.js'
 
@@ -79,14 +80,8 @@ export const APP_DEFS: AppDef[] = [
 
 /** Why a scenario cannot run here (a tool missing), or undefined. */
 export function appUnavailable(def: AppDef): string | undefined {
-  for (const tool of def.tools) {
-    try {
-      resolveTool(tool)
-    } catch (error) {
-      return (error as Error).message
-    }
-  }
-  return undefined
+  const missing = def.tools.find((t) => !isInstalled(t))
+  return missing && `${missing} not installed (apt-get install ${TOOLS[missing]})`
 }
 
 /** nginx's configuration: one worker, everything under dir, sendfile on, no logs. */
@@ -160,7 +155,7 @@ export async function runApps(ctx: AppContext, names: AppScenarioName[], say: (l
     const stop = await startServers(ctx, ns, runnable)
     try {
       // the order rotates from round to round: no mode always runs first, on a machine that warms up
-      for (const mode of Array.from({length: ctx.runs}, (_, r) => [...MODES.slice(r % 3), ...MODES.slice(0, r % 3)]).flat()) {
+      for (const mode of Array.from({length: ctx.runs}, (_, r) => [...MODES.slice(r % MODES.length), ...MODES.slice(0, r % MODES.length)]).flat()) {
         ctx.signal.throwIfAborted()
         let fastpath = false
         if (mode !== 'plain') fastpath = (await upInstance(sandboxSettings(ctx.name, ctx.cgroup, ns, mode === 'defaults' ? {fastpath: 'auto'} : {}), {renderer: 'silent', log: () => {}}, ctx.runner)).fastpath
@@ -188,8 +183,7 @@ export async function runApps(ctx: AppContext, names: AppScenarioName[], say: (l
     } finally {
       await stop()
       await ctx.sb.removeNetns(ns)
-      if (!hadVerdict && existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
-      if (existsSync(PIN_ROOT) && readdirSync(PIN_ROOT).length === 0) rmdirSync(PIN_ROOT)
+      if (!hadVerdict) forgetVerdict()
     }
   }
   return chosen.map((d) => {

@@ -3,21 +3,12 @@
  * takes down what it set up (the instance, the proxy) before the next one runs.
  */
 import type {Sandbox} from '../sandbox.js'
-import {resolveTool, type Tool} from '../exec.js'
+import {isInstalled} from '../exec.js'
 import {down, redirectedBytes, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
 import {pinProcess, repeated, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, udpFigures, unixSocket, type UdpFigures} from './measure.js'
 import {iptablesTproxy, LAN_IFACE, lanClient, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
 import type {ScenarioName, ScenarioResult, UdpScenarioName, UdpScenarioResult} from './types.js'
 
-/** Whether a tool is installed (a scenario that needs a missing one is skipped, not failed). */
-function installed(tool: Tool): boolean {
-  try {
-    resolveTool(tool)
-    return true
-  } catch {
-    return false
-  }
-}
 
 export interface BenchContext extends InstanceContext {
   sb: Sandbox
@@ -138,8 +129,8 @@ async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: bool
   }
 }
 
-const noV2ray = async () => (installed('v2ray') ? undefined : 'v2ray not installed (apt-get install v2ray)')
-const noIptables = async () => (installed('iptables') ? undefined : 'iptables not installed (apt-get install iptables)')
+const noV2ray = async () => (isInstalled('v2ray') ? undefined : 'v2ray not installed (apt-get install v2ray)')
+const noIptables = async () => (isInstalled('iptables') ? undefined : 'iptables not installed (apt-get install iptables)')
 
 /** Fresh namespaces for one scenario (TIME_WAIT sockets and conntrack entries of another stay out),
  * with a LAN client when lan; removed afterwards. */
