@@ -12,11 +12,6 @@
 #          --out DIR      copy what the command wrote to $SKFP_VM_OUT (in the VM) to DIR on the host
 #          --overlay DIR  make DIR writable in the VM through a tmpfs overlay (vng --overlay-rwdir): the
 #                         command may write there (builds, test output), the host's DIR stays untouched
-#          --append ARG   a kernel command-line parameter (repeatable); mitigations=off is always
-#                         given: under TCG each syscall's page-table switch (KPTI) and the other
-#                         Spectre mitigations made every exec of a tool 2-3x slower (ip rule show in
-#                         the VM: 1.75 s, 0.38 s without); root's BPF loads bypass the verifier's
-#                         Spectre sanitising either way (perfmon_capable), so what is tested holds
 #          --verbose      show the kernel console (boot log) on stdout
 #          --keep         keep the VM's temp dir (path printed)
 # Exit     CMD's exit code; 124 timeout; 125 the VM did not boot or died before CMD finished;
@@ -30,7 +25,7 @@
 set -euo pipefail
 
 CACHE=${SKFP_KERNEL_CACHE:-/var/cache/skfp/kernels}
-timeout=900 boot_timeout=240 memory=4G cpus=2 out="" verbose=0 keep=0 overlays=() kargs=(mitigations=off)
+timeout=900 boot_timeout=240 memory=4G cpus=2 out="" verbose=0 keep=0 overlays=()
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2; exit 2; }
 while (($#)); do
   case $1 in
@@ -39,7 +34,6 @@ while (($#)); do
     --memory) memory=${2:?}; shift 2 ;;
     --cpus) cpus=${2:?}; shift 2 ;;
     --out) out=${2:?}; shift 2 ;;
-    --append) kargs+=("${2:?}"); shift 2 ;;
     --overlay) overlays+=("--overlay-rwdir=$(realpath "${2:?}")"); shift 2 ;;
     --verbose|-v) verbose=1; shift ;;
     --keep) keep=1; shift ;;
@@ -93,8 +87,11 @@ trap 'exit 130' INT TERM
   echo 'exit "$rc"'
 } >"$share/cmd.sh"
 
+# mitigations=off: under TCG the page-table switch of every syscall (KPTI) is costly; in the 6.1 VM
+# `ip rule show` took 1.75 s with the mitigations, 0.38 s without. Root's BPF loads skip the
+# verifier's Spectre sanitising either way (perfmon_capable), so what the matrix tests is the same.
 args=(--disable-kvm --disable-microvm -r "$kernel" --user root --memory "$memory" --cpus "$cpus"
-  --rwdir="$share=$share" "${overlays[@]}" --append "${kargs[*]}")
+  --rwdir="$share=$share" "${overlays[@]}" --append mitigations=off)
 ((verbose)) && args+=(--verbose)
 start=$(date +%s.%N)
 # setsid: vng runs virtme-run, which forks qemu; a timeout must take the whole group down.
