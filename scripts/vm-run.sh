@@ -90,7 +90,9 @@ trap 'exit 130' INT TERM
 # mitigations=off: under TCG the page-table switch of every syscall (KPTI) is costly; in the 6.1 VM
 # `ip rule show` took 1.75 s with the mitigations, 0.38 s without. Root's BPF loads skip the
 # verifier's Spectre sanitising either way (perfmon_capable), so what the matrix tests is the same.
-args=(--disable-kvm --disable-microvm -r "$kernel" --user root --memory "$memory" --cpus "$cpus"
+# --force-9p: the root is the 9p export described above; vng would first try virtiofsd, which fails here
+# after 3-4 s (it cannot share / read-only), and then fall back to 9p anyway.
+args=(--disable-kvm --disable-microvm --force-9p -r "$kernel" --user root --memory "$memory" --cpus "$cpus"
   --rwdir="$share=$share" "${overlays[@]}" --append mitigations=off)
 ((verbose)) && args+=(--verbose)
 start=$(date +%s.%N)

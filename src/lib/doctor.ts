@@ -116,7 +116,7 @@ export function unloadableVerdict(hazard: string): Verdict {
 /** The pinned verdict, when it was made on this boot. */
 export async function readVerdict(runner: Runner): Promise<Verdict | undefined> {
   if (!existsSync(VERDICT_PIN)) return undefined
-  const bytes = await bpftool.mapLookup(runner, VERDICT_PIN, KEY_ZERO)
+  const bytes = await bpftool.read(runner, bpftool.mapLookup(VERDICT_PIN, KEY_ZERO))
   const v = bytes ? decodeRecord<Verdict>(bytes) : undefined
   return v && v.bootId === bootId() ? v : undefined
 }

@@ -73,6 +73,20 @@ export interface Runner {
   run(cmd: Cmd, opts?: RunOptions): Promise<RunResult>
 }
 
+/** A runner that runs each distinct command once and hands every later caller the same result: for
+ * one observation's reads, never for changes. */
+export function onceEach(runner: Runner): Runner {
+  const results = new Map<string, Promise<RunResult>>()
+  return {
+    run(cmd, opts) {
+      const key = JSON.stringify([cmd, opts ?? {}])
+      let result = results.get(key)
+      if (!result) results.set(key, (result = runner.run(cmd, opts)))
+      return result
+    },
+  }
+}
+
 export function netnsPath(netns: string): string {
   return `/run/netns/${netns}`
 }

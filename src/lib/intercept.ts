@@ -6,7 +6,7 @@ import {existsSync, statSync} from 'node:fs'
 import {observeChange, markOf} from './changes.js'
 import {CGROUP_BYPASS, CGROUP_INTERCEPT} from './config.js'
 import {conflictError, usageError} from './errors.js'
-import type {Cmd, Runner} from './exec.js'
+import {onceEach, type Cmd, type Runner} from './exec.js'
 import {parseCidr} from './net.js'
 import type {InstancePins} from './pins.js'
 import type {Change, TcProg} from './record.js'
@@ -161,10 +161,11 @@ export async function observeIntercept(runner: Runner, i: InterceptSettings, cha
     f === 4
       ? !!i.proxyAddr4 && list.some((a) => a === `${i.proxyAddr4}${port}` || a === `0.0.0.0${port}` || a === `*${port}`)
       : !!i.proxyAddr6 && list.some((a) => a === `[${i.proxyAddr6}]${port}` || a === `[::]${port}` || a === `*${port}`)
-  const listeners = await ip.listeners(runner, 'tcp', netns)
-  const udp = i.udp ? await ip.listeners(runner, 'udp', netns) : []
-  for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(listeners, f), on(udp, f)]
-  for (const c of changes) await observeChange(runner, c, o, netns)
+  const {tcp, udp} = await ip.listeners(runner, netns)
+  for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(tcp, f), i.udp && on(udp, f)]
+  // each hook's filters are read once, for its qdisc and its filter alike
+  const reads = onceEach(runner)
+  for (const c of changes) await observeChange(reads, c, o, netns)
   return o
 }
 

@@ -35,12 +35,27 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   const pins = existsSync(legacySocks) ? {...fresh, map: {...fresh.map, socks: legacySocks}} : fresh
   const base: ObservedInstance = {instance, pins, exists: existsSync(pins.dir), progs: {}, sockopsAttached: false}
   if (!base.exists) return base
-  const recordBytes = existsSync(pins.map.record) ? await bpftool.mapLookup(runner, pins.map.record, KEY_ZERO) : undefined
+  // every pin read in one bpftool (each program start costs more than its read on a slow machine)
+  const queries: bpftool.Query<unknown>[] = []
+  let values: unknown[] = []
+  const ifPinned = <T>(pin: string, query: (pin: string) => bpftool.Query<T>): (() => T | undefined) => {
+    if (!existsSync(pin)) return () => undefined
+    const i = queries.push(query(pin)) - 1
+    return () => values[i] as T
+  }
+  const got = {
+    record: ifPinned(pins.map.record, (pin) => bpftool.mapLookup(pin, KEY_ZERO)),
+    config: ifPinned(pins.map.config, (pin) => bpftool.mapLookup(pin, KEY_ZERO)),
+    sockops: ifPinned(pins.prog.sockops, bpftool.progShowPinned),
+    skMsg: ifPinned(pins.prog.skMsg, bpftool.progShowPinned),
+    counters: ifPinned(pins.map.counters, bpftool.perCpuSums),
+    sockets: ifPinned(pins.map.socks, bpftool.mapEntryCount),
+  }
+  values = await bpftool.readAll(runner, queries)
+  const recordBytes = got.record()
   const decoded = recordBytes ? decodeRecord<InstanceRecord>(recordBytes) : undefined
   const record = decoded ? {...decoded, settings: withDefaults(decoded.settings)} : undefined
-  const configBytes = existsSync(pins.map.config) ? await bpftool.mapLookup(runner, pins.map.config, KEY_ZERO) : undefined
-  const sockops = existsSync(pins.prog.sockops) ? await bpftool.progShowPinned(runner, pins.prog.sockops) : undefined
-  const skMsg = existsSync(pins.prog.skMsg) ? await bpftool.progShowPinned(runner, pins.prog.skMsg) : undefined
+  const [sockops, skMsg, configBytes, counters] = [got.sockops(), got.skMsg(), got.config(), got.counters()]
   const cgroup = record?.settings.cgroup
   const sockopsAttached = !!(sockops && cgroup && existsSync(cgroup) && (await bpftool.cgroupShow(runner, cgroup)).some((a) => a.id === sockops.id))
   return {
@@ -50,8 +65,8 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     configSize: configBytes?.byteLength,
     progs: {sockops, skMsg},
     sockopsAttached,
-    counters: existsSync(pins.map.counters) ? decodeCounters(await bpftool.perCpuSums(runner, pins.map.counters)) : undefined,
-    sockets: existsSync(pins.map.socks) ? await bpftool.mapEntryCount(runner, pins.map.socks) : undefined,
+    counters: counters ? decodeCounters(counters) : undefined,
+    sockets: got.sockets(),
     intercept: record?.settings.intercept ? await observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined,
   }
 }

@@ -58,7 +58,7 @@ export class Sandbox {
   }
 
   async cmd(netns: string, args: string[]): Promise<RunResult> {
-    return this.runner.run({tool: 'ip', args, netns})
+    return this.runner.run({tool: 'ip', args: ['-n', netns, ...args]})
   }
 
   /** argv that runs PROG inside netns, and inside the sandbox's cgroup (or opts.cgroup) unless outsideCgroup. */

@@ -10,7 +10,8 @@ function pinTree(dir: string): string[] {
 }
 
 async function json(tool: 'bpftool' | 'ip' | 'tc', args: string[], netns?: string): Promise<unknown> {
-  const r = await runner.run(netns ? {tool, args, netns} : {tool, args}, {allowFailure: true})
+  // ip and tc enter a netns themselves (-n): one program, not two (each costs seconds under emulation)
+  const r = await runner.run(netns ? (tool === 'bpftool' ? {tool, args, netns} : {tool, args: ['-n', netns, ...args]}) : {tool, args}, {allowFailure: true})
   return r.exitCode === 0 ? r.stdout : `exit ${r.exitCode}`
 }
 

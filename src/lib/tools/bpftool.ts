@@ -1,4 +1,5 @@
 /** bpftool: command builders (pure, used by plans) and JSON queries. */
+import {SkfpError, tail} from '../errors.js'
 import type {Cmd, Runner} from '../exec.js'
 import {arrayOf, hasFields, isObject, parseChecked, type Check} from './output.js'
 
@@ -37,25 +38,63 @@ export interface CgroupAttachment {
   name: string
 }
 
-/** An observation: a failure is an error (the callers check that a pin exists first), never "nothing". */
-async function json<T>(runner: Runner, args: string[], check: Check, empty?: T): Promise<T> {
-  const r = await runner.run({tool: 'bpftool', args: ['-j', ...args]})
-  if (!r.stdout.trim() && empty !== undefined) return empty
-  return parseChecked<T>(r.stdout, check, `bpftool -j ${args.slice(0, 3).join(' ')}`)
+/** A read: bpftool's arguments (without -j) and how its JSON output becomes a value. Run alone with
+ * `read`, or several in one bpftool with `readAll`. */
+export interface Query<T> {
+  args: string[]
+  parse(json: unknown): T
+}
+
+/** A failure is an error (the callers check that a pin exists first), never "nothing"; `empty`: what
+ * no output at all means. */
+function query<T>(args: string[], check: Check, empty?: T): Query<T> {
+  const what = `bpftool -j ${args.slice(0, 3).join(' ')}`
+  return {
+    args,
+    parse(json) {
+      if (json === undefined && empty !== undefined) return empty
+      if (!check(json)) throw new SkfpError('tool', `${what} printed JSON of an unexpected shape`, 'check the tool version: skfp reads its -j output', {stderrTail: JSON.stringify(json)?.slice(0, 400)})
+      return json as T
+    },
+  }
+}
+
+export async function read<T>(runner: Runner, q: Query<T>): Promise<T> {
+  const r = await runner.run({tool: 'bpftool', args: ['-j', ...q.args]})
+  return q.parse(r.stdout.trim() ? parseChecked<unknown>(r.stdout, () => true, `bpftool -j ${q.args.slice(0, 3).join(' ')}`) : undefined)
+}
+
+/** What `bpftool batch` splits on, or drops from '#' on: such queries run one by one. */
+const BATCH_SAFE = /^[\w/.:@+,=-]+$/
+const isBatchResult = arrayOf((v) => isObject(v) && Array.isArray(v.command))
+
+/** Several reads in one bpftool (`batch file -`): under emulation or on a slow router each program
+ * start costs more than the read itself. Results in the order of the queries. */
+export async function readAll(runner: Runner, qs: Query<unknown>[]): Promise<unknown[]> {
+  if (qs.length < 2 || !qs.every((q) => q.args.every((a) => BATCH_SAFE.test(a)))) return Promise.all(qs.map((q) => read(runner, q)))
+  const r = await runner.run({tool: 'bpftool', args: ['-j', 'batch', 'file', '-']}, {input: qs.map((q) => q.args.join(' ')).join('\n') + '\n', allowFailure: true})
+  const results = parseChecked<{command: string[]; output?: unknown}[]>(r.stdout || '[]', isBatchResult, 'bpftool -j batch')
+  const failed = results.find((x) => isObject(x.output) && typeof x.output.error === 'string')
+  if (failed || r.exitCode !== 0 || results.length !== qs.length) {
+    const why = failed ? String((failed.output as {error: string}).error) : tail(r.stderr, 1) || `exit ${r.exitCode}`
+    throw new SkfpError('tool', `bpftool ${(failed?.command ?? ['batch']).slice(0, 3).join(' ')} failed`, why, {stderrTail: tail(r.stderr)})
+  }
+  return results.map((x, i) => qs[i].parse(x.output))
 }
 
 const isProg = hasFields({id: 'number', name: 'string', type: 'string'})
 const isAttachment = hasFields({id: 'number'})
 
-export const progShowPinned = (runner: Runner, pin: string) => json<ProgInfo>(runner, ['prog', 'show', 'pinned', pin], isProg)
+export const progShowPinned = (pin: string) => query<ProgInfo>(['prog', 'show', 'pinned', pin], isProg)
 
-/** What is attached to a cgroup (bpftool prints nothing for a cgroup with nothing attached). */
-export const cgroupShow = (runner: Runner, cgroup: string) => json<CgroupAttachment[]>(runner, ['cgroup', 'show', cgroup], arrayOf(isAttachment), [])
+/** What is attached to a cgroup (bpftool prints nothing for a cgroup with nothing attached). Not in a
+ * batch: bpftool 7.1's batch mode fails it (bad file descriptor). */
+export const cgroupShow = (runner: Runner, cgroup: string) => read(runner, query<CgroupAttachment[]>(['cgroup', 'show', cgroup], arrayOf(isAttachment), []))
 
 /** The raw value bytes stored under key (callers look up keys of ARRAY maps, which always exist). */
-export async function mapLookup(runner: Runner, mapPin: string, key: Uint8Array): Promise<Uint8Array> {
-  const entry = await json<{value: string[]}>(runner, ['map', 'lookup', 'pinned', mapPin, 'key', 'hex', ...hexArgs(key)], (v) => isObject(v) && arrayOf((x) => typeof x === 'string')(v.value))
-  return parseHexBytes(entry.value)
+export function mapLookup(mapPin: string, key: Uint8Array): Query<Uint8Array> {
+  const q = query<{value: string[]}>(['map', 'lookup', 'pinned', mapPin, 'key', 'hex', ...hexArgs(key)], (v) => isObject(v) && arrayOf((x) => typeof x === 'string')(v.value))
+  return {args: q.args, parse: (json) => parseHexBytes(q.parse(json).value)}
 }
 
 export interface PerCpuEntry {
@@ -66,13 +105,13 @@ export interface PerCpuEntry {
 /** Sums of a per-CPU array of __u64, indexed by key. bpftool prints each entry BTF-formatted, or,
  * where the kernel took the object without its BTF (5.10 refuses an empty DATASEC), as raw
  * little-endian hex bytes: both are read. */
-export async function perCpuSums(runner: Runner, mapPin: string): Promise<bigint[]> {
+export function perCpuSums(mapPin: string): Query<bigint[]> {
   const isFormatted = (e: Record<string, unknown>) =>
     isObject(e.formatted) && typeof e.formatted.key === 'number' && arrayOf(hasFields({cpu: 'number', value: 'number'}))(e.formatted.values)
   const isHex = arrayOf((x) => typeof x === 'string')
   const isRaw = (e: Record<string, unknown>) => isHex(e.key) && arrayOf((v) => isObject(v) && typeof v.cpu === 'number' && isHex(v.value))(e.values)
-  const dump = await json<Record<string, unknown>[]>(runner, ['map', 'dump', 'pinned', mapPin], arrayOf((e) => isObject(e) && (isFormatted(e) || isRaw(e))), [])
-  return sumPerCpu(dump.map(perCpuEntry))
+  const q = query<Record<string, unknown>[]>(['map', 'dump', 'pinned', mapPin], arrayOf((e) => isObject(e) && (isFormatted(e) || isRaw(e))), [])
+  return {args: q.args, parse: (json) => sumPerCpu(q.parse(json).map(perCpuEntry))}
 }
 
 const littleEndian = (hex: string[]): bigint => parseHexBytes(hex).reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n)
@@ -90,8 +129,9 @@ export function sumPerCpu(entries: PerCpuEntry[]): bigint[] {
 }
 
 /** Number of entries of a map (for the sockhash: live accelerated sockets). */
-export async function mapEntryCount(runner: Runner, mapPin: string): Promise<number> {
-  return (await json<unknown[]>(runner, ['map', 'dump', 'pinned', mapPin], Array.isArray, [])).length
+export function mapEntryCount(mapPin: string): Query<number> {
+  const q = query<unknown[]>(['map', 'dump', 'pinned', mapPin], Array.isArray, [])
+  return {args: q.args, parse: (json) => q.parse(json).length}
 }
 
 export function parseHexBytes(values: string[]): Uint8Array {

@@ -1,9 +1,12 @@
-/** ip (iproute2): command builders and JSON queries. Inside a netns, commands go through nsenter. */
+/** ip (iproute2): command builders and JSON queries. Inside a netns, ip and ss use their own netns
+ * option (`-n`, `-N`): one program instead of nsenter and the tool, which counts on a slow machine.
+ * They remount /sys in a mount namespace of their own, which hides the bpffs pins: nothing here
+ * names a pin. */
 import {SkfpError, tail} from '../errors.js'
 import {arrayOf, hasFields, parseChecked, type Check} from './output.js'
 import type {Cmd, Runner} from '../exec.js'
 
-const ip = (args: string[], netns?: string): Cmd => (netns ? {tool: 'ip', args, netns} : {tool: 'ip', args})
+const ip = (args: string[], netns?: string): Cmd => ({tool: 'ip', args: netns ? ['-n', netns, ...args] : args})
 const fam = (family: 4 | 6) => (family === 6 ? ['-6'] : ['-4'])
 
 export const netnsAdd = (name: string): Cmd => ip(['netns', 'add', name])
@@ -56,13 +59,19 @@ export async function routes(runner: Runner, family: 4 | 6, table: string, netns
 }
 export const netnsList = async (runner: Runner) => (await json<{name: string}>(runner, ['netns', 'list'], hasFields({name: 'string'}))).map((n) => n.name)
 
-/** Local addresses of TCP listeners (`ss -Hltn`; ss has no JSON output, so only the 4th column is read). */
-/** Local addresses of TCP listeners or of unconnected UDP sockets, as ss prints them. */
-export async function listeners(runner: Runner, proto: 'tcp' | 'udp', netns?: string): Promise<string[]> {
-  const args = [proto === 'udp' ? '-Hlun' : '-Hltn']
-  const r = await runner.run(netns ? {tool: 'ss', args, netns} : {tool: 'ss', args}, {allowFailure: true})
-  return r.stdout
-    .split('\n')
-    .map((line) => line.trim().split(/\s+/)[3])
-    .filter((addr): addr is string => !!addr)
+export interface Listeners {
+  tcp: string[]
+  udp: string[]
+}
+
+/** Local addresses of TCP listeners and of unconnected UDP sockets, as ss prints them (one `ss -Hlntu`;
+ * ss has no JSON output, so only the Netid and local address columns are read). */
+export async function listeners(runner: Runner, netns?: string): Promise<Listeners> {
+  const r = await runner.run({tool: 'ss', args: netns ? ['-N', netns, '-Hlntu'] : ['-Hlntu']}, {allowFailure: true})
+  const found: Listeners = {tcp: [], udp: []}
+  for (const line of r.stdout.split('\n')) {
+    const [netid, , , , addr] = line.trim().split(/\s+/)
+    if ((netid === 'tcp' || netid === 'udp') && addr) found[netid].push(addr)
+  }
+  return found
 }

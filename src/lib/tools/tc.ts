@@ -9,12 +9,17 @@ export const FILTER_HANDLE = '0x5cf0'
 
 export type Direction = 'ingress' | 'egress'
 
-const tc = (args: string[], netns?: string): Cmd => (netns ? {tool: 'tc', args, netns} : {tool: 'tc', args})
+/** Inside a netns, tc's own `-n` (one program, not nsenter and tc), except where a pin is named: `tc -n`
+ * remounts /sys in a mount namespace of its own, which hides the bpffs pins. */
+const tc = (args: string[], netns?: string): Cmd => ({tool: 'tc', args: netns ? ['-n', netns, ...args] : args})
 
 export const qdiscAddClsact = (dev: string, netns?: string) => tc(['qdisc', 'add', 'dev', dev, 'clsact'], netns)
 export const qdiscDelClsact = (dev: string, netns?: string) => tc(['qdisc', 'del', 'dev', dev, 'clsact'], netns)
-export const filterAdd = (dev: string, dir: Direction, progPin: string, netns?: string) =>
-  tc(['filter', 'add', 'dev', dev, dir, 'prio', String(FILTER_PREF), 'handle', FILTER_HANDLE, 'bpf', 'direct-action', 'object-pinned', progPin], netns)
+export const filterAdd = (dev: string, dir: Direction, progPin: string, netns?: string): Cmd => ({
+  tool: 'tc',
+  args: ['filter', 'add', 'dev', dev, dir, 'prio', String(FILTER_PREF), 'handle', FILTER_HANDLE, 'bpf', 'direct-action', 'object-pinned', progPin],
+  netns, // through nsenter: it names a pin
+})
 export const filterDel = (dev: string, dir: Direction, netns?: string) => tc(['filter', 'del', 'dev', dev, dir, 'pref', String(FILTER_PREF), 'handle', FILTER_HANDLE, 'bpf'], netns)
 
 export interface Filter {
