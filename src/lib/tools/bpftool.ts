@@ -59,6 +59,9 @@ function query<T>(args: string[], check: Check, empty?: T): Query<T> {
   }
 }
 
+/** The same read, its value passed through f. */
+const mapped = <T, U>(q: Query<T>, f: (value: T) => U): Query<U> => ({args: q.args, parse: (json) => f(q.parse(json))})
+
 export async function read<T>(runner: Runner, q: Query<T>): Promise<T> {
   const r = await runner.run({tool: 'bpftool', args: ['-j', ...q.args]})
   return q.parse(r.stdout.trim() ? parseChecked<unknown>(r.stdout, () => true, `bpftool -j ${q.args.slice(0, 3).join(' ')}`) : undefined)
@@ -94,7 +97,7 @@ export const cgroupShow = (runner: Runner, cgroup: string) => read(runner, query
 /** The raw value bytes stored under key (callers look up keys of ARRAY maps, which always exist). */
 export function mapLookup(mapPin: string, key: Uint8Array): Query<Uint8Array> {
   const q = query<{value: string[]}>(['map', 'lookup', 'pinned', mapPin, 'key', 'hex', ...hexArgs(key)], (v) => isObject(v) && arrayOf((x) => typeof x === 'string')(v.value))
-  return {args: q.args, parse: (json) => parseHexBytes(q.parse(json).value)}
+  return mapped(q, (entry) => parseHexBytes(entry.value))
 }
 
 export interface PerCpuEntry {
@@ -111,7 +114,7 @@ export function perCpuSums(mapPin: string): Query<bigint[]> {
   const isHex = arrayOf((x) => typeof x === 'string')
   const isRaw = (e: Record<string, unknown>) => isHex(e.key) && arrayOf((v) => isObject(v) && typeof v.cpu === 'number' && isHex(v.value))(e.values)
   const q = query<Record<string, unknown>[]>(['map', 'dump', 'pinned', mapPin], arrayOf((e) => isObject(e) && (isFormatted(e) || isRaw(e))), [])
-  return {args: q.args, parse: (json) => sumPerCpu(q.parse(json).map(perCpuEntry))}
+  return mapped(q, (dump) => sumPerCpu(dump.map(perCpuEntry)))
 }
 
 const littleEndian = (hex: string[]): bigint => parseHexBytes(hex).reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n)
@@ -130,8 +133,7 @@ export function sumPerCpu(entries: PerCpuEntry[]): bigint[] {
 
 /** Number of entries of a map (for the sockhash: live accelerated sockets). */
 export function mapEntryCount(mapPin: string): Query<number> {
-  const q = query<unknown[]>(['map', 'dump', 'pinned', mapPin], Array.isArray, [])
-  return {args: q.args, parse: (json) => q.parse(json).length}
+  return mapped(query<unknown[]>(['map', 'dump', 'pinned', mapPin], Array.isArray, []), (entries) => entries.length)
 }
 
 export function parseHexBytes(values: string[]): Uint8Array {
