@@ -12,7 +12,7 @@ function pinTree(dir: string): string[] {
 async function json(tool: 'bpftool' | 'ip' | 'tc', args: string[], netns?: string): Promise<unknown> {
   // ip and tc enter a netns themselves (-n): one program, not two (each costs seconds under emulation)
   const r = await runner.run(netns ? (tool === 'bpftool' ? {tool, args, netns} : {tool, args: ['-n', netns, ...args]}) : {tool, args}, {allowFailure: true})
-  return r.exitCode === 0 ? r.stdout : `exit ${r.exitCode}`
+  return r.exitCode === 0 ? r.stdout : `exit ${r.exitCode}: ${r.stderr.trim().split('\n').pop()}`
 }
 
 /** Programs and maps (ids and names), pins, cgroup attachments, and per netns: rules, routes, qdiscs, filters, sysctls. */
