@@ -91,6 +91,13 @@ export function netnsPath(netns: string): string {
   return `/run/netns/${netns}`
 }
 
+/** A command of a tool that enters a netns itself (`ip -n`, `tc -n`, `ss -N`): one program instead of
+ * nsenter and the tool, which counts on a slow machine. It remounts /sys in a mount namespace of its
+ * own, which hides the bpffs pins: a command that names a pin sets Cmd.netns instead (nsenter). */
+export function ownNetns(tool: 'ip' | 'tc' | 'ss', args: string[], netns?: string): Cmd {
+  return {tool, args: netns ? [tool === 'ss' ? '-N' : '-n', netns, ...args] : args}
+}
+
 /** The argv actually executed for cmd: `nsenter --net=/run/netns/NAME -- tool ...` inside a netns
  * (not `ip -n`/`tc -n`, which remount /sys and lose sight of the bpffs pins). */
 export function argvOf(cmd: Cmd, resolve: (tool: Tool) => string = (t) => t): string[] {

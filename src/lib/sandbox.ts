@@ -6,7 +6,7 @@
 import {existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {programPath} from './build.js'
-import {startProgram, runProgram, netnsPath, type Runner, type RunResult} from './exec.js'
+import {ownNetns, startProgram, runProgram, netnsPath, type Runner, type RunResult} from './exec.js'
 import {cgroup2Mount} from './host.js'
 import {downInstances} from './teardown.js'
 import {listInstances} from './observe.js'
@@ -58,7 +58,7 @@ export class Sandbox {
   }
 
   async cmd(netns: string, args: string[]): Promise<RunResult> {
-    return this.runner.run({tool: 'ip', args: ['-n', netns, ...args]})
+    return this.runner.run(ownNetns('ip', args, netns))
   }
 
   /** argv that runs PROG inside netns, and inside the sandbox's cgroup (or opts.cgroup) unless outsideCgroup. */

@@ -2,6 +2,7 @@
 import {existsSync, readdirSync, statSync} from 'node:fs'
 import {join} from 'node:path'
 import {expect} from 'vitest'
+import {ownNetns} from '../../src/lib/exec.js'
 import {runner} from './helpers.js'
 
 function pinTree(dir: string): string[] {
@@ -10,8 +11,7 @@ function pinTree(dir: string): string[] {
 }
 
 async function json(tool: 'bpftool' | 'ip' | 'tc', args: string[], netns?: string): Promise<unknown> {
-  // ip and tc enter a netns themselves (-n): one program, not two (each costs seconds under emulation)
-  const r = await runner.run(netns ? (tool === 'bpftool' ? {tool, args, netns} : {tool, args: ['-n', netns, ...args]}) : {tool, args}, {allowFailure: true})
+  const r = await runner.run(tool === 'bpftool' ? {tool, args, netns} : ownNetns(tool, args, netns), {allowFailure: true})
   return r.exitCode === 0 ? r.stdout : `exit ${r.exitCode}: ${r.stderr.trim().split('\n').pop()}`
 }
 

@@ -1,12 +1,10 @@
-/** ip (iproute2): command builders and JSON queries. Inside a netns, ip and ss use their own netns
- * option (`-n`, `-N`): one program instead of nsenter and the tool, which counts on a slow machine.
- * They remount /sys in a mount namespace of their own, which hides the bpffs pins: nothing here
- * names a pin. */
+/** ip (iproute2): command builders and JSON queries. Inside a netns, ip and ss enter it themselves
+ * (exec.ownNetns): nothing here names a pin. */
 import {SkfpError, tail} from '../errors.js'
 import {arrayOf, hasFields, parseChecked, type Check} from './output.js'
-import type {Cmd, Runner} from '../exec.js'
+import {ownNetns, type Cmd, type Runner} from '../exec.js'
 
-const ip = (args: string[], netns?: string): Cmd => ({tool: 'ip', args: netns ? ['-n', netns, ...args] : args})
+const ip = (args: string[], netns?: string): Cmd => ownNetns('ip', args, netns)
 const fam = (family: 4 | 6) => (family === 6 ? ['-6'] : ['-4'])
 
 export const netnsAdd = (name: string): Cmd => ip(['netns', 'add', name])
@@ -67,7 +65,7 @@ export interface Listeners {
 /** Local addresses of TCP listeners and of unconnected UDP sockets, as ss prints them (one `ss -Hlntu`;
  * ss has no JSON output, so only the Netid and local address columns are read). */
 export async function listeners(runner: Runner, netns?: string): Promise<Listeners> {
-  const r = await runner.run({tool: 'ss', args: netns ? ['-N', netns, '-Hlntu'] : ['-Hlntu']}, {allowFailure: true})
+  const r = await runner.run(ownNetns('ss', ['-Hlntu'], netns), {allowFailure: true})
   const found: Listeners = {tcp: [], udp: []}
   for (const line of r.stdout.split('\n')) {
     const [netid, , , , addr] = line.trim().split(/\s+/)

@@ -1,6 +1,6 @@
 /** tc: clsact qdiscs and skfp's bpf filters (fixed pref and handle, so skfp finds exactly its own). */
 import {SkfpError, tail} from '../errors.js'
-import type {Cmd, Runner} from '../exec.js'
+import {ownNetns, type Cmd, type Runner} from '../exec.js'
 import {arrayOf, hasFields, isObject, parseChecked, type Check} from './output.js'
 
 /** Every skfp filter sits at this pref with this handle: never 49152, which tc gives filters added without one. */
@@ -9,9 +9,8 @@ export const FILTER_HANDLE = '0x5cf0'
 
 export type Direction = 'ingress' | 'egress'
 
-/** Inside a netns, tc's own `-n` (one program, not nsenter and tc), except where a pin is named: `tc -n`
- * remounts /sys in a mount namespace of its own, which hides the bpffs pins. */
-const tc = (args: string[], netns?: string): Cmd => ({tool: 'tc', args: netns ? ['-n', netns, ...args] : args})
+/** Inside a netns, tc enters it itself (exec.ownNetns), except where a pin is named (filterAdd). */
+const tc = (args: string[], netns?: string): Cmd => ownNetns('tc', args, netns)
 
 export const qdiscAddClsact = (dev: string, netns?: string) => tc(['qdisc', 'add', 'dev', dev, 'clsact'], netns)
 export const qdiscDelClsact = (dev: string, netns?: string) => tc(['qdisc', 'del', 'dev', dev, 'clsact'], netns)
