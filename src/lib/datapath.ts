@@ -5,7 +5,8 @@
  * variants (bpf/lib/kernel.h) and skfp loads the first one the kernel accepts: found by loading
  * each into a throwaway bpffs, never by reading the kernel's version number.
  */
-import {mkdirSync, mkdtempSync, readFileSync, rmdirSync} from 'node:fs'
+import {createHash} from 'node:crypto'
+import {mkdirSync, mkdtempSync, readFileSync, rmdirSync, statSync} from 'node:fs'
 import {release, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import type {Runner} from './exec.js'
@@ -48,6 +49,23 @@ export interface DatapathSupport {
   fastpath: VariantName | null
   /** Variants tried before the one that loaded (or all of them). */
   refused: LoadRefusal[]
+  /** Read from this boot's pin (SUPPORT_PIN), not probed by this run: the refusals have no log. */
+  fromPin?: boolean
+}
+
+/** What a probe's result depends on besides the kernel: the boot (the kernel), the objects, bpftool. */
+export function supportKey(objectDir: string, bpftool: string, boot: string): string {
+  const h = createHash('sha256').update(boot)
+  const tool = statSync(bpftool)
+  h.update(`\0${bpftool}\0${tool.size}\0${tool.mtimeMs}`)
+  for (const file of [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file)]) h.update(readFileSync(join(objectDir, file)))
+  return h.digest('hex')
+}
+
+/** The support as it is pinned: one line per refusal, without the loader's output. */
+export const pinnableSupport = (s: DatapathSupport): DatapathSupport => {
+  const short = (r: LoadRefusal): LoadRefusal => ({object: r.object, reason: r.reason.slice(0, 300), log: ''})
+  return {kernel: s.kernel, intercept: s.intercept && short(s.intercept), fastpath: s.fastpath, refused: s.refused.map(short)}
 }
 
 /** Loads the intercept object and then each fastpath variant into a private bpffs mount, and removes it. */

@@ -115,18 +115,24 @@ export function unloadableVerdict(hazard: string): Verdict {
 
 /** The pinned verdict, when it was made on this boot. */
 export async function readVerdict(runner: Runner): Promise<Verdict | undefined> {
-  if (!existsSync(VERDICT_PIN)) return undefined
-  const bytes = await bpftool.read(runner, bpftool.mapLookup(VERDICT_PIN, KEY_ZERO))
-  const v = bytes ? decodeRecord<Verdict>(bytes) : undefined
+  const v = await readRecordPin<Verdict>(runner, VERDICT_PIN)
   return v && v.bootId === bootId() ? v : undefined
 }
 
-export async function storeVerdict(runner: Runner, v: Verdict): Promise<void> {
-  if (existsSync(VERDICT_PIN)) await runner.run({tool: 'bpftool', args: ['map', 'update', 'pinned', VERDICT_PIN, 'key', 'hex', '00', '00', '00', '00', 'value', 'hex', ...hex(encodeRecord(v))]})
-  else
-    await runner.run({tool: 'bpftool', args: ['map', 'create', VERDICT_PIN, 'type', 'array', 'key', '4', 'value', String(RECORD_SIZE), 'entries', '1', 'name', 'skfp_verdict']}).then(() => storeVerdict(runner, v))
+export const storeVerdict = (runner: Runner, v: Verdict): Promise<void> => writeRecordPin(runner, VERDICT_PIN, 'skfp_verdict', v)
+
+/** A JSON record pinned as a one-entry array map (the verdict, the datapath support). */
+export async function readRecordPin<T>(runner: Runner, pin: string): Promise<T | undefined> {
+  if (!existsSync(pin)) return undefined
+  const bytes = await bpftool.read(runner, bpftool.mapLookup(pin, KEY_ZERO))
+  return bytes ? decodeRecord<T>(bytes) : undefined
 }
 
+export async function writeRecordPin(runner: Runner, pin: string, name: string, value: unknown): Promise<void> {
+  const bytes = encodeRecord(value)
+  if (!existsSync(pin)) await runner.run({tool: 'bpftool', args: ['map', 'create', pin, 'type', 'array', 'key', '4', 'value', String(RECORD_SIZE), 'entries', '1', 'name', name]})
+  await runner.run({tool: 'bpftool', args: ['map', 'update', 'pinned', pin, 'key', 'hex', '00', '00', '00', '00', 'value', 'hex', ...hex(bytes)]})
+}
 
 const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, '0'))
 

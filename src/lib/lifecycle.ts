@@ -1,14 +1,14 @@
 /** The services behind up and down: gather facts, decide, plan, run. Commands stay thin. */
 import {existsSync, mkdirSync} from 'node:fs'
-import {autoOffLine, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, type Verdict} from './doctor.js'
+import {autoOffLine, readRecordPin, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, writeRecordPin, type Verdict} from './doctor.js'
 import {build, fastpathObject, interceptObject, isBuilt, objectDir, type BuildOptions} from './build.js'
-import {assignsReuseport, probeDatapath, refusals, REUSEPORT_NOTE, type DatapathSupport} from './datapath.js'
+import {assignsReuseport, pinnableSupport, probeDatapath, refusals, REUSEPORT_NOTE, supportKey, type DatapathSupport, type LoadRefusal} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
 import {instanceState, observeInstance} from './observe.js'
-import {BPFFS, instancePins, PIN_ROOT} from './pins.js'
+import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
 import type {UpSettings} from './settings.js'
@@ -27,6 +27,8 @@ export interface UpOptions extends RunPlanOptions {
   debugObject?: boolean
   /** Another fastpath object (the benchmark's unguarded build, a test's small sockhash). */
   fastpathObject?: string
+  /** What the kernel loads, when this process has found it already (the self-test's up). */
+  support?: DatapathSupport
 }
 
 /** Checks that do not change the host: privilege, tools, cgroup, netns. */
@@ -49,10 +51,10 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const observed = await observeInstance(runner, settings.instance)
   // everything is validated (collisions included) before `auto` may run the self-test
   let interceptFacts = settings.intercept && instanceState(observed) === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
-  const support = await datapathSupport(runner, target)
-  if (support.intercept) throw loadRefused(support, 'skfp cannot load', support.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
+  const support = opts.support ?? (await datapathSupport(runner, target))
+  if (support.intercept) throw await loadRefused(runner, target, support, 'skfp cannot load', (s) => s.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
   if (settings.intercept && !opts.dryRun && !assignsReuseport()) (opts.log ?? warn)(`note: ${REUSEPORT_NOTE} (skfp doctor)`)
-  const fastpath = await resolveFastpath(settings, support, runner, opts)
+  const fastpath = await resolveFastpath(settings, support, runner, opts, target)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
   if (decision.kind === 'switch-fastpath') {
@@ -82,27 +84,47 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}
 }
 
-/** What this kernel loads of the datapath (built first when the objects are missing or stale). */
-export async function datapathSupport(runner: Runner, target: BuildOptions = {target: 'bpfel', debug: false}): Promise<DatapathSupport> {
+const DEFAULT_TARGET: BuildOptions = {target: 'bpfel', debug: false}
+
+interface PinnedSupport {
+  key: string
+  support: DatapathSupport
+}
+
+/** What this kernel loads of the datapath (built first when the objects are missing or stale): what
+ * this boot's pin says when it was probed with the same objects and bpftool, else a probe now. Each
+ * probe loads every object (seconds on a slow machine); the pin is written beside the verdict. */
+export async function datapathSupport(runner: Runner, target: BuildOptions = DEFAULT_TARGET): Promise<DatapathSupport> {
   if (!isBuilt(target)) {
     resolveTool('clang')
     await build(runner, target)
   }
+  const pinned = await readRecordPin<PinnedSupport>(runner, SUPPORT_PIN)
+  if (pinned && pinned.key === supportKey(objectDir(target), resolveTool('bpftool'), bootId())) return {...pinned.support, fromPin: true}
   return probeDatapath(runner, objectDir(target))
 }
 
-/** The one-line error for an object this kernel refuses; the loader's output under --verbose. */
-function loadRefused(support: DatapathSupport, what: string, r: DatapathSupport['refused'][number], hint: string) {
+/** Pins what the kernel loads for the rest of the boot (beside the verdict; `down --all` removes both). */
+async function pinSupport(runner: Runner, support: DatapathSupport, target: BuildOptions): Promise<void> {
+  if (support.fromPin) return
+  const record: PinnedSupport = {key: supportKey(objectDir(target), resolveTool('bpftool'), bootId()), support: pinnableSupport(support)}
+  await writeRecordPin(runner, SUPPORT_PIN, 'skfp_support', record)
+}
+
+/** The one-line error for an object this kernel refuses; the loader's output under --verbose (a
+ * support read from the pin has none: the objects are probed again for it). */
+async function loadRefused(runner: Runner, target: BuildOptions, support: DatapathSupport, what: string, pick: (s: DatapathSupport) => LoadRefusal | null | undefined, hint: string) {
+  const fresh = support.fromPin ? await probeDatapath(runner, objectDir(target)) : support
+  const r = pick(fresh) ?? pick(support)!
   return environmentError(`${what} on kernel ${support.kernel}: ${r.reason}`, hint, {argv: ['bpftool', 'prog', 'loadall', r.object], stderrTail: r.log.split('\n').slice(-40).join('\n')})
 }
 
 /** on/off as given; auto follows the kernel self-test's verdict (run now if this boot has none). */
-async function resolveFastpath(settings: UpSettings, support: DatapathSupport, runner: Runner, opts: UpOptions): Promise<boolean> {
+async function resolveFastpath(settings: UpSettings, support: DatapathSupport, runner: Runner, opts: UpOptions, target: BuildOptions): Promise<boolean> {
   if (settings.fastpath === 'off') return false
   if (!support.fastpath) {
-    const last = support.refused[support.refused.length - 1]
     if (settings.fastpath === 'on')
-      throw loadRefused(support, 'the fastpath cannot load', last, 'interception works without it: use --fastpath off (or auto); `skfp doctor` lists what this kernel lacks')
+      throw await loadRefused(runner, target, support, 'the fastpath cannot load', (s) => s.refused[s.refused.length - 1], 'interception works without it: use --fastpath off (or auto); `skfp doctor` lists what this kernel lacks')
     ;(opts.log ?? warn)(`fastpath off: it cannot load on kernel ${support.kernel} (${refusals(support)}); interception works without it`)
     return false
   }
@@ -112,29 +134,32 @@ async function resolveFastpath(settings: UpSettings, support: DatapathSupport, r
     ;(opts.log ?? warn)('--fastpath auto: the kernel self-test would run first (skfp doctor)')
     return false
   }
-  const verdict = existing ?? (await ensureVerdict(runner, {log: opts.renderer === 'silent' ? () => {} : warn}, support))
+  const verdict = existing ?? (await ensureVerdict(runner, {log: opts.renderer === 'silent' ? () => {} : warn}, support, target))
   if (!verdict.fastpathSafe) (opts.log ?? warn)(autoOffLine(verdict))
   return verdict.fastpathSafe
 }
 
 const warn = (line: string) => process.stderr.write(`${line}\n`)
 
-/** The pinned verdict of this boot, or a fresh self-test (pinned for the rest of the boot). */
-export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?: (line: string) => void} = {}, support?: DatapathSupport): Promise<Verdict> {
+/** The pinned verdict of this boot, or a fresh self-test (pinned for the rest of the boot, with what
+ * the kernel loads). */
+export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?: (line: string) => void} = {}, support?: DatapathSupport, target = DEFAULT_TARGET): Promise<Verdict> {
   requireRoot()
   const existing = opts.rerun ? undefined : await readVerdict(runner)
   if (existing) return existing
-  const loads = support ?? (await datapathSupport(runner))
+  const loads = support ?? (await datapathSupport(runner, target))
   let verdict: Verdict
   if (!loads.fastpath) verdict = unloadableVerdict(`the fastpath cannot load (${refusals(loads)})`)
   else {
     opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
-    verdict = await runSelfTest(runner, upInstance, opts.log)
+    // its up loads what this run found the kernel takes, without probing again
+    verdict = await runSelfTest(runner, (s, o, r) => upInstance(s, {...o, support: loads}, r), opts.log)
   }
   // the verdict is a pin: bpffs first (as up mounts it; it stays mounted). Without it the pin root
   // would be a directory in sysfs, where mkdir never succeeds
   if (!bpffsMounted()) await runner.run({tool: 'mount', args: ['-t', 'bpf', 'bpf', BPFFS]})
   mkdirSync(PIN_ROOT, {recursive: true, mode: 0o700})
+  await pinSupport(runner, loads, target)
   await storeVerdict(runner, verdict)
   return verdict
 }

@@ -5,6 +5,8 @@ export const BPFFS = '/sys/fs/bpf'
 export const PIN_ROOT = `${BPFFS}/skfp`
 /** The kernel self-test's verdict of this boot (skfp doctor). */
 export const VERDICT_PIN = `${PIN_ROOT}/doctor-verdict`
+/** What the kernel loads of the datapath, remembered beside the verdict (same lifetime). */
+export const SUPPORT_PIN = `${PIN_ROOT}/datapath-support`
 export const INSTANCE_NAME = /^[a-z0-9][a-z0-9-]{0,31}$/
 
 export function validateInstance(name: string): string {

@@ -3,7 +3,7 @@ import {existsSync, readdirSync, rmdirSync, rmSync} from 'node:fs'
 import {ExecaRunner, resolveTool, type Runner} from './exec.js'
 import {requireRoot} from './host.js'
 import {instanceState, listInstances, observeInstance} from './observe.js'
-import {PIN_ROOT, VERDICT_PIN} from './pins.js'
+import {PIN_ROOT, SUPPORT_PIN, VERDICT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
 
@@ -30,9 +30,10 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
   return out
 }
 
-/** Removes the self-test's verdict of this boot (and the pin root, if that leaves it empty). */
+/** Removes the self-test's verdict of this boot and the datapath support pinned with it (and the pin
+ * root, if that leaves it empty). */
 export function forgetVerdict(): void {
-  if (existsSync(VERDICT_PIN)) rmSync(VERDICT_PIN)
+  for (const pin of [VERDICT_PIN, SUPPORT_PIN]) if (existsSync(pin)) rmSync(pin)
   removePinRootIfEmpty()
 }
 
