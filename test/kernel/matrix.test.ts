@@ -1,14 +1,16 @@
 // The kernel matrix: Debian's kernel packages (cached by scripts/kernels.sh), each booted in a VM
 // over this machine's root file system (scripts/vm-run.sh: qemu TCG, the root read-only, the project
 // an overlay whose writes stay in the VM), running the focused suite test/kernel/inside.test.ts; and
-// the same suite on the running kernel. A kernel that cannot boot fails its case, never skips it.
+// the same suite on the running kernel. The suite runs as one bundled file (test/kernel/bundle.ts,
+// built here first) under a small runner (harness.ts): vitest's own start costs a minute per VM. A kernel that cannot boot fails its case, never skips it.
 // What each kernel must load is stated here, from what it offers (see the README's kernel table).
 import {execa} from 'execa'
 import {release} from 'node:os'
 import {join} from 'node:path'
-import {describe, expect, it} from 'vitest'
+import {beforeAll, describe, expect, it} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {requireRoot} from '../integration/helpers.js'
+import {bundleSuite} from './bundle.js'
 
 interface Expectation {
   /** The fastpath variant the kernel loads, or none. */
@@ -29,7 +31,6 @@ const MATRIX: Record<string, Expectation> = {
 }
 const RUNNING: Expectation = {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true}
 
-const INNER = ['node_modules/vitest/vitest.mjs', 'run', '--config', 'test/kernel/vitest.config.ts']
 /** Minutes the focused suite may take in one emulated VM (about 5 measured). */
 const VM_MINUTES = 12
 
@@ -42,9 +43,14 @@ async function cachedKernels(): Promise<{name: string; version: string; vmlinuz:
 const summary: string[] = []
 
 describe('kernel matrix', () => {
+  let suite = ''
+  beforeAll(async () => {
+    suite = await bundleSuite()
+  })
+
   it(`the running kernel (${release()})`, async () => {
     requireRoot()
-    const r = await execa(process.execPath, INNER, {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard, SKFP_EXPECT_REUSEPORT: RUNNING.reuseport ? '1' : '0'}, timeout: 600_000})
+    const r = await execa(process.execPath, [suite], {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard, SKFP_EXPECT_REUSEPORT: RUNNING.reuseport ? '1' : '0'}, timeout: 600_000})
     summary.push(`${release()}: exit ${r.exitCode}`)
     expect(r.exitCode, String(r.all).slice(-6000)).toBe(0)
   }, 620_000)
@@ -53,7 +59,7 @@ describe('kernel matrix', () => {
     requireRoot()
     const kernel = (await cachedKernels()).find((k) => k.name === name)
     expect(kernel, `kernel ${name} is not cached: scripts/kernels.sh (run by npm test's setup) downloads it`).toBeDefined()
-    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_EXPECT_REUSEPORT=${want.reuseport ? 1 : 0} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${INNER.join(' ')}`
+    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_EXPECT_REUSEPORT=${want.reuseport ? 1 : 0} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${suite}`
     const vmRun = join(PROJECT_ROOT, 'scripts', 'vm-run.sh')
     const r = await execa('bash', [vmRun, '--overlay', PROJECT_ROOT, '--timeout', String(VM_MINUTES * 60), kernel!.vmlinuz, '--', inner], {reject: false, all: true, timeout: (VM_MINUTES + 1) * 60_000})
     summary.push(`${kernel!.version}: exit ${r.exitCode}`)
