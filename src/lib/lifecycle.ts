@@ -62,12 +62,14 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
   }
   const exec = new Executor(runner)
-  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, {...opts, finishOnSignal: true})
   if (settings.intercept && !interceptFacts) {
-    // a dry run did not take the running instance down: its own changes are not collisions
-    const ours = decision.replace && opts.dryRun ? observed.record?.changes : undefined
+    // checked before the running instance goes down, so a collision leaves it running: its own
+    // changes (in the same netns: a change names no netns) are not collisions, down removes them
+    const old = decision.replace ? observed.record : undefined
+    const ours = old && old.settings.netns === settings.netns ? old.changes : undefined
     interceptFacts = await gatherInterceptFacts(runner, settings, ours)
   }
+  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, {...opts, finishOnSignal: true})
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),

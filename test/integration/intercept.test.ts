@@ -135,6 +135,12 @@ describe('interception through v2ray', () => {
       expect(dry.exitCode, dry.stderr).toBe(0)
       expect(dry.json.plan.map((s: {id: string}) => s.id)).toEqual(expect.arrayContaining(['lock', 'load', 'record']))
       await expectRestored(whileUp, [host], sb.cgroup)
+      // a replace whose new settings collide (the foreign rule's mark) is refused before the running
+      // instance goes down: it keeps running, untouched
+      const colliding = await skfp([...interceptArgs(sb, host, ['--fwmark', '0x77']), '--replace'])
+      expect(colliding.exitCode, colliding.stderr).toBe(4)
+      expect(colliding.json.error.message).toMatch(/rule already uses fwmark 0x77/)
+      await expectRestored(whileUp, [host], sb.cgroup)
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       await expectRestored(before, [host], sb.cgroup)
     })
