@@ -102,14 +102,16 @@ export async function datapathSupport(runner: Runner, target: BuildOptions = DEF
     await build(runner, target)
   }
   const pinned = await readRecordPin<PinnedSupport>(runner, SUPPORT_PIN)
-  if (pinned && pinned.key === supportKey(objectDir(target), resolveTool('bpftool'), bootId())) return {...pinned.support, fromPin: true}
+  if (pinned && pinned.key === supportKeyOf(target)) return {...pinned.support, fromPin: true}
   return probeDatapath(runner, objectDir(target))
 }
+
+const supportKeyOf = (target: BuildOptions) => supportKey(objectDir(target), resolveTool('bpftool'), bootId())
 
 /** Pins what the kernel loads for the rest of the boot (beside the verdict; `down --all` removes both). */
 async function pinSupport(runner: Runner, support: DatapathSupport, target: BuildOptions): Promise<void> {
   if (support.fromPin) return
-  const record: PinnedSupport = {key: supportKey(objectDir(target), resolveTool('bpftool'), bootId()), support: pinnableSupport(support)}
+  const record: PinnedSupport = {key: supportKeyOf(target), support: pinnableSupport(support)}
   await writeRecordPin(runner, SUPPORT_PIN, 'skfp_support', record)
 }
 

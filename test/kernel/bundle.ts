@@ -8,7 +8,7 @@ import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
-export const BUNDLE = join(root, 'build', 'kernel', 'inside.mjs')
+const BUNDLE = join(root, 'build', 'kernel', 'inside.mjs')
 
 export async function bundleSuite(): Promise<string> {
   await build({
