@@ -17,6 +17,7 @@
 #define SKFP_CFG_UDP             (1u << 5) /* UDP is intercepted too */
 #define SKFP_CFG_CGROUP_SCOPE    (1u << 6) /* skfp_cgroups lists cgroups: look the socket's up */
 #define SKFP_CFG_CGROUP_ONLY     (1u << 7) /* only sockets of SKFP_CGROUP_INTERCEPT cgroups are intercepted */
+#define SKFP_CFG_ADAPTIVE        (1u << 8) /* a reader gets redirected bytes only once it has shown how it reads (readers.h) */
 
 /* skfp_cgroups values */
 #define SKFP_CGROUP_INTERCEPT 1 /* --intercept-cgroup */
@@ -40,7 +41,7 @@ struct skfp_config {
 	__u8 proxy_down;      /* SKFP_PROXY_DOWN_* */
 	__u8 _pad0;
 	__u64 fastpath_queue; /* host order: bytes a peer may have queued before the guard demotes */
-	__u32 fastpath_spin_ns; /* host order: how long a sender waits for a busy reader's socket lock; 0 = never */
+	__u32 _unused0;       /* was the hand-off wait's spin time: older records still write it */
 	__u32 _pad1;
 };
 
@@ -61,8 +62,8 @@ enum skfp_counter {
 	SKFP_CNT_TC_ASSIGNED_EST,    /* lo ingress: assigned to an established socket */
 	SKFP_CNT_TC_ASSIGNED_LISTEN, /* lo ingress: assigned to the proxy's listener */
 	SKFP_CNT_TC_NO_LISTENER,     /* lo ingress: no proxy listener */
-	SKFP_CNT_SPIN_RELEASED,      /* sk_msg: the reader's socket was busy; released while the sender waited */
-	SKFP_CNT_SPIN_EXPIRED,       /* sk_msg: still busy after fastpath_spin_ns: the sender sleeps on it */
+	SKFP_CNT_UNUSED15,           /* was the hand-off wait's: the indexes after it stay put */
+	SKFP_CNT_UNUSED16,
 	SKFP_CNT_TC_FORWARDED,       /* uplink egress: forwarded by the host (no local socket), passed untouched */
 	SKFP_CNT_UDP_SEEN,           /* uplink egress: UDP datagrams of local sockets looked at */
 	SKFP_CNT_UDP_BYPASSED,       /* uplink egress: UDP bypassed (mark, CIDR, port) */
@@ -77,7 +78,31 @@ enum skfp_counter {
 	SKFP_CNT_LAN_NO_PROXY,       /* --lan ingress: no proxy socket: --proxy-down decided */
 	SKFP_CNT_OUT_OF_SCOPE,       /* uplink egress: a new flow of a socket outside --intercept-cgroup / inside --bypass-cgroup */
 	SKFP_CNT_ASSIGN_REFUSED,     /* ingress: bpf_sk_assign refused the proxy's socket (SO_REUSEPORT before Linux 6.5) */
-	SKFP_CNT_MAX = 32,           /* room to grow without changing the map */
+	SKFP_CNT_READER_PROMOTED,    /* adaptive: a reader read with recv() often enough: it takes redirected bytes */
+	SKFP_CNT_READER_SPLICE,      /* adaptive: a reader spliced before promotion: never promoted (what it sends still may be) */
+	SKFP_CNT_READER_WAITALL,     /* adaptive: a reader used MSG_WAITALL before promotion: never promoted */
+	SKFP_CNT_READER_BLOCKING,    /* adaptive: a reader read with a blocking recv() before promotion: never promoted */
+	SKFP_CNT_READER_BARRED,      /* adaptive: a promoted reader spliced or used MSG_WAITALL: no more redirects to it */
+	SKFP_CNT_READER_STRANDED,    /* adaptive: ... while redirected bytes were queued: they wait for its next recv() */
+	SKFP_CNT_MSG_UNPROMOTED,     /* sk_msg: sent over TCP because the reader is not promoted (yet) */
+	SKFP_CNT_SOCK_BLOCKING,      /* adaptive: a paired socket not joined: its owner did not ask for non-blocking I/O */
+	SKFP_CNT_MAX = 48,           /* room to grow without changing the map */
+};
+
+/* What a reader (the receiving end of a connection in the sockhash) has
+ * shown; the value of the LRU_HASH skfp_readers, keyed by the reader's own
+ * struct skfp_sock_key. Written by sock_ops at join and by the tracing
+ * programs of readers.bpf.c; read by the sender's sk_msg. 24 bytes. */
+#define SKFP_READER_WATCHED  0 /* not shown enough yet: its senders use TCP */
+#define SKFP_READER_PROMOTED 1 /* reads with recv(): its senders redirect */
+#define SKFP_READER_BARRED   2 /* read in a way the fastpath breaks: its senders use TCP for good */
+struct skfp_reader {
+	__u64 sk;     /* host order: kernel address of the socket (checked against cookie before each read) */
+	__u64 cookie; /* host order: its socket cookie */
+	__u32 reads;  /* host order: non-blocking recv() calls that returned data (not MSG_PEEK) */
+	__u8 state;   /* SKFP_READER_* */
+	__u8 unread_adjusts; /* tcp_rcv_space_adjust seen since its last recv() returned: 2 = it splices */
+	__u8 _pad[2];
 };
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.

@@ -9,54 +9,57 @@
 #include "sock_key.h"
 #include "pairing.h"
 #include "guard.h"
-#include "handoff.h"
+#include "readers.h"
 
-/* Established local TCP sockets, keyed by their own view of the tuple. */
-struct {
-	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, SKFP_SOCKS_MAX);
-	__type(key, struct skfp_sock_key);
-	__type(value, __u64);
-} skfp_socks SEC(".maps");
-
-/* An end of a paired connection joins the sockhash, what it knows of its peer
- * in its socket storage; the server also leaves its address and cookie in the
- * record. */
+/* An end of a paired connection joins the sockhash, with what it knows of
+ * its peer in its socket storage and its reader entry in skfp_readers:
+ * promoted at once without SKFP_CFG_ADAPTIVE, else watched until it has shown
+ * how it reads. Its close (BPF_SOCK_OPS_STATE_CB) removes the entry. */
 static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_sock_key *own,
-				      const struct skfp_sock_key *peer, struct skfp_conn_ends *ends, int server)
+				      const struct skfp_sock_key *peer, const struct skfp_config *cfg, int client)
 {
 	struct bpf_sock_ops_kern *kctx;
+	struct skfp_reader reader = {};
 	struct bpf_sock *sk = skops->sk;
 	struct skfp_peer *stored;
-	__u64 cookie;
 
 	if (!sk)
 		return;
-	/* gives the socket its cookie, by which the peer's guard knows it */
-	cookie = bpf_get_socket_cookie(skops);
+	/* gives the socket its cookie, by which its senders' guard knows it */
+	reader.cookie = bpf_get_socket_cookie(skops);
+	kctx = skfp_kctx(bpf_sock_ops_kern, skops);
+	reader.sk = (__u64)skfp_kread(kctx, sk);
+	reader.state = cfg->flags & SKFP_CFG_ADAPTIVE ? SKFP_READER_WATCHED : SKFP_READER_PROMOTED;
+	own->netns_cookie = bpf_get_netns_cookie(skops);
 	stored = bpf_sk_storage_get(&skfp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!stored) {
+	if (!stored || bpf_map_update_elem(&skfp_readers, own, &reader, BPF_ANY)) {
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
 	}
 	stored->key = *peer;
-	stored->client = !server;
+	stored->own = *own;
+	stored->client = client;
 	stored->forgotten = 0;
-	/* Before the insert: once the server is in the sockhash, the client's
-	 * first redirect can drop the record (and the LRU map reuse it). The
-	 * client's guard checks the socket's psock, which the insert creates. */
-	if (server) {
-		kctx = skfp_kctx(bpf_sock_ops_kern, skops);
-		ends->server_cookie = cookie;
-		ends->server_sk = (__u64)skfp_kread(kctx, sk);
-	}
-	own->netns_cookie = bpf_get_netns_cookie(skops);
 	if (bpf_sock_hash_update(skops, &skfp_socks, own, BPF_NOEXIST)) {
+		bpf_map_delete_elem(&skfp_readers, own);
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
 	}
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	skfp_count(SKFP_CNT_SOCK_ADDED, 1);
 	skfp_dbg("skfp: added %d -> %d", own->local_port, own->remote_port);
+}
+
+/* A socket of the sockhash closes: its reader entry goes with it. */
+static __always_inline void skfp_leave(struct bpf_sock_ops *skops)
+{
+	struct skfp_peer *stored;
+
+	if (skops->args[1] != BPF_TCP_CLOSE || !skops->sk)
+		return;
+	stored = bpf_sk_storage_get(&skfp_peers, skops->sk, 0, 0);
+	if (stored)
+		bpf_map_delete_elem(&skfp_readers, &stored->own);
 }
 
 SEC("sockops")
@@ -73,6 +76,9 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		break;
+	case BPF_SOCK_OPS_STATE_CB: /* also after the kill switch */
+		skfp_leave(skops);
+		return 1;
 	default:
 		return 1;
 	}
@@ -97,7 +103,12 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	if (server)
 		skfp_count(SKFP_CNT_CONN_PAIRED, 1);
-	skfp_join(skops, &own, &peer, ends, server);
+	/* both ends or neither: a redirect needs both in the sockhash */
+	if (cfg->flags & SKFP_CFG_ADAPTIVE && !(ends->client_nonblock && ends->server_nonblock)) {
+		skfp_count(SKFP_CNT_SOCK_BLOCKING, 1);
+		return 1;
+	}
+	skfp_join(skops, &own, &peer, cfg, !server);
 	return 1;
 }
 
@@ -107,6 +118,7 @@ SEC("sk_msg")
 int skfp_sk_msg(struct sk_msg_md *msg)
 {
 	struct skfp_config *cfg;
+	struct skfp_reader *reader;
 	struct skfp_peer *peer;
 	__u32 size = msg->size;
 
@@ -116,7 +128,12 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	peer = bpf_sk_storage_get(&skfp_peers, msg->sk, 0, 0);
 	if (!peer)
 		goto fallback;
-	if (!skfp_guard_allow(msg, cfg, peer))
+	reader = bpf_map_lookup_elem(&skfp_readers, &peer->key);
+	if (!reader || reader->state != SKFP_READER_PROMOTED) {
+		skfp_count(SKFP_CNT_MSG_UNPROMOTED, 1);
+		goto fallback;
+	}
+	if (!skfp_guard_allow(msg, cfg, reader))
 		goto fallback;
 	if (bpf_msg_redirect_hash(msg, &skfp_socks, &peer->key, BPF_F_INGRESS) != SK_PASS)
 		goto fallback;
@@ -124,7 +141,6 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	skfp_pair_forget(peer);
 	skfp_count(SKFP_CNT_MSG_REDIRECTED, 1);
 	skfp_count(SKFP_CNT_BYTES_REDIRECTED, size);
-	skfp_handoff_wait(msg, cfg);
 	return SK_PASS;
 fallback:
 	skfp_count(SKFP_CNT_MSG_FALLBACK, 1);

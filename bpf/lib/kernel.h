@@ -32,10 +32,21 @@ struct sock_common {
 		__s64 counter;
 	} skc_cookie; /* atomic64_t: the socket cookie, 0 until first asked for; never reused */
 	struct proto *skc_prot;
+	struct sock *skc_listener; /* of a request socket: its listener */
+} __attribute__((preserve_access_index));
+
+struct file {
+	unsigned int f_flags; /* O_NONBLOCK, ... */
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
+	struct file *file; /* NULL until accept() gives the socket one */
 } __attribute__((preserve_access_index));
 
 struct sock {
 	struct sock_common __sk_common;
+	struct socket *sk_socket;
 	struct {
 		int owned; /* a task holds the socket (lock_sock) */
 	} sk_lock;         /* socket_lock_t */
@@ -51,6 +62,10 @@ struct tcp_sock {
 
 struct tcp_request_sock {
 	__u32 rcv_isn; /* the client's initial sequence number */
+} __attribute__((preserve_access_index));
+
+struct request_sock { /* at offset 0 of struct tcp_request_sock */
+	struct sock_common __req_common;
 } __attribute__((preserve_access_index));
 
 struct list_head {

@@ -22,10 +22,8 @@
  *
  * A client can send before the server's end has joined (the server joins
  * when the client's ACK arrives, often but not always before the client's
- * first send): that first message goes over TCP. The
- * server therefore leaves its socket's address and cookie in the record, and the
- * client's memory guard (guard.h) takes it from there to switch the client to
- * the fastpath once the server has read those TCP bytes. */
+ * first send): that message goes over TCP, and the memory guard (guard.h)
+ * switches the client to the fastpath once the server has read it. */
 #ifndef SKFP_LIB_PAIRING_H
 #define SKFP_LIB_PAIRING_H
 
@@ -49,9 +47,34 @@ struct skfp_conn_id {
 struct skfp_conn_ends {
 	__u64 client_netns;
 	__u64 server_netns; /* 0 until the server's SYN was seen */
-	__u64 server_sk;     /* kernel address of the server's socket once it joined */
-	__u64 server_cookie; /* its socket cookie: whether that address still holds it */
+	__u8 client_nonblock; /* the client's socket is O_NONBLOCK at connect() */
+	__u8 server_nonblock; /* the listener is O_NONBLOCK when the SYN arrives */
+	__u8 _pad[6];
 };
+
+#define SKFP_O_NONBLOCK 04000
+
+/* Whether the socket at that kernel address is a file opened O_NONBLOCK (a
+ * socket with no file yet: no). The adaptive fastpath lets a connection join
+ * the sockhash only when both its client socket (at connect()) and the
+ * server's listener (at the SYN) are: the sockhash's receive path can fail a
+ * blocking recv() with EAGAIN when woken without data (a FIN, a write-space
+ * wake-up), and a tracing program, which sees how a socket reads, may not
+ * take it out again. An accepted socket has no file when it joins, so a
+ * server is judged by its listener: servers that poll their listener poll
+ * what they accept. */
+static __always_inline int skfp_sk_nonblocking(__u64 sk_addr)
+{
+	struct socket *so = skfp_kread(skfp_kview(sock, sk_addr), sk_socket);
+	struct file *f;
+
+	if (!so)
+		return 0;
+	f = skfp_kread(skfp_kview(socket, (__u64)so), file);
+	if (!f)
+		return 0;
+	return !!(skfp_kread(skfp_kview(file, (__u64)f), f_flags) & SKFP_O_NONBLOCK);
+}
 
 /* Connections from connect() until the client's first redirect; an LRU map,
  * since a connection to a peer outside the cgroup never completes its entry. */
@@ -65,6 +88,7 @@ struct {
 /* What a socket in the sockhash knows of its peer. */
 struct skfp_peer {
 	struct skfp_sock_key key; /* the peer's key in the sockhash */
+	struct skfp_sock_key own; /* this socket's key in the sockhash (and skfp_readers) */
 	__u8 client;              /* this socket is the connection's client */
 	__u8 forgotten;           /* the client dropped the connection's record */
 	__u8 _pad[6];
@@ -106,6 +130,7 @@ static __always_inline void skfp_pair_connect(struct bpf_sock_ops *skops, const 
 	tp = skfp_kview_ptr(tcp_sock, skops->sk);
 	skfp_conn_id_of(&id, own, 0, skfp_kread(tp, write_seq));
 	ends.client_netns = bpf_get_netns_cookie(skops);
+	ends.client_nonblock = skfp_sk_nonblocking((__u64)skfp_kread(skfp_kctx(bpf_sock_ops_kern, skops), sk));
 	if (bpf_map_update_elem(&skfp_handshakes, &id, &ends, BPF_NOEXIST)) {
 		struct skfp_conn_ends *seen = bpf_map_lookup_elem(&skfp_handshakes, &id);
 		if (seen)
@@ -122,12 +147,15 @@ static __always_inline void skfp_pair_syn(struct bpf_sock_ops *skops, const stru
 	struct skfp_conn_id id;
 	__u64 netns;
 
-	req = skfp_kview(tcp_request_sock, skfp_kread(kctx, sk));
+	__u64 req_addr = (__u64)skfp_kread(kctx, sk);
+
+	req = skfp_kview(tcp_request_sock, req_addr);
 	skfp_conn_id_of(&id, own, 1, skfp_kread(req, rcv_isn));
 	ends = bpf_map_lookup_elem(&skfp_handshakes, &id);
 	if (!ends)
 		return;
 	netns = bpf_get_netns_cookie(skops);
+	ends->server_nonblock = skfp_sk_nonblocking((__u64)skfp_kread(skfp_kview(request_sock, req_addr), __req_common.skc_listener));
 	if (!ends->server_netns)
 		ends->server_netns = netns;
 	else if (ends->server_netns != netns) /* a retried SYN comes from the same one */
@@ -161,14 +189,6 @@ static __always_inline struct skfp_conn_ends *skfp_pair_established(struct bpf_s
 	skfp_key_swap(peer);
 	peer->netns_cookie = server ? ends->client_netns : ends->server_netns;
 	return ends;
-}
-
-/* The connection's record, from the client's side (sk_msg). */
-static __always_inline struct skfp_conn_ends *skfp_pair_record(const struct skfp_peer *p, struct skfp_conn_id *id)
-{
-	/* p->key is the server's own view */
-	skfp_conn_id_of(id, &p->key, 1, p->key.client_isn);
-	return bpf_map_lookup_elem(&skfp_handshakes, id);
 }
 
 /* The client redirected: the record has served its purpose. */

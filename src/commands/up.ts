@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {SkfpCommand} from '../lib/base-command.js'
 import {renderPlan} from '../lib/render.js'
 import {upInstance, type UpResult} from '../lib/lifecycle.js'
-import {DEFAULT_FASTPATH_QUEUE, DEFAULT_FASTPATH_SPIN_US, parseUpFlags} from '../lib/settings.js'
+import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
 
 export default class Up extends SkfpCommand {
   static summary = 'Load, pin and attach the datapath for an instance.'
@@ -17,9 +17,8 @@ export default class Up extends SkfpCommand {
     cgroup: Flags.string({description: 'cgroup v2 directory whose sockets get the fastpath (default: the cgroup v2 root).'}),
     netns: Flags.string({description: 'Named network namespace (/run/netns/NAME) for interface work.'}),
     'proxy-mark': Flags.string({default: '0', description: "SO_MARK of the proxy's own upstream sockets: never accelerated nor intercepted (0 = none)."}),
-    fastpath: Flags.string({default: 'auto', description: 'on, off, or auto (on when the kernel self-test passes).'}),
+    fastpath: Flags.string({default: 'auto', description: 'on, off, or auto: on where the kernel takes the adaptive fastpath (a reader gets redirected bytes once it has shown it reads with recv) and its self-test passes.'}),
     'fastpath-queue': Flags.string({default: String(DEFAULT_FASTPATH_QUEUE), description: 'Bytes a slow reader may have queued on the fastpath before the sender is held back.'}),
-    'fastpath-spin': Flags.string({default: String(DEFAULT_FASTPATH_SPIN_US), description: "Microseconds a sender waits for a busy reader's socket to be released before sleeping on it (0 = never): CPU for throughput between CPUs."}),
     uplink: Flags.string({multiple: true, description: 'Interface whose outgoing TCP is intercepted (repeatable; default: the interfaces of the default routes).'}),
     'proxy-port': Flags.string({description: "Port of the proxy's transparent (IP_TRANSPARENT) listener: interception is on when given."}),
     'proxy-addr': Flags.string({multiple: true, description: 'Address of that listener, at most one per family (default: 127.0.0.1 and ::1).'}),

@@ -6,26 +6,14 @@
 import {createHash} from 'node:crypto'
 import {existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync, rmSync} from 'node:fs'
 import {basename, dirname, join} from 'node:path'
-import {fileURLToPath} from 'node:url'
 import {environmentError} from './errors.js'
 import {isInstalled, type Cmd, type Runner} from './exec.js'
 import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
 import {goBuild} from './tools/go.js'
-import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, type VariantName} from './datapath.js'
+import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, READERS_OBJECT, type VariantName} from './datapath.js'
+import {PROJECT_ROOT, programPath} from './root.js'
 
-/**
- * The package root (holds bpf/, probes/, templates/, build/): the nearest directory above this module
- * with a package.json. This module runs as src/lib/build.ts (tests) and inside dist/cli.js (the
- * bundled CLI), at different depths.
- */
-export const PROJECT_ROOT = packageRoot(dirname(fileURLToPath(import.meta.url)))
-
-function packageRoot(dir: string): string {
-  for (let d = dir; ; d = dirname(d)) {
-    if (existsSync(join(d, 'package.json'))) return d
-    if (dirname(d) === d) throw new Error(`no package.json above ${dir}`)
-  }
-}
+export {PROJECT_ROOT, programPath} from './root.js'
 
 export interface BuildOptions {
   target: BpfTarget
@@ -50,14 +38,15 @@ export function objectDir(opts: BuildOptions): string {
   return join(opts.root ?? PROJECT_ROOT, 'build', `${opts.target}${opts.debug ? '-debug' : ''}`)
 }
 
-/** The datapath objects: bpf/intercept.bpf.c once, bpf/fastpath.bpf.c once per variant. */
+/** The datapath objects: bpf/intercept.bpf.c once, bpf/fastpath.bpf.c once per variant, bpf/readers.bpf.c once. */
 export const OBJECTS: {source: string; file: string; defines: string[]}[] = [
   {source: 'intercept.bpf.c', file: INTERCEPT_OBJECT, defines: []},
   ...FASTPATH_VARIANTS.map((v) => ({source: 'fastpath.bpf.c', file: v.file, defines: v.defines})),
+  {source: 'readers.bpf.c', file: READERS_OBJECT, defines: []},
 ]
 export const interceptObject = (opts: BuildOptions) => join(objectDir(opts), INTERCEPT_OBJECT)
 export const fastpathObject = (opts: BuildOptions, variant: VariantName) => join(objectDir(opts), FASTPATH_VARIANTS.find((v) => v.name === variant)!.file)
-export const programPath = (name: string, root = PROJECT_ROOT) => join(root, 'build', 'bin', name)
+export const readersObject = (opts: BuildOptions) => join(objectDir(opts), READERS_OBJECT)
 
 function filesUnder(dir: string, match: (name: string) => boolean): string[] {
   if (!existsSync(dir)) return []
@@ -107,12 +96,15 @@ function bpfJobs(opts: BuildOptions) {
   })
 }
 
+/** Libraries a program of probes/ links against. */
+const LINKED_LIBS: Record<string, string[]> = {'skfp-attach': ['-lbpf']}
+
 function programJobs(root: string) {
   const dir = join(root, 'probes')
   const headers = filesUnder(dir, (n) => n.endsWith('.h'))
   return filesUnder(dir, (n) => n.endsWith('.c')).map((source) => {
     const output = programPath(basename(source, '.c'), root)
-    return {source, output, inputs: [source, ...headers], cmd: compileProgram(source, output)}
+    return {source, output, inputs: [source, ...headers], cmd: compileProgram(source, output, LINKED_LIBS[basename(source, '.c')])}
   })
 }
 

@@ -10,6 +10,7 @@ export const CFG_HAS_PROXY_V6 = 1 << 4
 export const CFG_UDP = 1 << 5
 export const CFG_CGROUP_SCOPE = 1 << 6
 export const CFG_CGROUP_ONLY = 1 << 7
+export const CFG_ADAPTIVE = 1 << 8
 /** skfp_cgroups values (SKFP_CGROUP_* in bpf/skfp.h). */
 export const CGROUP_INTERCEPT = 1
 export const CGROUP_BYPASS = 2
@@ -37,11 +38,10 @@ export interface DatapathConfig {
   proxyPort: number
   proxyDown: ProxyDownMode
   fastpathQueue: bigint
-  fastpathSpinNs: number
 }
 
-/** enum skfp_counter, in order. */
-export const COUNTER_NAMES = [
+/** enum skfp_counter, in order; null: a slot no longer used. */
+const COUNTER_SLOTS = [
   'socketsAdded',
   'socketInsertFailures',
   'connectionsPaired',
@@ -57,8 +57,8 @@ export const COUNTER_NAMES = [
   'tcAssignedEstablished',
   'tcAssignedListener',
   'tcNoListener',
-  'spinsReleased',
-  'spinsExpired',
+  null,
+  null,
   'tcForwarded',
   'udpSeen',
   'udpBypassed',
@@ -73,8 +73,17 @@ export const COUNTER_NAMES = [
   'lanNoProxy',
   'outOfScope',
   'assignRefused',
+  'readersPromoted',
+  'readersSplice',
+  'readersWaitall',
+  'readersBlocking',
+  'readersBarred',
+  'readersStranded',
+  'messagesUnpromoted',
+  'socketsBlocking',
 ] as const
-export type CounterName = (typeof COUNTER_NAMES)[number]
+export type CounterName = Exclude<(typeof COUNTER_SLOTS)[number], null>
+export const COUNTER_NAMES = COUNTER_SLOTS.filter((n): n is CounterName => n !== null)
 export type Counters = Record<CounterName, number>
 
 /**
@@ -96,7 +105,6 @@ export function encodeConfig(c: DatapathConfig, size = CONFIG_SIZE): Uint8Array 
   v.setUint16(36, c.proxyPort, true)
   v.setUint8(38, PROXY_DOWN_MODES.indexOf(c.proxyDown))
   v.setBigUint64(40, c.fastpathQueue, true)
-  v.setUint32(48, c.fastpathSpinNs >>> 0, true)
   return buf.subarray(0, size)
 }
 
@@ -114,7 +122,6 @@ export function decodeConfig(buf: Uint8Array): DatapathConfig {
     proxyPort: v.getUint16(36, true),
     proxyDown: PROXY_DOWN_MODES[v.getUint8(38)] ?? 'fail-fast',
     fastpathQueue: v.getBigUint64(40, true),
-    fastpathSpinNs: buf.byteLength >= 52 ? v.getUint32(48, true) : 0,
   }
 }
 
@@ -138,7 +145,7 @@ export function decodeRecord<T>(buf: Uint8Array): T | undefined {
 }
 
 export function decodeCounters(sums: bigint[]): Counters {
-  return Object.fromEntries(COUNTER_NAMES.map((name, i) => [name, Number(sums[i] ?? 0n)])) as Counters
+  return Object.fromEntries(COUNTER_SLOTS.flatMap((name, i) => (name ? [[name, Number(sums[i] ?? 0n)]] : []))) as Counters
 }
 
 export const KEY_ZERO = new Uint8Array(4)

@@ -9,7 +9,7 @@ import {createHash} from 'node:crypto'
 import {mkdirSync, mkdtempSync, readFileSync, rmdirSync, statSync} from 'node:fs'
 import {release, tmpdir} from 'node:os'
 import {join} from 'node:path'
-import type {Runner} from './exec.js'
+import type {Cmd, Runner} from './exec.js'
 import * as bpftool from './tools/bpftool.js'
 
 export type VariantName = 'kfunc' | 'probe-read'
@@ -30,6 +30,10 @@ export const FASTPATH_VARIANTS: FastpathVariant[] = [
   {name: 'probe-read', file: 'fastpath-compat.bpf.o', defines: [], reads: 'bpf_probe_read_kernel (Linux 6.1+)'},
 ]
 export const INTERCEPT_OBJECT = 'intercept.bpf.o'
+/** The adaptive fastpath's tracing programs (bpf/readers.bpf.c), attached by build/bin/skfp-attach. */
+export const READERS_OBJECT = 'readers.bpf.o'
+/** Every object file a probe loads. */
+export const DATAPATH_OBJECTS = [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file), READERS_OBJECT]
 /** The maps of the intercept object the fastpath object reuses (by name). */
 export const SHARED_MAPS = ['skfp_config', 'skfp_counters'] as const
 
@@ -49,6 +53,8 @@ export interface DatapathSupport {
   fastpath: VariantName | null
   /** Variants tried before the one that loaded (or all of them). */
   refused: LoadRefusal[]
+  /** Why the readers object (the adaptive fastpath) does not attach; null: it does. Absent: not probed (no fastpath). */
+  readers?: LoadRefusal | null
   /** Read from this boot's pin (SUPPORT_PIN), not probed by this run: the refusals have no log. */
   fromPin?: boolean
 }
@@ -58,14 +64,14 @@ export function supportKey(objectDir: string, bpftool: string, boot: string): st
   const h = createHash('sha256').update(boot)
   const tool = statSync(bpftool)
   h.update(`\0${bpftool}\0${tool.size}\0${tool.mtimeMs}`)
-  for (const file of [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file)]) h.update(readFileSync(join(objectDir, file)))
+  for (const file of DATAPATH_OBJECTS) h.update(readFileSync(join(objectDir, file)))
   return h.digest('hex')
 }
 
 /** The support as it is pinned: one line per refusal, without the loader's output. */
 export const pinnableSupport = (s: DatapathSupport): DatapathSupport => {
   const short = (r: LoadRefusal): LoadRefusal => ({object: r.object, reason: r.reason.slice(0, 300), log: ''})
-  return {kernel: s.kernel, intercept: s.intercept && short(s.intercept), fastpath: s.fastpath, refused: s.refused.map(short)}
+  return {kernel: s.kernel, intercept: s.intercept && short(s.intercept), fastpath: s.fastpath, refused: s.refused.map(short), readers: s.readers && short(s.readers)}
 }
 
 /** Loads the intercept object and then each fastpath variant into a private bpffs mount, and removes it. */
@@ -88,6 +94,8 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
         const r = await runner.run(bpftool.loadAll(join(objectDir, v.file), join(dir, 'progs'), join(dir, 'maps'), sharedMaps(join(base, 'maps'))), {allowFailure: true, timeoutMs: 120_000})
         if (r.exitCode === 0) {
           support.fastpath = v.name
+          const readers = await runner.run(attachReaders(join(objectDir, READERS_OBJECT), null, [join(base, 'maps'), join(dir, 'maps')]), {allowFailure: true, timeoutMs: 120_000})
+          support.readers = readers.exitCode === 0 ? null : refusal(READERS_OBJECT, readers.stderr)
           break
         }
         support.refused.push(refusal(v.file, r.stderr))
@@ -103,6 +111,13 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
 
 /** Each variant the kernel refused, with why, in one line. */
 export const refusals = (support: DatapathSupport): string => support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')
+
+/** skfp-attach: loads the readers object with the instance's maps and pins its links in linkDir
+ * (null: --check, attach and detach again). */
+export const attachReaders = (object: string, linkDir: string | null, mapDirs: string[]): Cmd => ({
+  tool: 'skfp-attach',
+  args: linkDir ? [object, linkDir, ...mapDirs] : ['--check', object, ...mapDirs],
+})
 
 /** `map name NAME pinned PATH` pairs for bpftool: the intercept object's maps under mapDir. */
 export const sharedMaps = (mapDir: string): Record<string, string> => Object.fromEntries(SHARED_MAPS.map((m) => [m, join(mapDir, m)]))
@@ -124,6 +139,7 @@ export function loadFailureReason(output: string): string {
     return `the kernel has no kfunc ${hit[1]}`
   if ((hit = m(/unknown func (bpf_\w+)#\d+/))) return `the kernel does not offer the helper ${hit[1]} to this program type`
   if ((hit = m(/program of this type isn't supported/))) return 'the kernel does not support this program type'
+  if ((hit = m(/failed to find kernel BTF type ID of '(\w+)'/) ?? m(/attach_btf_id.*?'btf_trace_(\w+)'/))) return `the kernel has no tracepoint ${hit[1].replace(/^btf_trace_/, '')}`
   if ((hit = m(/prog '(\w+)': relo #\d+: .*?(?:failed|no matching targets)[^\n]*/))) return `a kernel structure skfp reads is not as expected (${hit[1]}: CO-RE relocation failed)`
   if (/kernel BTF is missing|failed to find valid kernel BTF|vmlinux BTF/i.test(stderr)) return 'the kernel has no BTF (/sys/kernel/btf/vmlinux)'
   if ((hit = m(/prog '(\w+)': failed to load: (-?\d+)/))) {
@@ -160,7 +176,7 @@ export interface KernelReport {
   kernel: string
   features: KernelFeature[]
   /** reuseportProxies: bpf_sk_assign takes a socket of a SO_REUSEPORT group (v2ray's, xray's): Linux 6.5+. */
-  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; handoff: boolean; reuseportProxies: boolean}
+  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; adaptive: boolean; reuseportProxies: boolean}
 }
 
 /** Whether bpf_sk_assign takes SO_REUSEPORT sockets (Linux 6.5+). Read from the kernel's BTF: the
@@ -207,10 +223,19 @@ export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/bt
         ? `variant ${fp} loads${support.refused.length ? ` (${refusals(support)})` : ''}`
         : `no variant loads: ${refusals(support)}`,
     },
+    {
+      name: 'adaptive fastpath (tp_btf on sock_recv_length, tcp_rcv_space_adjust: Linux 6.4+)',
+      status: fp && support.readers === null ? 'available' : 'missing',
+      detail: !fp
+        ? 'needs the fastpath object'
+        : support.readers === null
+          ? 'a reader gets redirected bytes only once it has read with recv(): --fastpath auto can be on'
+          : `${READERS_OBJECT} refused (${support.readers?.reason ?? 'not probed'}): --fastpath auto stays off; --fastpath on redirects to every reader`,
+    },
   ]
   return {
     kernel: support.kernel,
     features,
-    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, handoff: !!fp, reuseportProxies: has.inet_lookup_run_sk_lookup},
+    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, adaptive: !!fp && support.readers === null, reuseportProxies: has.inet_lookup_run_sk_lookup},
   }
 }

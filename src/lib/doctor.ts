@@ -7,7 +7,7 @@
  */
 import {existsSync} from 'node:fs'
 import {release} from 'node:os'
-import {programPath} from './build.js'
+import {programPath} from './root.js'
 import {decodeRecord, encodeRecord, KEY_ZERO, RECORD_SIZE} from './config.js'
 import type {Runner} from './exec.js'
 import {bootId} from './host.js'

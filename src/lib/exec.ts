@@ -7,6 +7,7 @@ import {execa} from 'execa'
 import {accessSync, constants} from 'node:fs'
 import {SkfpError, environmentError, tail} from './errors.js'
 import {interruptSignal} from './interrupt.js'
+import {OWN_BIN_DIR} from './root.js'
 
 /** Every tool skfp runs, with the Debian package that provides it. */
 export const TOOLS = {
@@ -37,7 +38,11 @@ export const TOOLS = {
   'redis-cli': 'redis-tools',
   nginx: 'nginx',
   wrk: 'wrk',
+  'skfp-attach': 'skfp (its own loader: skfp build)',
 } as const
+
+/** skfp's own programs (probes/*.c, built by `skfp build`): they are found in its build/bin only. */
+const OWN_PROGRAMS: readonly Tool[] = ['skfp-attach']
 
 export type Tool = keyof typeof TOOLS
 
@@ -105,7 +110,7 @@ export function argvOf(cmd: Cmd, resolve: (tool: Tool) => string = (t) => t): st
   return cmd.netns ? [resolve('nsenter'), `--net=${netnsPath(cmd.netns)}`, '--', ...inner] : inner
 }
 
-export function resolveTool(tool: Tool, dirs: string[] = TRUSTED_DIRS): string {
+export function resolveTool(tool: Tool, dirs: string[] = OWN_PROGRAMS.includes(tool) ? [OWN_BIN_DIR] : TRUSTED_DIRS): string {
   for (const dir of dirs) {
     if (!dir.startsWith('/')) throw new SkfpError('bug', `${dir} is not an absolute directory to look for ${tool} in`, 'report this')
     const candidate = `${dir}/${tool}`
@@ -116,7 +121,7 @@ export function resolveTool(tool: Tool, dirs: string[] = TRUSTED_DIRS): string {
       // not in this directory
     }
   }
-  throw environmentError(`${tool} not found in ${dirs.join(':')}`, `install it: apt-get install ${TOOLS[tool]}`)
+  throw environmentError(`${tool} not found in ${dirs.join(':')}`, OWN_PROGRAMS.includes(tool) ? 'build it: skfp build (needs libbpf-dev)' : `install it: apt-get install ${TOOLS[tool]}`)
 }
 
 /** Whether tool is installed in a trusted directory (for what skfp can do without it). */

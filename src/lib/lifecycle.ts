@@ -1,7 +1,7 @@
 /** The services behind up and down: gather facts, decide, plan, run. Commands stay thin. */
 import {existsSync, mkdirSync} from 'node:fs'
 import {autoOffLine, readRecordPin, readVerdict, runSelfTest, storeVerdict, unloadableVerdict, writeRecordPin, type Verdict} from './doctor.js'
-import {build, fastpathObject, interceptObject, isBuilt, objectDir, type BuildOptions} from './build.js'
+import {build, fastpathObject, interceptObject, isBuilt, objectDir, readersObject, type BuildOptions} from './build.js'
 import {assignsReuseport, pinnableSupport, probeDatapath, refusals, REUSEPORT_NOTE, supportKey, type DatapathSupport, type LoadRefusal} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
@@ -73,7 +73,11 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
-    objects: {intercept: interceptObject(target), fastpath: support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined},
+    objects: {
+      intercept: interceptObject(target),
+      fastpath: support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined,
+      readers: support.fastpath && support.readers === null && settings.fastpath !== 'all' ? readersObject(target) : undefined,
+    },
     fastpathVariant: support.fastpath,
     bootId: bootId(),
     bpffsMounted: bpffsMounted(mounts),
@@ -127,12 +131,19 @@ async function loadRefused(runner: Runner, target: BuildOptions, support: Datapa
 async function resolveFastpath(settings: UpSettings, support: DatapathSupport, runner: Runner, opts: UpOptions, target: BuildOptions): Promise<boolean> {
   if (settings.fastpath === 'off') return false
   if (!support.fastpath) {
-    if (settings.fastpath === 'on')
+    if (settings.fastpath === 'on' || settings.fastpath === 'all')
       throw await loadRefused(runner, target, support, 'the fastpath cannot load', (s) => s.refused[s.refused.length - 1], 'interception works without it: use --fastpath off (or auto); `skfp doctor` lists what this kernel lacks')
     ;(opts.log ?? warn)(`fastpath off: it cannot load on kernel ${support.kernel} (${refusals(support)}); interception works without it`)
     return false
   }
+  if (settings.fastpath === 'all') return true
+  if (settings.fastpath === 'on' && support.readers !== null)
+    throw await loadRefused(runner, target, support, 'the adaptive fastpath cannot load', (s) => s.readers, '--fastpath all redirects to every reader without watching how it reads (splice() and MSG_WAITALL readers break); `skfp doctor` lists what this kernel lacks')
   if (settings.fastpath === 'on') return true
+  if (support.readers !== null) {
+    ;(opts.log ?? warn)(`fastpath off: --fastpath auto needs the adaptive fastpath, which kernel ${support.kernel} refuses (${support.readers?.reason ?? 'not probed'}); --fastpath all redirects to every reader, for applications known not to use splice() or MSG_WAITALL`)
+    return false
+  }
   const existing = await readVerdict(runner)
   if (!existing && opts.dryRun) {
     ;(opts.log ?? warn)('--fastpath auto: the kernel self-test would run first (skfp doctor)')

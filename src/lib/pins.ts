@@ -21,6 +21,8 @@ export interface InstancePins {
   maps: string
   /** The fastpath object's own maps (and second pins of the maps it shares). */
   fastpathMaps: string
+  /** The links of the readers object's tracing programs (pinned: unlinking detaches them). */
+  links: string
   prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string; tcLanIngress: string}
   map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string; cgroups: string}
 }
@@ -35,6 +37,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
     progs,
     maps,
     fastpathMaps,
+    links: `${dir}/links`,
     prog: {
       sockops: `${progs}/skfp_sockops`,
       skMsg: `${progs}/skfp_sk_msg`,

@@ -13,7 +13,13 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
   for (const w of s.warnings ?? []) lines.push(`  ${chalk.yellow('!')} ${w}`)
   if (s.state === 'down') return lines.join('\n')
   if (s.settings) lines.push(`  cgroup     ${s.settings.cgroup}${s.settings.netns ? `\n  netns      ${s.settings.netns}` : ''}`)
-  lines.push(`  fastpath   ${s.fastpath.enabled ? 'on' : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded: this kernel takes none'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
+  lines.push(`  fastpath   ${s.fastpath.enabled ? (s.fastpath.adaptive ? 'on, adaptive' : 'on, every reader') : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded: this kernel takes none'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
+  const r = s.fastpath.readers
+  if (r) {
+    const k = r.keptOnTcp
+    lines.push(`  readers    ${r.promoted} promoted; kept on TCP: ${k.splice} splice, ${k.waitall} MSG_WAITALL, ${k.blocking} blocking recv, ${k.notJoined} blocking sockets not joined`)
+    if (r.barredAfterPromotion) lines.push(`             ${r.barredAfterPromotion} barred after promotion${r.stranded ? chalk.yellow(`, ${r.stranded} with redirected bytes waiting for a recv()`) : ''}`)
+  }
   const p = s.programs
   lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
   lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
@@ -53,13 +59,13 @@ export function renderKernelReport(k: KernelReport): string {
   return [
     `kernel ${k.kernel}:`,
     ...k.features.map((f) => `  ${mark[f.status]}  ${f.name}: ${f.detail}`),
-    `  interception ${c.interception ? 'works' : 'cannot load'}; fastpath ${c.fastpath ? `loads (variant ${c.fastpath}, memory guard by ${c.guard}, hand-off wait)` : 'cannot load'}`,
+    `  interception ${c.interception ? 'works' : 'cannot load'}; fastpath ${c.fastpath ? `loads (variant ${c.fastpath}, memory guard by ${c.guard}, ${c.adaptive ? 'adaptive' : 'not adaptive: --fastpath all only'})` : 'cannot load'}`,
   ].join('\n')
 }
 
 export function renderVerdict(v: Verdict): string {
   const lines = [`kernel self-test on ${v.kernel} (${v.testedAt}): fastpath ${v.fastpathSafe ? chalk.green('safe') : chalk.yellow('has hazards')}`]
   for (const p of v.probes) lines.push(`  ${p.ok ? chalk.green('pass') : chalk.red('FAIL')}  ${p.probe.padEnd(15)}${p.plainOk ? '' : chalk.dim(' (fails over plain TCP too)')}${p.ok ? '' : `  ${p.detail}`}`)
-  if (!v.fastpathSafe) lines.push(`--fastpath auto keeps the fastpath off on this kernel. ${v.hazards.length} hazard(s): ${v.hazards.join('; ')}.`, 'Force it with `skfp up --fastpath on --cgroup <cgroup of the applications>` for applications that use neither splice() nor MSG_WAITALL.')
+  if (!v.fastpathSafe) lines.push(`--fastpath auto keeps the fastpath off on this kernel. ${v.hazards.length} hazard(s): ${v.hazards.join('; ')}.`, 'Force it with `skfp up --fastpath on --cgroup <cgroup of the applications>` (adaptive) or `--fastpath all` (every reader) for applications that use neither splice() nor MSG_WAITALL.')
   return lines.join('\n')
 }

@@ -5,7 +5,7 @@
  */
 import {existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
-import {programPath} from './build.js'
+import {programPath} from './root.js'
 import {ownNetns, startProgram, runProgram, netnsPath, type Runner, type RunResult} from './exec.js'
 import {cgroup2Mount} from './host.js'
 import {downInstances} from './teardown.js'

@@ -5,12 +5,13 @@ import {usageError} from './errors.js'
 import {parseAddress, parseCidr, validateInterface} from './net.js'
 import {validateInstance} from './pins.js'
 
-export const FASTPATH_MODES = ['on', 'off', 'auto'] as const
+/** auto: the adaptive fastpath where the self-test passes; on: adaptive, without the self-test; all:
+ * every paired socket takes redirected bytes at once (no reader is watched: for applications known not
+ * to use splice() or MSG_WAITALL); off. */
+export const FASTPATH_MODES = ['on', 'off', 'auto', 'all'] as const
 export type FastpathMode = (typeof FASTPATH_MODES)[number]
 
 export const DEFAULT_FASTPATH_QUEUE = 4 * 1024 * 1024
-/** µs a sender waits for a busy reader's socket lock before sleeping on it (bpf/lib/handoff.h). */
-export const DEFAULT_FASTPATH_SPIN_US = 20
 
 /** Interception: on when --proxy-port is given. */
 export interface InterceptSettings {
@@ -49,8 +50,6 @@ export interface UpSettings {
   proxyMark: number
   fastpath: FastpathMode
   fastpathQueue: number
-  /** µs a sender waits for a busy reader's socket lock; 0 = never. */
-  fastpathSpinUs: number
   intercept: InterceptSettings | null
 }
 
@@ -71,7 +70,6 @@ export interface RawUpFlags {
   'proxy-mark': string
   fastpath: string
   'fastpath-queue': string
-  'fastpath-spin'?: string
   uplink?: string[]
   'proxy-port'?: string
   'proxy-addr'?: string[]
@@ -151,7 +149,7 @@ function cgroupScope(flags: RawUpFlags): Pick<InterceptSettings, 'interceptCgrou
 export function parseUpFlags(flags: RawUpFlags): UpSettings {
   validateInstance(flags.instance)
   if (!FASTPATH_MODES.includes(flags.fastpath as FastpathMode))
-    throw usageError(`--fastpath ${JSON.stringify(flags.fastpath)} is not a mode`, 'use on, off or auto')
+    throw usageError(`--fastpath ${JSON.stringify(flags.fastpath)} is not a mode`, 'use auto, on, all or off')
   const settings: UpSettings = {
     instance: flags.instance,
     cgroup: flags.cgroup,
@@ -159,7 +157,6 @@ export function parseUpFlags(flags: RawUpFlags): UpSettings {
     proxyMark: parseMark('proxy-mark', flags['proxy-mark']),
     fastpath: flags.fastpath as FastpathMode,
     fastpathQueue: parseInteger('fastpath-queue', flags['fastpath-queue'], 64 * 1024, 1024 * 1024 * 1024),
-    fastpathSpinUs: parseInteger('fastpath-spin', flags['fastpath-spin'] ?? DEFAULT_FASTPATH_SPIN_US, 0, 1000),
     intercept: parseIntercept(flags, parseMark('proxy-mark', flags['proxy-mark'])),
   }
   checkLimits(settings)
@@ -198,6 +195,12 @@ export function diffSettings(running: UpSettings, wanted: UpSettings): string[] 
   return out
 }
 
+/** Settings an older skfp recorded that no longer exist (the hand-off wait's fastpathSpinUs). */
+function withoutRetired<T extends object>(recorded: T): T {
+  const {fastpathSpinUs: _retired, ...rest} = recorded as T & {fastpathSpinUs?: number}
+  return rest as T
+}
+
 /**
  * The settings of a record written by an older skfp, completed: a setting it did not know takes its
  * default (the value that skfp ran with), so `up` with the same flags finds nothing to change.
@@ -208,8 +211,7 @@ export function withDefaults(recorded: Partial<UpSettings> & Pick<UpSettings, 'i
     proxyMark: 0,
     fastpath: 'auto',
     fastpathQueue: DEFAULT_FASTPATH_QUEUE,
-    fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US,
-    ...recorded,
+    ...withoutRetired(recorded),
     intercept: i
       ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, udp: false, lan: [], interceptCgroups: [], bypassCgroups: [], ...i} as InterceptSettings)
       : null,
@@ -218,5 +220,5 @@ export function withDefaults(recorded: Partial<UpSettings> & Pick<UpSettings, 'i
 
 /** Settings for skfp's own sandboxes (demo, self-test, bench): the fastpath on, no interception. */
 export function sandboxSettings(instance: string, cgroup: string, netns: string, over: Partial<UpSettings> = {}): UpSettings {
-  return {instance, cgroup, netns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US, intercept: null, ...over}
+  return {instance, cgroup, netns, proxyMark: 0, fastpath: 'on', fastpathQueue: DEFAULT_FASTPATH_QUEUE, intercept: null, ...over}
 }

@@ -1,5 +1,5 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
-import {CFG_FASTPATH, type Counters} from './config.js'
+import {CFG_ADAPTIVE, CFG_FASTPATH, type Counters} from './config.js'
 import {REUSEPORT_NOTE} from './datapath.js'
 import {hookKey, missingChanges} from './changes.js'
 import type {Runner} from './exec.js'
@@ -19,7 +19,15 @@ export interface InstanceStatus {
   warnings: string[]
   settings: UpSettings | null
   /** variant: which fastpath object this instance loaded (null: the kernel takes none). */
-  fastpath: {enabled: boolean; sockets: number | null; variant: string | null}
+  fastpath: {
+    enabled: boolean
+    sockets: number | null
+    variant: string | null
+    /** Readers are watched: a socket gets redirected bytes once it has read with recv() (--fastpath auto, on). */
+    adaptive: boolean
+    /** Adaptive only, from the counters: readers promoted, and why the others stay on TCP. */
+    readers: {promoted: number; keptOnTcp: {splice: number; waitall: number; blocking: number; notJoined: number}; barredAfterPromotion: number; stranded: number} | null
+  }
   programs: {
     sockops: {id: number; attached: boolean; cgroup: string | null} | null
     skMsg: {id: number} | null
@@ -61,6 +69,8 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
       enabled: !!(o.config && o.config.flags & CFG_FASTPATH),
       sockets: o.sockets ?? null,
       variant: o.record ? (o.record.fastpathVariant === undefined ? 'kfunc' : o.record.fastpathVariant) : null,
+      adaptive: !!(o.config && o.config.flags & CFG_ADAPTIVE),
+      readers: readersOf(o),
     },
     programs: {
       sockops: o.progs.sockops ? {id: o.progs.sockops.id, attached: o.sockopsAttached, cgroup: o.record?.settings.cgroup ?? null} : null,
@@ -69,6 +79,17 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
     intercept: interceptStatus(o),
     counters: o.counters ?? null,
     pinDir: o.pins.dir,
+  }
+}
+
+function readersOf(o: ObservedInstance): InstanceStatus['fastpath']['readers'] {
+  const c = o.counters
+  if (!c || !o.config || !(o.config.flags & CFG_ADAPTIVE)) return null
+  return {
+    promoted: c.readersPromoted,
+    keptOnTcp: {splice: c.readersSplice, waitall: c.readersWaitall, blocking: c.readersBlocking, notJoined: c.socketsBlocking},
+    barredAfterPromotion: c.readersBarred,
+    stranded: c.readersStranded,
   }
 }
 

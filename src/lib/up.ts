@@ -2,11 +2,11 @@
  * `skfp up`: (settings, observed host) → a plan of steps. planUp is pure: the unit tests check
  * its exact argv; upInstance gathers the facts, decides no-op / conflict / plan, and runs it.
  */
-import {CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
+import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions, stepId} from './changes.js'
 import {conflictError, environmentError} from './errors.js'
-import {sharedMaps, type VariantName} from './datapath.js'
+import {attachReaders, sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
 import type {Step} from './plan.js'
 import type {Change, InstanceRecord} from './record.js'
@@ -19,7 +19,7 @@ import {instanceState} from './observe.js'
 export interface UpFacts {
   pins: InstancePins
   /** The objects to load: interception always, the fastpath variant the kernel takes (if any). */
-  objects: {intercept: string; fastpath?: string}
+  objects: {intercept: string; fastpath?: string; readers?: string}
   /** Which fastpath variant objects.fastpath is; null: this kernel loads none. */
   fastpathVariant: VariantName | null
   bootId: string
@@ -33,10 +33,11 @@ export interface UpFacts {
   intercept?: InterceptFacts
 }
 
-export function datapathConfig(settings: UpSettings, fastpath: boolean, loIfindex = 0): DatapathConfig {
+/** adaptive: the readers object is attached (a reader gets redirected bytes once it has shown how it reads). */
+export function datapathConfig(settings: UpSettings, fastpath: boolean, adaptive: boolean, loIfindex = 0): DatapathConfig {
   const i = settings.intercept
   return {
-    flags: (fastpath ? CFG_FASTPATH : 0) | (i ? CFG_INTERCEPT : 0) | (i?.bypassPrivate ? CFG_BYPASS_PRIVATE : 0) | (i?.udp ? CFG_UDP : 0) |
+    flags: (fastpath ? CFG_FASTPATH : 0) | (adaptive ? CFG_ADAPTIVE : 0) | (i ? CFG_INTERCEPT : 0) | (i?.bypassPrivate ? CFG_BYPASS_PRIVATE : 0) | (i?.udp ? CFG_UDP : 0) |
       (i && i.interceptCgroups.length + i.bypassCgroups.length ? CFG_CGROUP_SCOPE : 0) | (i?.interceptCgroups.length ? CFG_CGROUP_ONLY : 0),
     proxyMark: settings.proxyMark,
     fwmark: i?.fwmark ?? 0,
@@ -46,7 +47,6 @@ export function datapathConfig(settings: UpSettings, fastpath: boolean, loIfinde
     proxyPort: i?.proxyPort ?? 0,
     proxyDown: i?.proxyDown ?? 'fail-fast',
     fastpathQueue: BigInt(settings.fastpathQueue),
-    fastpathSpinNs: settings.fastpathSpinUs * 1000,
   }
 }
 
@@ -87,10 +87,12 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}], undo: [{fs: 'rm', path: pins.dir}]},
     {
       id: 'load',
-      title: facts.fastpathVariant ? `Load and pin the programs and maps (fastpath: ${facts.fastpathVariant})` : 'Load and pin the programs and maps (interception only: this kernel takes no fastpath)',
+      title: facts.fastpathVariant ? `Load and pin the programs and maps (fastpath: ${facts.fastpathVariant}${facts.objects.readers ? ', adaptive' : ''})` : 'Load and pin the programs and maps (interception only: this kernel takes no fastpath)',
       apply: [
         bpftool.loadAll(facts.objects.intercept, pins.progs, pins.maps),
         ...(facts.objects.fastpath && facts.fastpathVariant ? [bpftool.loadAll(facts.objects.fastpath, pins.progs, pins.fastpathMaps, sharedMaps(pins.maps))] : []),
+        // attached before sock_ops: they act on the sockets of this instance's maps only
+        ...(facts.objects.readers && facts.fastpathVariant ? [{fs: 'mkdir' as const, path: pins.links}, attachReaders(facts.objects.readers, pins.links, [pins.maps, pins.fastpathMaps])] : []),
       ],
       undo: [],
     },
@@ -100,7 +102,7 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
       apply: [
         bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)),
         ...(settings.intercept ? bypassWrites(settings.intercept, pins) : []),
-        bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(datapathConfig(settings, facts.fastpath, facts.intercept?.loIfindex))),
+        bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(datapathConfig(settings, facts.fastpath, !!facts.objects.readers, facts.intercept?.loIfindex))),
       ],
       undo: [],
     },
@@ -125,7 +127,9 @@ export function decideUp(observed: ObservedInstance, settings: UpSettings, fastp
   if (state === 'half-up')
     throw conflictError(`instance ${settings.instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${settings.instance}\` first`)
   const record = observed.record!
-  const differences = diffSettings({...record.settings, fastpath: settings.fastpath}, settings)
+  // between all and the adaptive modes the readers' programs come or go: not a switch in place
+  const switchable = (record.settings.fastpath === 'all') === (settings.fastpath === 'all')
+  const differences = diffSettings({...record.settings, fastpath: switchable ? settings.fastpath : record.settings.fastpath}, settings)
   if (differences.length > 0) {
     if (!replace) throw conflictError(`instance ${settings.instance} runs with other settings (${differences.join('; ')})`, 'pass --replace to apply them, or `skfp down` first')
     return {kind: 'plan', replace: true}

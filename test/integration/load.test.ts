@@ -10,7 +10,7 @@ import {bootId} from '../../src/lib/host.js'
 import {instancePins, PIN_ROOT} from '../../src/lib/pins.js'
 import {Executor, runPlan} from '../../src/lib/plan.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
-import {DEFAULT_FASTPATH_QUEUE, DEFAULT_FASTPATH_SPIN_US} from '../../src/lib/settings.js'
+import {DEFAULT_FASTPATH_QUEUE} from '../../src/lib/settings.js'
 import {compileBpf} from '../../src/lib/tools/clang.js'
 import {planUp} from '../../src/lib/up.js'
 import {leftovers, runner, skfp, status, upArgs, withSandbox, socketsDrainTo0} from './helpers.js'
@@ -83,7 +83,7 @@ describe('load', () => {
     await runner.run(compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), object, 'bpfel', false, [...variant.defines, `-DSKFP_SOCKS_MAX=${MAX}`]), {timeoutMs: 180_000})
     await withSandbox('mx', async (sb) => {
       const ns = await sb.addNetns('a')
-      const settings = {instance: sb.name, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on' as const, fastpathQueue: DEFAULT_FASTPATH_QUEUE, fastpathSpinUs: DEFAULT_FASTPATH_SPIN_US, intercept: null}
+      const settings = {instance: sb.name, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on' as const, fastpathQueue: DEFAULT_FASTPATH_QUEUE, intercept: null}
       const objects = {intercept: interceptObject({target: 'bpfel', debug: false}), fastpath: object}
       const steps = planUp(settings, {pins: instancePins(sb.name), objects, fastpathVariant: variant.name, bootId: bootId(), bpffsMounted: true, pinRootExists: existsSync(PIN_ROOT), fastpath: true})
       await runPlan(steps, new Executor(runner), {renderer: 'silent', log: () => {}})

@@ -15,7 +15,6 @@ describe('struct skfp_config encoding', () => {
       proxyPort: 7893,
       proxyDown: 'pass',
       fastpathQueue: 4194304n,
-      fastpathSpinNs: 20000,
     })
     expect(bytes.length).toBe(CONFIG_SIZE)
     expect(hex(bytes)).toBe(
@@ -30,22 +29,29 @@ describe('struct skfp_config encoding', () => {
         '02', // proxy_down = pass
         '00', // _pad0
         '0000400000000000', // fastpath_queue
-        '204e0000', // fastpath_spin_ns 20000 = 0x4e20
+        '00000000', // _unused0 (the hand-off wait's, retired)
         '00000000', // _pad1
       ].join(''),
     )
   })
 
-  it('reads and writes the 48-byte struct of an instance an older skfp loaded (no fastpath_spin_ns)', () => {
-    const c = {flags: 1, proxyMark: 0, fwmark: 0, loIfindex: 0, proxyPort: 0, proxyDown: 'fail-fast' as const, fastpathQueue: 4194304n, fastpathSpinNs: 20000}
+  it('reads and writes the 48-byte struct of an instance an older skfp loaded', () => {
+    const c = {flags: 1, proxyMark: 0, fwmark: 0, loIfindex: 0, proxyPort: 0, proxyDown: 'fail-fast' as const, fastpathQueue: 4194304n}
     const old = encodeConfig(c, 48)
     expect(old.length).toBe(48)
     expect(hex(old)).toBe(hex(encodeConfig(c)).slice(0, 96))
-    expect(decodeConfig(old)).toEqual({...c, fastpathSpinNs: 0})
+    expect(decodeConfig(old)).toEqual(c)
+  })
+
+  it('ignores the spin time a record of an older skfp wrote at byte 48', () => {
+    const c = {flags: 1, proxyMark: 0, fwmark: 0, loIfindex: 0, proxyPort: 0, proxyDown: 'fail-fast' as const, fastpathQueue: 4194304n}
+    const bytes = encodeConfig(c)
+    new DataView(bytes.buffer).setUint32(48, 20000, true)
+    expect(decodeConfig(bytes)).toEqual(c)
   })
 
   it('round-trips', () => {
-    const c = {flags: 3, proxyMark: 0xdeadbeef, fwmark: 7, loIfindex: 9, proxyAddr4: '198.18.0.1', proxyAddr6: 'fd00::1', proxyPort: 65535, proxyDown: 'fail-closed' as const, fastpathQueue: 65536n, fastpathSpinNs: 1000000}
+    const c = {flags: 3, proxyMark: 0xdeadbeef, fwmark: 7, loIfindex: 9, proxyAddr4: '198.18.0.1', proxyAddr6: 'fd00::1', proxyPort: 65535, proxyDown: 'fail-closed' as const, fastpathQueue: 65536n}
     const back = decodeConfig(encodeConfig(c))
     expect(back).toEqual({...c, flags: 3 | 8 | 16})
   })

@@ -2,7 +2,7 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterEach, describe, expect, it} from 'vitest'
-import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, pinnableSupport, supportKey, type DatapathSupport} from '../../src/lib/datapath.js'
+import {DATAPATH_OBJECTS, FASTPATH_VARIANTS, pinnableSupport, READERS_OBJECT, supportKey, type DatapathSupport} from '../../src/lib/datapath.js'
 import {encodeRecord} from '../../src/lib/config.js'
 
 const dirs: string[] = []
@@ -14,7 +14,7 @@ afterEach(() => {
 function objects(): {dir: string; tool: string} {
   const dir = mkdtempSync(join(tmpdir(), 'skfp-unit-'))
   dirs.push(dir)
-  for (const f of [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file)]) writeFileSync(join(dir, f), `object ${f}`)
+  for (const f of DATAPATH_OBJECTS) writeFileSync(join(dir, f), `object ${f}`)
   writeFileSync(join(dir, 'bpftool'), 'v1')
   return {dir, tool: join(dir, 'bpftool')}
 }
@@ -28,8 +28,11 @@ describe('the pinned datapath support', () => {
     writeFileSync(join(dir, FASTPATH_VARIANTS[1].file), 'rebuilt')
     const rebuilt = supportKey(dir, tool, 'boot-a')
     expect(rebuilt).not.toBe(key)
+    writeFileSync(join(dir, READERS_OBJECT), 'rebuilt')
+    const readers = supportKey(dir, tool, 'boot-a')
+    expect(readers).not.toBe(rebuilt)
     writeFileSync(tool, 'v2 (another size)')
-    expect(supportKey(dir, tool, 'boot-a')).not.toBe(rebuilt)
+    expect(supportKey(dir, tool, 'boot-a')).not.toBe(readers)
   })
 
   it('keeps each refusal as one line, without the loader output, so it fits the pinned record', () => {

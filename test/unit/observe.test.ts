@@ -94,12 +94,14 @@ describe('tool observations', () => {
 })
 
 describe('a record of an older skfp', () => {
-  const current: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/lab', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20, intercept: null}
+  const current: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/lab', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, intercept: null}
 
   it('settings it did not know take their defaults, so the same flags differ in nothing', () => {
     const old = {instance: 'lab', cgroup: '/sys/fs/cgroup/lab', proxyMark: 255, fastpath: 'on' as const}
-    expect(diffSettings(old as UpSettings, current)).toEqual(['fastpathQueue: unset → 4194304', 'fastpathSpinUs: unset → 20', 'intercept: unset → null'])
+    expect(diffSettings(old as UpSettings, current)).toEqual(['fastpathQueue: unset → 4194304', 'intercept: unset → null'])
     expect(diffSettings(withDefaults(old), current)).toEqual([])
+    // a setting an older skfp recorded that no longer exists (the hand-off wait's) is dropped
+    expect(diffSettings(withDefaults({...old, fastpathQueue: 4194304, fastpathSpinUs: 20} as unknown as UpSettings), current)).toEqual([])
   })
 
   it('interception settings it did not know take theirs too; what it recorded wins', () => {

@@ -13,7 +13,7 @@ import {buildRecord, datapathConfig, decideUp, planUp} from '../../src/lib/up.js
 import type {InterceptSettings, UpSettings} from '../../src/lib/settings.js'
 import {lineOf} from './line-of.js'
 
-const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, fastpathSpinUs: 20, intercept: null}
+const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, intercept: null}
 const pins = instancePins('lab')
 const objects = {intercept: '/opt/skfp/build/bpfel/intercept.bpf.o', fastpath: '/opt/skfp/build/bpfel/fastpath.bpf.o'}
 const facts = {pins, objects, fastpathVariant: 'kfunc' as const, bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}
@@ -54,8 +54,8 @@ describe('planUp', () => {
   it('records every change before it is made, with the config flags it writes', () => {
     const record = buildRecord(settings, facts)
     expect(record.changes).toEqual([{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}])
-    expect(datapathConfig(settings, false).flags & CFG_FASTPATH).toBe(0)
-    expect(datapathConfig(settings, true).flags & CFG_FASTPATH).toBe(CFG_FASTPATH)
+    expect(datapathConfig(settings, false, false).flags & CFG_FASTPATH).toBe(0)
+    expect(datapathConfig(settings, true, false).flags & CFG_FASTPATH).toBe(CFG_FASTPATH)
   })
 
   it('every step that changes the host outside the instance directory has an undo', () => {
@@ -83,7 +83,7 @@ function observed(over: Partial<ObservedInstance> = {}): ObservedInstance {
     pins,
     exists: true,
     record: buildRecord(settings, facts),
-    config: {...datapathConfig(settings, true)},
+    config: {...datapathConfig(settings, true, false)},
     progs: {sockops: {id: 10, name: 'skfp_sockops', type: 'sock_ops'}, skMsg: {id: 11, name: 'skfp_sk_msg', type: 'sk_msg'}},
     sockopsAttached: true,
     ...over,
@@ -95,7 +95,7 @@ describe('planDown', () => {
     const steps = planDown(observed())
     expect(steps.map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
     const kill = previewPlan(steps)[0].argv[0]
-    expect(kill.slice(-CONFIG_SIZE).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false)})).toString('hex').match(/../g)!.join(''))
+    expect(kill.slice(-CONFIG_SIZE).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false, false)})).toString('hex').match(/../g)!.join(''))
     expect(previewPlan(steps)[1].argv[0].join(' ')).toBe('bpftool cgroup detach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops')
   })
 

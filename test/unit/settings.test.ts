@@ -32,13 +32,6 @@ describe('up flags', () => {
     usage(() => parseUpFlags({...base, 'fastpath-queue': '100'}))
   })
 
-  it('waits 20 µs for a busy reader unless told otherwise, 0 to 1000 µs', () => {
-    expect(parseUpFlags(base).fastpathSpinUs).toBe(20)
-    expect(parseUpFlags({...base, 'fastpath-spin': '0'}).fastpathSpinUs).toBe(0)
-    expect(parseUpFlags({...base, 'fastpath-spin': '1000'}).fastpathSpinUs).toBe(1000)
-    expect(usage(() => parseUpFlags({...base, 'fastpath-spin': '1001'})).line).toMatch(/--fastpath-spin "1001" is out of range: give a whole number from 0 to 1000/)
-    usage(() => parseUpFlags({...base, 'fastpath-spin': '-1'}))
-  })
 
   it.each(['', 'A', 'a/b', '..', '-x', 'a b', 'x'.repeat(33), 'a;b', '$(id)'])('refuses the instance name %j', (name) => {
     expect(usage(() => validateInstance(name)).line).toMatch(/a-z, 0-9 and -/)

@@ -14,7 +14,7 @@ export const compileBpf = (source: string, object: string, target: BpfTarget, de
   args: ['-O2', '-g', '-Wall', '-Werror', '-target', target, `-I${multiarchInclude()}`, ...(debug ? ['-DSKFP_DEBUG'] : []), ...defines, '-c', source, '-o', object],
 })
 
-export const compileProgram = (source: string, binary: string): Cmd => ({
+export const compileProgram = (source: string, binary: string, libs: string[] = []): Cmd => ({
   tool: 'clang',
-  args: ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', binary, source],
+  args: ['-O2', '-Wall', '-Wextra', '-Werror', '-pthread', '-o', binary, source, ...libs],
 })

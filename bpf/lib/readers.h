@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Adaptive fastpath: what each reader has shown of how it reads
+ * (struct skfp_reader in skfp.h), shared by the fastpath object (sock_ops
+ * creates the entry at join and removes it at close, sk_msg reads it before
+ * each redirect) and the readers object (readers.bpf.c: tracing programs on
+ * the kernel's receive paths that promote, bar or release the reader).
+ *
+ * Redirected bytes reach only readers that use recv()/read(): splice() reads
+ * the TCP queue only, MSG_WAITALL returns short, and a blocking recv() on a
+ * socket in the sockhash can fail with EAGAIN (docs/fastpath-safety.md).
+ * With SKFP_CFG_ADAPTIVE a connection therefore starts on TCP, and its
+ * senders redirect to a reader only once that reader has read data with a
+ * non-blocking recv() SKFP_PROMOTE_READS times; the memory guard then waits
+ * until the reader has read every byte sent over TCP, so the order holds.
+ * Without the flag (--fastpath on where no tracing program attaches) every
+ * reader starts promoted. */
+#ifndef SKFP_LIB_READERS_H
+#define SKFP_LIB_READERS_H
+
+#include "maps.h"
+#include "sock_key.h"
+
+#ifndef SKFP_PROMOTE_READS
+#define SKFP_PROMOTE_READS 2
+#endif
+
+/* Established local TCP sockets, keyed by their own view of the tuple. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, SKFP_SOCKS_MAX);
+	__type(key, struct skfp_sock_key);
+	__type(value, __u64);
+} skfp_socks SEC(".maps");
+
+/* Readers of the sockhash's sockets, keyed by their own sockhash key; an LRU
+ * map, so an entry whose close was missed never fills it for good. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SKFP_SOCKS_MAX);
+	__type(key, struct skfp_sock_key);
+	__type(value, struct skfp_reader);
+} skfp_readers SEC(".maps");
+
+#endif /* SKFP_LIB_READERS_H */
