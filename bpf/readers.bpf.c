@@ -1,27 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The readers object of the adaptive fastpath (lib/readers.h): programs on
- * two tracepoints of the kernel's receive paths that learn how each reader
- * of the sockhash reads. Loaded after the fastpath object, with its maps
- * reused, by probes/skfp-attach.c (bpftool 7.1 cannot attach tracing
- * programs); the links are pinned in the instance directory. Tracepoints
- * (tp_btf), not fentry: kernels locked down for integrity refuse fentry
- * programs and take these. sock_recv_length came with Linux 6.4; a kernel
- * without it keeps --fastpath auto off.
+/* The readers object of the adaptive fastpath (lib/readers.h): a program on
+ * the tracepoint sock_recv_length (after every recvmsg()/read() of a
+ * socket) that learns how each reader of the sockhash reads. Loaded after
+ * the fastpath object, with its maps reused, by probes/skfp-attach.c
+ * (bpftool 7.1 cannot attach tracing programs); the link is pinned in the
+ * instance directory. A tracepoint (tp_btf), not fentry: kernels locked down
+ * for integrity refuse fentry programs and take it. sock_recv_length came
+ * with Linux 6.4; a kernel without it keeps --fastpath auto off.
  *
- *   sock_recv_length (after every recvmsg()/read() of a socket):
- *     non-blocking, no MSG_WAITALL, data read    counts toward promotion
- *     MSG_WAITALL, or blocking before promotion  never promoted (barred)
- *   tcp_rcv_space_adjust (once per recvmsg() that reads TCP data, before its
- *   sock_recv_length; once per TCP read of splice(), which has none):
- *     two without a recv in between              a splice reader: never
- *         promoted, or barred; what it sends (a relay splices into it) is
- *         still redirected
- *
- * Barred: its senders go back to TCP. Redirected bytes still queued then
- * ("stranded") wait for its next recv(): no kernel path moves them to the
- * TCP queue that splice() reads. A tracing program may not remove a socket
- * from the sockhash: that is why sock_ops lets only sockets whose owner
- * asked for non-blocking I/O join it (pairing.h). */
+ * Before promotion, at each recv():
+ *   non-blocking, no MSG_WAITALL, data read    counts toward promotion
+ *   MSG_WAITALL, or blocking                   never promoted (barred)
+ *   the socket's copied_seq moved by more than this recv() read (nothing was
+ *   redirected to it yet, so every byte it read came over TCP): bytes were
+ *   consumed another way, splice() -- never promoted
+ * After promotion, MSG_WAITALL bars it: its senders go back to TCP, and the
+ * redirected bytes still queued ("stranded") are read by this very recv(),
+ * short. A promoted reader that moves to splice() is not seen: splice()
+ * reads only the TCP queue, no kernel path moves redirected bytes there, and
+ * no tracepoint tells it apart from TCP's own receive work (measured on
+ * 6.18: tcp_rcv_space_adjust fires outside recvmsg too). A tracing program
+ * may not remove a socket from the sockhash: that is why sock_ops lets only
+ * sockets whose owner asked for non-blocking I/O join it (pairing.h). */
 #include "lib/readers.h"
 #include "lib/pairing.h"
 #include "lib/kernel.h"
@@ -58,15 +58,33 @@ static __always_inline void skfp_reader_bar(struct sock *sk, struct skfp_reader 
 		skfp_count(SKFP_CNT_READER_STRANDED, 1);
 }
 
+/* Why a watched reader is never promoted, after this recv(); 0: it may be. */
+static __always_inline __u32 skfp_reader_refusal(struct sock *sk, struct skfp_reader *r, int ret, int flags)
+{
+	__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+	__u32 read = ret > 0 && !(flags & SKFP_MSG_PEEK) ? ret : 0;
+	__u32 moved = seq - r->seq;
+
+	r->seq = seq;
+	/* the FIN takes a sequence number when read: EOF moves it by one */
+	if (moved != read && !(ret == 0 && moved == 1))
+		return SKFP_CNT_READER_SPLICE;
+	if (flags & SKFP_MSG_WAITALL)
+		return SKFP_CNT_READER_WAITALL;
+	if (!(flags & SKFP_MSG_DONTWAIT))
+		return SKFP_CNT_READER_BLOCKING;
+	return 0;
+}
+
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(skfp_reader_recv, struct sock *sk, int ret, int flags)
 {
 	struct skfp_peer *stored;
 	struct skfp_reader *r = skfp_reader_of(sk, &stored);
+	__u32 refusal;
 
 	if (!r || flags & SKFP_MSG_ERRQUEUE)
 		return 0;
-	r->unread_adjusts = 0;
 	if (r->state == SKFP_READER_PROMOTED) {
 		if (flags & SKFP_MSG_WAITALL)
 			skfp_reader_bar(sk, r);
@@ -74,9 +92,10 @@ int BPF_PROG(skfp_reader_recv, struct sock *sk, int ret, int flags)
 	}
 	if (r->state != SKFP_READER_WATCHED)
 		return 0;
-	if (flags & SKFP_MSG_WAITALL || !(flags & SKFP_MSG_DONTWAIT)) {
+	refusal = skfp_reader_refusal(sk, r, ret, flags);
+	if (refusal) {
 		r->state = SKFP_READER_BARRED;
-		skfp_count(flags & SKFP_MSG_WAITALL ? SKFP_CNT_READER_WAITALL : SKFP_CNT_READER_BLOCKING, 1);
+		skfp_count(refusal, 1);
 		return 0;
 	}
 	if (ret <= 0 || flags & SKFP_MSG_PEEK)
@@ -85,23 +104,6 @@ int BPF_PROG(skfp_reader_recv, struct sock *sk, int ret, int flags)
 	if (++r->reads >= SKFP_PROMOTE_READS) {
 		r->state = SKFP_READER_PROMOTED;
 		skfp_count(SKFP_CNT_READER_PROMOTED, 1);
-	}
-	return 0;
-}
-
-SEC("tp_btf/tcp_rcv_space_adjust")
-int BPF_PROG(skfp_reader_adjust, struct sock *sk)
-{
-	struct skfp_peer *stored;
-	struct skfp_reader *r = skfp_reader_of(sk, &stored);
-
-	if (!r || r->unread_adjusts++ == 0)
-		return 0;
-	if (r->state == SKFP_READER_WATCHED) {
-		r->state = SKFP_READER_BARRED;
-		skfp_count(SKFP_CNT_READER_SPLICE, 1);
-	} else if (r->state == SKFP_READER_PROMOTED) {
-		skfp_reader_bar(sk, r);
 	}
 	return 0;
 }

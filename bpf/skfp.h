@@ -79,7 +79,7 @@ enum skfp_counter {
 	SKFP_CNT_OUT_OF_SCOPE,       /* uplink egress: a new flow of a socket outside --intercept-cgroup / inside --bypass-cgroup */
 	SKFP_CNT_ASSIGN_REFUSED,     /* ingress: bpf_sk_assign refused the proxy's socket (SO_REUSEPORT before Linux 6.5) */
 	SKFP_CNT_READER_PROMOTED,    /* adaptive: a reader read with recv() often enough: it takes redirected bytes */
-	SKFP_CNT_READER_SPLICE,      /* adaptive: a reader spliced before promotion: never promoted (what it sends still may be) */
+	SKFP_CNT_READER_SPLICE,      /* adaptive: a reader consumed bytes besides recv() (splice) before promotion: never promoted */
 	SKFP_CNT_READER_WAITALL,     /* adaptive: a reader used MSG_WAITALL before promotion: never promoted */
 	SKFP_CNT_READER_BLOCKING,    /* adaptive: a reader read with a blocking recv() before promotion: never promoted */
 	SKFP_CNT_READER_BARRED,      /* adaptive: a promoted reader spliced or used MSG_WAITALL: no more redirects to it */
@@ -92,7 +92,7 @@ enum skfp_counter {
 /* What a reader (the receiving end of a connection in the sockhash) has
  * shown; the value of the LRU_HASH skfp_readers, keyed by the reader's own
  * struct skfp_sock_key. Written by sock_ops at join and by the tracing
- * programs of readers.bpf.c; read by the sender's sk_msg. 24 bytes. */
+ * program of readers.bpf.c; read by the sender's sk_msg. 32 bytes. */
 #define SKFP_READER_WATCHED  0 /* not shown enough yet: its senders use TCP */
 #define SKFP_READER_PROMOTED 1 /* reads with recv(): its senders redirect */
 #define SKFP_READER_BARRED   2 /* read in a way the fastpath breaks: its senders use TCP for good */
@@ -100,9 +100,9 @@ struct skfp_reader {
 	__u64 sk;     /* host order: kernel address of the socket (checked against cookie before each read) */
 	__u64 cookie; /* host order: its socket cookie */
 	__u32 reads;  /* host order: non-blocking recv() calls that returned data (not MSG_PEEK) */
+	__u32 seq;    /* host order: the socket's copied_seq after its last recv() (or at join) */
 	__u8 state;   /* SKFP_READER_* */
-	__u8 unread_adjusts; /* tcp_rcv_space_adjust seen since its last recv() returned: 2 = it splices */
-	__u8 _pad[2];
+	__u8 _pad[7];
 };
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.

@@ -30,6 +30,7 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 	kctx = skfp_kctx(bpf_sock_ops_kern, skops);
 	reader.sk = (__u64)skfp_kread(kctx, sk);
 	reader.state = cfg->flags & SKFP_CFG_ADAPTIVE ? SKFP_READER_WATCHED : SKFP_READER_PROMOTED;
+	reader.seq = skfp_kread(skfp_kview_ptr(tcp_sock, sk), copied_seq);
 	own->netns_cookie = bpf_get_netns_cookie(skops);
 	stored = bpf_sk_storage_get(&skfp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (!stored || bpf_map_update_elem(&skfp_readers, own, &reader, BPF_ANY)) {

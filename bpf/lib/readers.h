@@ -2,8 +2,8 @@
 /* Adaptive fastpath: what each reader has shown of how it reads
  * (struct skfp_reader in skfp.h), shared by the fastpath object (sock_ops
  * creates the entry at join and removes it at close, sk_msg reads it before
- * each redirect) and the readers object (readers.bpf.c: tracing programs on
- * the kernel's receive paths that promote, bar or release the reader).
+ * each redirect) and the readers object (readers.bpf.c: a tracing program
+ * after each recvmsg() that promotes or bars the reader).
  *
  * Redirected bytes reach only readers that use recv()/read(): splice() reads
  * the TCP queue only, MSG_WAITALL returns short, and a blocking recv() on a

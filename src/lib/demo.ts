@@ -110,7 +110,7 @@ export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoRe
         r.ratio = r.fastpathGbps / r.plainGbps!
         r.status = statusOf(await observeInstance(runner, name))
         await downInstances({instance: name}, {renderer: 'silent', log: () => {}}, runner)
-        t.title = `The fastpath (skfp up --fastpath on): ${r.fastpathGbps.toFixed(1)} Gbit/s, ${r.ratio.toFixed(2)}× plain`
+        t.title = `The fastpath (skfp up --fastpath all): ${r.fastpathGbps.toFixed(1)} Gbit/s, ${r.ratio.toFixed(2)}× plain`
       }),
       step('Interception', async (t) => {
         await upInterception(ix, topo.host, false, {udp: true})

@@ -73,7 +73,7 @@ export async function status(instance: string): Promise<any> {
 }
 
 export function upArgs(sb: Sandbox, netns: string, extra: string[] = []): string[] {
-  return ['up', '--instance', sb.name, '--netns', netns, '--cgroup', sb.cgroup, '--fastpath', 'on', '--json', ...extra]
+  return ['up', '--instance', sb.name, '--netns', netns, '--cgroup', sb.cgroup, '--fastpath', 'all', '--json', ...extra]
 }
 
 /** What is left of an instance: pins, and skfp programs attached to its cgroup. */

@@ -20,6 +20,8 @@ const EXPECT_GUARD = process.env.SKFP_EXPECT_GUARD ?? 'msg_tot_len'
 const HAS_FASTPATH = EXPECT_FASTPATH !== 'none'
 /** Whether bpf_sk_assign takes SO_REUSEPORT sockets here (Linux 6.5+): v2ray's do. */
 const REUSEPORT = process.env.SKFP_EXPECT_REUSEPORT !== '0'
+/** Whether the adaptive fastpath attaches here (the tracepoint sock_recv_length: Linux 6.4+). */
+const ADAPTIVE = process.env.SKFP_EXPECT_ADAPTIVE !== '0'
 const MiB = 1024 * 1024
 const release = (await import('node:os')).release()
 
@@ -34,7 +36,7 @@ describe(`kernel ${release}`, () => {
       interception: true,
       fastpath: HAS_FASTPATH ? EXPECT_FASTPATH : null,
       guard: HAS_FASTPATH ? EXPECT_GUARD : null,
-      handoff: HAS_FASTPATH,
+      adaptive: ADAPTIVE,
       reuseportProxies: REUSEPORT,
     })
     const v = doc.json.verdict
@@ -55,9 +57,9 @@ describe(`kernel ${release}`, () => {
     await withSandbox('kx', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       const before = await hostSnapshot([host], sb.cgroup)
-      const bad = await skfp(upArgs(sb, host, ['--fastpath-spin', '5000']))
+      const bad = await skfp(upArgs(sb, host, ['--fastpath-queue', '10']))
       expect(bad.exitCode).toBe(2)
-      expect(bad.stderr.trim()).toMatch(/^skfp: --fastpath-spin "5000" is out of range/)
+      expect(bad.stderr.trim()).toMatch(/^skfp: --fastpath-queue "10" is out of range/)
       await expectRestored(before, [host], sb.cgroup)
 
       // the remote side's own address goes direct: ss-redir's connections to its server, below
@@ -135,7 +137,7 @@ describe(`kernel ${release}`, () => {
       await expectRestored(before, [host], sb.cgroup)
 
       // killed before its last change: half up, and down removes what is left
-      const args = interceptArgs(sb, host).map((a) => (a === 'off' ? (HAS_FASTPATH ? 'on' : 'off') : a))
+      const args = interceptArgs(sb, host).map((a) => (a === 'off' ? (HAS_FASTPATH ? 'all' : 'off') : a))
       const crashed = await skfp(args, {SKFP_CRASH_AFTER: 'qdisc-up0'})
       expect(crashed.exitCode, crashed.stderr).toBe(-1)
       expect((await status(sb.name)).state).toBe('half-up')
@@ -175,7 +177,7 @@ describe(`kernel ${release}`, () => {
       expect(on.stderr.trim().split('\n')).toHaveLength(1)
       expect(on.stderr.trim()).toMatch(new RegExp(`^skfp: the fastpath cannot load on kernel ${release.replace(/[.+]/g, '\\$&')}: .+: interception works without it`))
       await expectRestored(before, [ns], sb.cgroup)
-      const auto = await skfp(upArgs(sb, ns).map((a) => (a === 'on' ? 'auto' : a)))
+      const auto = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'auto' : a)))
       expect(auto.exitCode, auto.stderr).toBe(0)
       expect(auto.stderr).toMatch(/fastpath off: it cannot load on kernel/)
       expect((await status(sb.name)).fastpath).toMatchObject({enabled: false, variant: null})

@@ -26,8 +26,10 @@ const silent = {renderer: 'silent' as const, log: () => {}}
 
 const fastpathSettings = (ctx: InstanceContext, netns: string): UpSettings => sandboxSettings(ctx.name, ctx.cgroup, netns)
 
+/** The fastpath for every reader (--fastpath all): iperf3 and skfp's probes read with blocking
+ * recv(), which the adaptive fastpath never promotes; these measure the redirect itself. */
 export async function upFastpath(ctx: InstanceContext, netns: string): Promise<void> {
-  await upInstance(fastpathSettings(ctx, netns), silent, ctx.runner)
+  await upInstance({...fastpathSettings(ctx, netns), fastpath: 'all'}, silent, ctx.runner)
 }
 
 export async function down(ctx: InstanceContext): Promise<void> {
@@ -69,5 +71,5 @@ export async function upUnguarded(ctx: InstanceContext, netns: string): Promise<
   const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false, [...FASTPATH_VARIANTS[0].defines, '-DSKFP_NO_GUARD'])
   mkdirSync(dirname(UNGUARDED_OBJECT), {recursive: true})
   await ctx.runner.run(cmd, {timeoutMs: 180_000})
-  await upInstance(fastpathSettings(ctx, netns), {...silent, fastpathObject: UNGUARDED_OBJECT}, ctx.runner)
+  await upInstance({...fastpathSettings(ctx, netns), fastpath: 'all'}, {...silent, fastpathObject: UNGUARDED_OBJECT}, ctx.runner)
 }
