@@ -19,8 +19,9 @@
 static const char usage[] =
 	"usage: skfp-probe PROBE [--bytes N] [--addr 127.0.0.1|::1] [--port P] [--timeout-ms MS]\n"
 	"                        [--messages K] [--burst N] [--pause-ms MS]\n"
-	"                        [--max-tcp-mem-mib M] [--brake-tcp-mem-mib M]\n"
-	"probes: splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity\n";
+	"                        [--max-tcp-mem-mib M] [--brake-tcp-mem-mib M] [--nonblock]\n"
+	"probes: splice late-splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity\n"
+	"--nonblock: O_NONBLOCK sockets, polled (late-splice always)\n";
 
 struct opts {
 	const char *probe;
@@ -170,8 +171,10 @@ static void probe_bulk(int dual, int slow, int sample_brake)
 	wd_close_all();
 }
 
-/* splice: the receiver reads with splice() into a pipe (non-blocking, polled). */
-static void probe_splice(void)
+/* splice: the receiver reads with splice() into a pipe (non-blocking, polled).
+ * late-splice: it first reads recv_first bytes with recv() (a reader the
+ * adaptive fastpath promotes), then splices the rest. */
+static void probe_splice(uint64_t recv_first)
 {
 	struct pair p;
 	struct dir c2s = { 0 };
@@ -193,6 +196,22 @@ static void probe_splice(void)
 	 * (SPLICE_F_NONBLOCK only concerns the pipe) */
 	set_nonblock(p.srv, 1);
 
+	while (got < recv_first && ms_left(g_deadline)) {
+		ssize_t n = recv(p.srv, buf, PIPE_CHUNK, MSG_DONTWAIT);
+		if (n > 0) {
+			if (bad < 0) {
+				long long b = pattern_check(c2s.seed, got, buf, (size_t)n);
+				if (b >= 0)
+					bad = (long long)got + b;
+			}
+			got += (uint64_t)n;
+		} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
+			break;
+		} else {
+			struct pollfd pl = { .fd = p.srv, .events = POLLIN };
+			poll(&pl, 1, 100);
+		}
+	}
 	t0 = now_ms();
 	/* Stop splicing a little before the deadline: the rest is for the check below. */
 	uint64_t stop_at = g_deadline - (uint64_t)(O.timeout_ms / 5);
@@ -255,7 +274,7 @@ static void probe_splice(void)
 
 	int ok = got == O.bytes && bad < 0;
 	if (ok)
-		snprintf(detail, sizeof(detail), "splice() read all %" PRIu64 " bytes intact", got);
+		snprintf(detail, sizeof(detail), "%s read all %" PRIu64 " bytes intact", recv_first ? "recv() then splice()" : "splice()", got);
 	else if (splice_err)
 		snprintf(detail, sizeof(detail), "splice() failed: %s after %" PRIu64 " bytes", strerror(splice_err), got);
 	else if (eof && g_expired)
@@ -273,7 +292,8 @@ static void probe_splice(void)
 	struct json j;
 	result_begin(&j, ok, detail);
 	json_int(&j, "bytes", (long long)O.bytes);
-	json_int(&j, "splicedBytes", (long long)got);
+	json_int(&j, "recvFirstBytes", (long long)recv_first);
+	json_int(&j, "splicedBytes", (long long)(got - (got < recv_first ? got : recv_first)));
 	json_int(&j, "recvAfterBytes", (long long)recv_after);
 	json_int(&j, "emptySplices", spins);
 	json_int(&j, "elapsedMs", (long long)splice_ms);
@@ -630,6 +650,8 @@ int main(int argc, char **argv)
 			O.max_mem = (uint64_t)parse_long(a, opt_value(argc, argv, &i), 1, 1 << 20) << 20;
 		} else if (!strcmp(a, "--brake-tcp-mem-mib")) {
 			O.brake_mem = (uint64_t)parse_long(a, opt_value(argc, argv, &i), 1, 1 << 20) << 20;
+		} else if (!strcmp(a, "--nonblock")) {
+			g_nonblock = 1;
 		} else {
 			die("unknown option: %s", a);
 		}
@@ -640,6 +662,7 @@ int main(int argc, char **argv)
 	/* per-probe defaults */
 	struct { const char *name; uint64_t bytes; int timeout_ms; } defs[] = {
 		{ "splice", 1 << 20, 3000 },
+		{ "late-splice", 8 << 20, 5000 },
 		{ "waitall", 64 << 10, 5000 },
 		{ "blocking-recv", 256 << 20, 60000 },
 		{ "slow-reader", 256 << 20, 60000 },
@@ -654,7 +677,7 @@ int main(int argc, char **argv)
 		if (!strcmp(O.probe, defs[k].name))
 			break;
 	if (k == sizeof(defs) / sizeof(defs[0]))
-		die("unknown probe: %s (splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity)", O.probe);
+		die("unknown probe: %s (splice late-splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity)", O.probe);
 	if (!have_bytes)
 		O.bytes = defs[k].bytes;
 	if (!have_timeout)
@@ -682,7 +705,11 @@ int main(int argc, char **argv)
 
 	watchdog_start(O.timeout_ms);
 	if (!strcmp(O.probe, "splice"))
-		probe_splice();
+		probe_splice(0);
+	else if (!strcmp(O.probe, "late-splice")) {
+		g_nonblock = 1;
+		probe_splice(1 << 20);
+	}
 	else if (!strcmp(O.probe, "waitall"))
 		probe_waitall();
 	else if (!strcmp(O.probe, "fionread"))

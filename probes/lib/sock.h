@@ -99,7 +99,7 @@ static UNUSED int tcp_accept(int lfd, int timeout_ms)
 	return accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
 }
 
-/* Sends all len bytes (blocking socket). len on success, -1 (errno). */
+/* Sends all len bytes (a non-blocking socket is polled). len on success, -1 (errno). */
 static UNUSED ssize_t send_all(int fd, const void *buf, size_t len)
 {
 	size_t done = 0;
@@ -107,6 +107,11 @@ static UNUSED ssize_t send_all(int fd, const void *buf, size_t len)
 		ssize_t n = send(fd, (const char *)buf + done, len - done, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd pl = { .fd = fd, .events = POLLOUT };
+			poll(&pl, 1, 100);
+			continue;
+		}
 		if (n < 0)
 			return -1;
 		done += (size_t)n;

@@ -14,6 +14,11 @@ struct pair {
 	struct addr laddr;
 };
 
+/* --nonblock: the listener (before the client connects), the client and the
+ * accepted socket are O_NONBLOCK, and the transfers poll: the way servers
+ * built on an event loop read, which the adaptive fastpath promotes. */
+static int g_nonblock;
+
 /* Listener on listen_at, client connecting to connect_to (port taken from the
  * listener), the accepted server end. All three are watched. Dies on failure. */
 static void make_pair(struct pair *p, const struct addr *listen_at, const struct addr *connect_to)
@@ -24,6 +29,8 @@ static void make_pair(struct pair *p, const struct addr *listen_at, const struct
 	p->lfd = tcp_listen(&p->laddr, 16);
 	if (p->lfd < 0)
 		die("listen: %s", strerror(errno));
+	if (g_nonblock)
+		set_nonblock(p->lfd, 1);
 	addr_set_port(&c, addr_port(&p->laddr));
 	p->cli = tcp_connect(&c, ms_left(g_deadline), 0);
 	if (p->cli < 0)
@@ -31,6 +38,10 @@ static void make_pair(struct pair *p, const struct addr *listen_at, const struct
 	p->srv = tcp_accept(p->lfd, ms_left(g_deadline));
 	if (p->srv < 0)
 		die("accept: %s", strerror(errno));
+	if (g_nonblock) {
+		set_nonblock(p->cli, 1);
+		set_nonblock(p->srv, 1);
+	}
 	set_int_opt(p->cli, IPPROTO_TCP, TCP_NODELAY, 1);
 	set_int_opt(p->srv, IPPROTO_TCP, TCP_NODELAY, 1);
 	wd_add(p->lfd);
@@ -165,6 +176,11 @@ static void *dir_reader(void *arg)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				if (g_nonblock) {
+					struct pollfd pl = { .fd = d->rfd, .events = POLLIN };
+					poll(&pl, 1, 100);
+					continue;
+				}
 				d->eagain++; /* the hazard: a blocking socket must not say this */
 				continue;
 			}

@@ -1,9 +1,10 @@
 /**
  * The kernel self-test of the fastpath (`skfp doctor`, `skfp up --fastpath auto`): in a throwaway
  * netns + child cgroup, the datapath is loaded exactly as `up` loads it, and the probes (probes/
- * skfp-probe.c) run each hazard once over plain TCP and once through the fastpath. The verdict is
- * pinned in bpffs, which does not survive a reboot, and carries the boot id: it is valid until the
- * kernel changes.
+ * skfp-probe.c) run each hazard once over plain TCP and once through the fastpath. It tests the
+ * adaptive fastpath where the kernel takes it (the mode auto turns on), else every-reader mode
+ * (--fastpath all). The verdict is pinned in bpffs, which does not survive a reboot, and carries the
+ * boot id: it is valid until the kernel changes.
  */
 import {existsSync} from 'node:fs'
 import {release} from 'node:os'
@@ -37,8 +38,21 @@ export const PROBES = {
 } as const
 export type ProbeName = keyof typeof PROBES
 
+/** Adaptive mode: probes whose sockets are O_NONBLOCK and polled, like an event loop's, so their
+ * readers are promoted and their bytes go by the fastpath (blocking sockets never join it). */
+const NONBLOCK_PROBES: readonly ProbeName[] = ['splice', 'slow-reader', 'dualstack', 'integrity', 'two-namespaces']
+
+/** What the adaptive fastpath cannot make safe, run and reported but never a reason to keep it off:
+ * no kernel path moves redirected bytes to where splice() reads. */
+export const LIMITS = {
+  'late-splice': 'a reader that moves from recv() to splice() once promoted finds the redirected bytes only with a later recv() (a proxy that splices after reading a few requests)',
+} as const
+export type LimitName = keyof typeof LIMITS
+
+export type SelfTestMode = 'adaptive' | 'all'
+
 export interface ProbeOutcome {
-  probe: ProbeName
+  probe: ProbeName | LimitName
   /** Passed through the fastpath. */
   ok: boolean
   /** Passed over plain TCP (a probe that fails there too says nothing about the fastpath). */
@@ -51,10 +65,15 @@ export interface Verdict {
   bootId: string
   kernel: string
   testedAt: string
-  /** Every probe passed through the fastpath: --fastpath auto turns it on. */
+  /** adaptive: what --fastpath auto and on load; all: this kernel takes no adaptive fastpath, the
+   * probes ran with every reader promoted (--fastpath all). Absent in an older skfp's verdict. */
+  mode?: SelfTestMode
+  /** Every probe passed through the fastpath: --fastpath auto turns it on (adaptive mode only). */
   fastpathSafe: boolean
   hazards: string[]
   probes: ProbeOutcome[]
+  /** Adaptive mode: the known limits (LIMITS), as this kernel shows them. */
+  limits?: ProbeOutcome[]
 }
 
 interface ProbeJson {
@@ -73,36 +92,41 @@ async function probe(sb: Sandbox, netns: string, name: string, args: string[], o
   }
 }
 
-async function runProbe(sb: Sandbox, nsA: string, nsB: string, name: ProbeName, outsideCgroup: boolean): Promise<ProbeJson> {
+async function runProbe(sb: Sandbox, nsA: string, nsB: string, name: ProbeName | LimitName, outsideCgroup: boolean, mode: SelfTestMode): Promise<ProbeJson> {
   const sized = ['blocking-recv', 'slow-reader'].includes(name) ? ['--bytes', '128M'] : []
-  if (name !== 'two-namespaces') return probe(sb, nsA, name, sized, outsideCgroup)
+  const nonblock = mode === 'adaptive' && (NONBLOCK_PROBES as readonly string[]).includes(name) ? ['--nonblock'] : []
+  if (name !== 'two-namespaces') return probe(sb, nsA, name, [...sized, ...nonblock], outsideCgroup)
   // the same fixed port on both sides of two namespaces at once
-  const [a, b] = await Promise.all([probe(sb, nsA, 'integrity', ['--bytes', '16M', '--port', '7301'], outsideCgroup), probe(sb, nsB, 'integrity', ['--bytes', '16M', '--port', '7301'], outsideCgroup)])
+  const args = ['--bytes', '16M', '--port', '7301', ...nonblock]
+  const [a, b] = await Promise.all([probe(sb, nsA, 'integrity', args, outsideCgroup), probe(sb, nsB, 'integrity', args, outsideCgroup)])
   return {ok: !!a.ok && !!b.ok, detail: `${a.detail ?? a.error}; ${b.detail ?? b.error}`}
 }
 
 /** up is passed in: the self-test loads the datapath exactly as `up` does (and lifecycle runs the self-test). */
 export type UpFn = (settings: UpSettings, opts: UpOptions, runner: Runner) => Promise<UpResult>
 
-export async function runSelfTest(runner: Runner, up: UpFn, log: (line: string) => void = () => {}): Promise<Verdict> {
+export async function runSelfTest(runner: Runner, up: UpFn, log: (line: string) => void = () => {}, mode: SelfTestMode = 'adaptive'): Promise<Verdict> {
   await removeLeftovers(runner, DOCTOR_NAME)
   const sb = await Sandbox.create(runner, DOCTOR_NAME)
   try {
     const nsA = await sb.addNetns('a')
     const nsB = await sb.addNetns('b')
-    await up(sandboxSettings(DOCTOR_NAME, sb.cgroup, nsA), {renderer: 'silent', log: () => {}}, runner)
-    const probes: ProbeOutcome[] = []
-    for (const name of Object.keys(PROBES) as ProbeName[]) {
+    await up(sandboxSettings(DOCTOR_NAME, sb.cgroup, nsA, {fastpath: mode === 'adaptive' ? 'on' : 'all'}), {renderer: 'silent', log: () => {}}, runner)
+    const run = async (name: ProbeName | LimitName, kind: string): Promise<ProbeOutcome> => {
       throwIfInterrupted()
-      const plain = await runProbe(sb, nsA, nsB, name, true)
-      const fast = await runProbe(sb, nsA, nsB, name, false)
+      const plain = await runProbe(sb, nsA, nsB, name, true, mode)
+      const fast = await runProbe(sb, nsA, nsB, name, false, mode)
       const outcome = {probe: name, ok: !!fast.ok, plainOk: !!plain.ok, detail: (fast.detail ?? fast.error ?? '').slice(0, 200)} // fits the pinned record
-      log(`${outcome.ok ? 'pass' : 'FAIL'}  ${name}${outcome.ok ? '' : `: ${outcome.detail}`}`)
-      probes.push(outcome)
+      log(`${outcome.ok ? 'pass' : kind}  ${name}${outcome.ok ? '' : `: ${outcome.detail}`}`)
+      return outcome
     }
+    const probes: ProbeOutcome[] = []
+    for (const name of Object.keys(PROBES) as ProbeName[]) probes.push(await run(name, 'FAIL'))
+    const limits: ProbeOutcome[] = []
+    if (mode === 'adaptive') for (const name of Object.keys(LIMITS) as LimitName[]) limits.push(await run(name, 'limit'))
     await downInstances({instance: DOCTOR_NAME}, {renderer: 'silent', log: () => {}}, runner)
-    const hazards = probes.filter((p) => !p.ok).map((p) => PROBES[p.probe])
-    return {bootId: bootId(), kernel: release(), testedAt: new Date().toISOString(), fastpathSafe: hazards.length === 0, hazards, probes}
+    const hazards = probes.filter((p) => !p.ok).map((p) => PROBES[p.probe as ProbeName])
+    return {bootId: bootId(), kernel: release(), testedAt: new Date().toISOString(), mode, fastpathSafe: hazards.length === 0, hazards, probes, limits}
   } finally {
     await sb.destroy()
   }

@@ -144,12 +144,14 @@ async function resolveFastpath(settings: UpSettings, support: DatapathSupport, r
     ;(opts.log ?? warn)(`fastpath off: --fastpath auto needs the adaptive fastpath, which kernel ${support.kernel} refuses (${support.readers?.reason ?? 'not probed'}); --fastpath all redirects to every reader, for applications known not to use splice() or MSG_WAITALL`)
     return false
   }
-  const existing = await readVerdict(runner)
+  // a verdict of every-reader mode (an older skfp's) says nothing about the adaptive fastpath
+  const pinned = await readVerdict(runner)
+  const existing = pinned?.mode === 'adaptive' ? pinned : undefined
   if (!existing && opts.dryRun) {
     ;(opts.log ?? warn)('--fastpath auto: the kernel self-test would run first (skfp doctor)')
     return false
   }
-  const verdict = existing ?? (await ensureVerdict(runner, {log: opts.renderer === 'silent' ? () => {} : warn}, support, target))
+  const verdict = existing ?? (await ensureVerdict(runner, {rerun: !!pinned, log: opts.renderer === 'silent' ? () => {} : warn}, support, target))
   if (!verdict.fastpathSafe) (opts.log ?? warn)(autoOffLine(verdict))
   return verdict.fastpathSafe
 }
@@ -168,7 +170,7 @@ export async function ensureVerdict(runner: Runner, opts: {rerun?: boolean; log?
   else {
     opts.log?.('running the kernel self-test of the fastpath in a sandbox…')
     // its up loads what this run found the kernel takes, without probing again
-    verdict = await runSelfTest(runner, (s, o, r) => upInstance(s, {...o, support: loads}, r), opts.log)
+    verdict = await runSelfTest(runner, (s, o, r) => upInstance(s, {...o, support: loads}, r), opts.log, loads.readers === null ? 'adaptive' : 'all')
   }
   // the verdict is a pin: bpffs first (as up mounts it; it stays mounted). Without it the pin root
   // would be a directory in sysfs, where mkdir never succeeds

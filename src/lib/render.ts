@@ -64,8 +64,11 @@ export function renderKernelReport(k: KernelReport): string {
 }
 
 export function renderVerdict(v: Verdict): string {
-  const lines = [`kernel self-test on ${v.kernel} (${v.testedAt}): fastpath ${v.fastpathSafe ? chalk.green('safe') : chalk.yellow('has hazards')}`]
+  const mode = v.mode === 'adaptive' ? 'adaptive fastpath' : 'fastpath for every reader (--fastpath all)'
+  const lines = [`kernel self-test on ${v.kernel} (${v.testedAt}): ${mode} ${v.fastpathSafe ? chalk.green('safe') : chalk.yellow('has hazards')}`]
   for (const p of v.probes) lines.push(`  ${p.ok ? chalk.green('pass') : chalk.red('FAIL')}  ${p.probe.padEnd(15)}${p.plainOk ? '' : chalk.dim(' (fails over plain TCP too)')}${p.ok ? '' : `  ${p.detail}`}`)
+  for (const p of v.limits ?? []) lines.push(`  ${p.ok ? chalk.green('pass') : chalk.yellow('limit')} ${p.probe.padEnd(15)}${p.ok ? '' : `  ${p.detail}`}`)
+  if (v.limits?.some((p) => !p.ok)) lines.push('limit: what no kernel path makes safe, reported but never a reason to keep the fastpath off (README: fastpath safety)')
   if (!v.fastpathSafe) lines.push(`--fastpath auto keeps the fastpath off on this kernel. ${v.hazards.length} hazard(s): ${v.hazards.join('; ')}.`, 'Force it with `skfp up --fastpath on --cgroup <cgroup of the applications>` (adaptive) or `--fastpath all` (every reader) for applications that use neither splice() nor MSG_WAITALL.')
   return lines.join('\n')
 }

@@ -4,7 +4,7 @@ import {join} from 'node:path'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
-import {iperf, waitForOutput} from '../../src/lib/iperf.js'
+import {waitForOutput} from '../../src/lib/iperf.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {expectIntact, expectRedirected, FIXTURE, leftovers, requireRoot, runner, skfp, status, transfer, upArgs, withSandbox} from './helpers.js'
 

@@ -1,0 +1,96 @@
+// The adaptive fastpath (bpf/readers.bpf.c): with no --fastpath flag it is on, and a reader gets
+// redirected bytes only once it has read with non-blocking recv(). Real servers and clients and
+// readers of every kind, each in its own sandbox: what was promoted, what stayed on TCP and why,
+// and every byte intact.
+import {afterAll, describe, expect, it} from 'vitest'
+import {join} from 'node:path'
+import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
+import {resolveTool} from '../../src/lib/exec.js'
+import {iperf} from '../../src/lib/iperf.js'
+import {removeVerdict, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {waitForListener} from './topology.js'
+
+const READERS = join(PROJECT_ROOT, 'test', 'fixtures', 'readers.py')
+const MiB = 1024 * 1024
+const adaptiveArgs = (args: string[]) => args.map((a) => (a === 'all' ? 'on' : a))
+
+// the defaults (--fastpath auto) run the self-test and pin its verdict
+afterAll(removeVerdict)
+
+describe('the adaptive fastpath', () => {
+  it('is on with no --fastpath flag; redis-benchmark and redis-server (event loops) are promoted and their requests redirected', async () => {
+    await withSandbox('ad', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const defaults = upArgs(sb, ns).filter((a, i, all) => a !== '--fastpath' && all[i - 1] !== '--fastpath')
+      const up = await skfp(defaults)
+      expect(up.exitCode, up.stderr).toBe(0)
+      expect(up.json).toMatchObject({fastpath: true})
+      const server = sb.start(ns, [resolveTool('redis-server'), '--port', '6390', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', '/tmp'])
+      await waitForListener(sb, ns, 6390, 'tcp')
+      const requests = 20_000
+      const r = await sb.run(ns, [resolveTool('redis-benchmark'), '-p', '6390', '-c', '1', '-n', String(requests), '-t', 'set,get', '--csv'])
+      const rows = r.stdout.trim().split('\n').filter((l) => /^"(SET|GET)"/.test(l))
+      expect(rows, r.stdout).toHaveLength(2)
+      server.kill('SIGTERM')
+      await server.catch(() => {})
+      const st = await status(sb.name)
+      const why = JSON.stringify(st.counters)
+      expect(st.fastpath).toMatchObject({enabled: true, adaptive: true})
+      // the benchmark's connection: both ends promoted after two reads each, then each request and
+      // each reply redirected (a few went over TCP before promotion)
+      expect(st.fastpath.readers.promoted, why).toBeGreaterThanOrEqual(2)
+      expect(st.counters.messagesRedirected, why).toBeGreaterThan(2 * requests * 0.9 * 2)
+      expect(st.counters.messagesUnpromoted, why).toBeLessThan(100)
+    })
+  })
+
+  it('never joins blocking sockets: iperf3 stays on plain TCP, its bytes carried', async () => {
+    await withSandbox('ab', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      expect((await iperf(sb, ns, '127.0.0.1', 5201, 1)).gbps).toBeGreaterThan(0)
+      const st = await status(sb.name)
+      const why = JSON.stringify(st.counters)
+      expect(st.counters.socketsBlocking, why).toBeGreaterThanOrEqual(4) // control and data connection, both ends
+      expect(st.counters.socketsAdded, why).toBe(0)
+      expect(st.counters.bytesRedirected, why).toBe(0)
+    })
+  })
+
+  it.each([
+    ['recv', {promoted: 1}, true],
+    ['waitall', {waitall: 1}, false],
+    ['sniff-splice', {splice: 1}, false],
+  ] as const)('a %s reader: 16 MiB intact; promoted only when it reads with plain recv()', async (mode, reason, redirected) => {
+    await withSandbox('ar', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB)], {allowFailure: true})
+      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode, received: 16 * MiB, intact: true, error: null})
+      const st = await status(sb.name)
+      const why = JSON.stringify(st.counters)
+      const readers = st.fastpath.readers
+      const got = {promoted: readers.promoted, splice: readers.keptOnTcp.splice, waitall: readers.keptOnTcp.waitall}
+      expect(got, why).toEqual({promoted: 0, splice: 0, waitall: 0, ...reason})
+      // the writer's end reads nothing: never promoted; so only the reader's direction can be redirected
+      if (redirected) expect(st.counters.bytesRedirected, why).toBeGreaterThan(8 * MiB)
+      else expect(st.counters.bytesRedirected, why).toBe(0)
+    })
+  })
+
+  it('says what it cannot make safe: a reader that moves to splice() once promoted (the self-test reports it as a limit)', async () => {
+    await withSandbox('al', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      const r = await sb.run(ns, [programPath('skfp-probe'), 'late-splice'], {allowFailure: true})
+      const out = JSON.parse(r.stdout.trim().split('\n').pop()!)
+      // the redirected bytes wait in the socket's BPF queue, where only recv() looks
+      expect(out.ok, r.stdout).toBe(false)
+      expect(out.recvAfterBytes, r.stdout).toBeGreaterThan(0)
+      const doctor = await skfp(['doctor', '--json'])
+      expect(doctor.exitCode, doctor.stderr).toBe(0)
+      expect(doctor.json.verdict).toMatchObject({mode: 'adaptive', fastpathSafe: true})
+      expect(doctor.json.verdict.limits).toEqual([expect.objectContaining({probe: 'late-splice', ok: false, plainOk: true})])
+    })
+  })
+})
