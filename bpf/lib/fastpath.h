@@ -33,7 +33,7 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 	reader.seq = skfp_kread(skfp_kview_ptr(tcp_sock, sk), copied_seq);
 	own->netns_cookie = bpf_get_netns_cookie(skops);
 	stored = bpf_sk_storage_get(&skfp_peers, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!stored || bpf_map_update_elem(&skfp_readers, own, &reader, BPF_ANY)) {
+	if (!stored) {
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
 	}
@@ -42,10 +42,13 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 	stored->client = client;
 	stored->forgotten = 0;
 	if (bpf_sock_hash_update(skops, &skfp_socks, own, BPF_NOEXIST)) {
-		bpf_map_delete_elem(&skfp_readers, own);
 		skfp_count(SKFP_CNT_SOCK_INSERT_FAILED, 1);
 		return;
 	}
+	/* Only a socket in the sockhash gets an entry, so the LRU map (as large
+	 * as the sockhash) never evicts a live one for a socket that could not
+	 * join. Without an entry its senders use TCP: safe. */
+	bpf_map_update_elem(&skfp_readers, own, &reader, BPF_ANY);
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
 	skfp_count(SKFP_CNT_SOCK_ADDED, 1);
 	skfp_dbg("skfp: added %d -> %d", own->local_port, own->remote_port);

@@ -2,6 +2,7 @@
  * `skfp up`: (settings, observed host) → a plan of steps. planUp is pure: the unit tests check
  * its exact argv; upInstance gathers the facts, decides no-op / conflict / plan, and runs it.
  */
+import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions, stepId} from './changes.js'
@@ -127,8 +128,8 @@ export function decideUp(observed: ObservedInstance, settings: UpSettings, fastp
   if (state === 'half-up')
     throw conflictError(`instance ${settings.instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${settings.instance}\` first`)
   const record = observed.record!
-  // between all and the adaptive modes the readers' programs come or go: not a switch in place
-  const switchable = (record.settings.fastpath === 'all') === (settings.fastpath === 'all')
+  // the adaptive modes need the readers' program, attached at load (not with --fastpath all)
+  const switchable = !fastpath || settings.fastpath === 'all' || readersAttached(observed)
   const differences = diffSettings({...record.settings, fastpath: switchable ? settings.fastpath : record.settings.fastpath}, settings)
   if (differences.length > 0) {
     if (!replace) throw conflictError(`instance ${settings.instance} runs with other settings (${differences.join('; ')})`, 'pass --replace to apply them, or `skfp down` first')
@@ -140,12 +141,16 @@ export function decideUp(observed: ObservedInstance, settings: UpSettings, fastp
   return {kind: 'switch-fastpath', steps: planFastpathSwitch(observed, settings, fastpath)}
 }
 
-/** Rewrites the record and the config flag; sock_ops stops adding sockets, sk_msg stops redirecting. */
+const readersAttached = (observed: ObservedInstance) => existsSync(observed.pins.links)
+
+/** Rewrites the record and the config flags; sock_ops stops adding sockets, sk_msg stops redirecting
+ * (off), or new sockets start watched (on, auto) or promoted (all). */
 export function planFastpathSwitch(observed: ObservedInstance, settings: UpSettings, fastpath: boolean): Step[] {
   const {pins} = observed
   const record: InstanceRecord = {...observed.record!, settings, fastpath}
   const config = observed.config!
-  const flags = fastpath ? config.flags | CFG_FASTPATH : config.flags & ~CFG_FASTPATH
+  const on = fastpath ? config.flags | CFG_FASTPATH : config.flags & ~CFG_FASTPATH
+  const flags = settings.fastpath !== 'all' && readersAttached(observed) ? on | CFG_ADAPTIVE : on & ~CFG_ADAPTIVE
   return [
     {
       id: 'switch-fastpath',

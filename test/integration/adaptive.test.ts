@@ -44,6 +44,26 @@ describe('the adaptive fastpath', () => {
     })
   })
 
+  it('switches in place between on, all and off (the readers\' program stays attached); from all to on it needs --replace', async () => {
+    await withSandbox('as', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const mode = (m: string) => upArgs(sb, ns).map((a) => (a === 'all' ? m : a))
+      expect((await skfp(mode('on'))).exitCode).toBe(0)
+      for (const [m, enabled, adaptive] of [['all', true, false], ['off', false, true], ['on', true, true]] as const) {
+        const r = await skfp(mode(m))
+        expect(r.json?.action, `${m}: ${r.stderr}`).toBe('switched')
+        expect((await status(sb.name)).fastpath, m).toMatchObject({enabled, adaptive})
+      }
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      expect((await skfp(mode('all'))).exitCode).toBe(0)
+      const refused = await skfp(mode('on'))
+      expect(refused.exitCode).toBe(4)
+      expect(refused.stderr).toMatch(/fastpath: "all" → "on"/)
+      expect((await skfp([...mode('on'), '--replace'])).json).toMatchObject({action: 'replaced', fastpath: true})
+      expect((await status(sb.name)).fastpath).toMatchObject({enabled: true, adaptive: true})
+    })
+  })
+
   it('never joins blocking sockets: iperf3 stays on plain TCP, its bytes carried', async () => {
     await withSandbox('ab', async (sb) => {
       const ns = await sb.addNetns('a')

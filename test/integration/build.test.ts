@@ -12,7 +12,7 @@ describe('skfp build', () => {
     expect(first.exitCode, first.stderr).toBe(0)
     const again = await skfp(['build', '--json'])
     expect(again.json.objects.every((o: {rebuilt: boolean}) => !o.rebuilt)).toBe(true)
-    expect(again.json.programs.map((p: {output: string}) => p.output.split('/').pop())).toEqual(expect.arrayContaining(['skfp-probe', 'skfp-relay', 'skfp-pingpong', 'skfp-run']))
+    expect(again.json.programs.map((p: {output: string}) => p.output.split('/').pop())).toEqual(expect.arrayContaining(['skfp-attach', 'skfp-probe', 'skfp-relay', 'skfp-pingpong', 'skfp-run']))
 
     const debug = await skfp(['build', '--debug', '--json'])
     expect(debug.exitCode, debug.stderr).toBe(0)
@@ -22,8 +22,8 @@ describe('skfp build', () => {
     const traces = (file: string) => readFileSync(file).includes('skfp: ')
     expect(traces(obj)).toBe(true)
     expect(traces(join(PROJECT_ROOT, 'build', 'bpfel', 'fastpath.bpf.o'))).toBe(false)
-    // one intercept object and one fastpath object per variant
-    expect(again.json.objects.map((o: {output: string}) => o.output.split('/').pop())).toEqual(['intercept.bpf.o', 'fastpath.bpf.o', 'fastpath-compat.bpf.o'])
+    // one intercept object, one fastpath object per variant, the adaptive fastpath's readers object
+    expect(again.json.objects.map((o: {output: string}) => o.output.split('/').pop())).toEqual(['intercept.bpf.o', 'fastpath.bpf.o', 'fastpath-compat.bpf.o', 'readers.bpf.o'])
   })
 
   it('clang missing: one line naming the package', async () => {

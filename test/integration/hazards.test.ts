@@ -22,6 +22,10 @@ describe('kernel self-test', () => {
     for (const p of v.probes) expect(p.plainOk, `${p.probe} over plain TCP`).toBe(true)
     for (const p of v.probes) if (GUARDED.includes(p.probe)) expect(p.ok, `${p.probe}: ${p.detail}`).toBe(true)
     expect(v.fastpathSafe).toBe(v.probes.every((p: {ok: boolean}) => p.ok))
+    // this kernel takes the adaptive fastpath, and it passes every probe: auto turns it on
+    expect(v.mode).toBe('adaptive')
+    expect(v.fastpathSafe, JSON.stringify(v.probes)).toBe(true)
+    expect(v.limits.map((p: {probe: string}) => p.probe)).toEqual(['late-splice'])
     expect(existsSync(VERDICT_PIN)).toBe(true)
 
     const st = await skfp(['status', '--json'])
@@ -29,7 +33,7 @@ describe('kernel self-test', () => {
 
     await withSandbox('au', async (sb) => {
       const ns = await sb.addNetns('a')
-      const up = await skfp(upArgs(sb, ns).map((a) => (a === 'on' ? 'auto' : a)))
+      const up = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'auto' : a)))
       expect(up.exitCode, up.stderr).toBe(0)
       expect(up.json.fastpath).toBe(v.fastpathSafe)
       if (!v.fastpathSafe) {

@@ -6,7 +6,7 @@ import {waitForOutput} from '../../src/lib/iperf.js'
 import {skfp, socketsDrainTo0, status, withSandbox} from './helpers.js'
 import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, startV2ray} from './topology.js'
 
-const withFastpath = (args: string[]) => args.map((a) => (a === 'off' ? 'on' : a))
+const withFastpath = (args: string[]) => args.map((a) => (a === 'off' ? 'all' : a))
 
 describe('interception + fastpath under load', () => {
   it('iperf3 through v2ray with the fastpath on: completes with 0 errors, the app-proxy hop redirected, no memory blow-up', async () => {

@@ -31,7 +31,7 @@ describe('live connections', () => {
     let before = 0
     let after = 0
     await duringTransfer('ks', async (sb, ns) => {
-      const off = await skfp(upArgs(sb, ns).map((a) => (a === 'on' ? 'off' : a)))
+      const off = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'off' : a)))
       expect(off.exitCode, off.stderr).toBe(0)
       expect(off.json.action).toBe('switched')
       const c0 = (await status(sb.name)).counters

@@ -28,7 +28,7 @@ describe('up flags', () => {
   })
 
   it('refuses an unknown fastpath mode and a tiny queue', () => {
-    expect(usage(() => parseUpFlags({...base, fastpath: 'yes'})).line).toMatch(/on, off or auto/)
+    expect(usage(() => parseUpFlags({...base, fastpath: 'yes'})).line).toMatch(/use auto, on, all or off/)
     usage(() => parseUpFlags({...base, 'fastpath-queue': '100'}))
   })
 

@@ -10,7 +10,7 @@ import type {Runner} from '../exec.js'
 import {upInstance} from '../lifecycle.js'
 import {downInstances} from '../teardown.js'
 import {observeInstance} from '../observe.js'
-import {sandboxSettings, type InterceptSettings, type UpSettings} from '../settings.js'
+import {sandboxSettings, type FastpathMode, type InterceptSettings, type UpSettings} from '../settings.js'
 import {statusOf} from '../status.js'
 import {compileBpf} from '../tools/clang.js'
 import {FWMARK, PROXY_MARK, PROXY_PORT, TABLE, UPLINK} from './topology.js'
@@ -44,7 +44,7 @@ export async function redirectedBytes(ctx: InstanceContext): Promise<number | nu
 
 /** The interception on the host namespace's uplink (and LAN interfaces), handing its TCP (and UDP)
  * to the proxy on 127.0.0.1:PROXY_PORT. */
-export async function upInterception(ctx: InstanceContext, netns: string, fastpath: boolean, opts: {udp?: boolean; lan?: string[]; replace?: boolean} = {}): Promise<void> {
+export async function upInterception(ctx: InstanceContext, netns: string, fastpath: FastpathMode, opts: {udp?: boolean; lan?: string[]; replace?: boolean} = {}): Promise<void> {
   const intercept: InterceptSettings = {
     uplinks: [UPLINK],
     proxyPort: PROXY_PORT,
@@ -61,7 +61,7 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
     interceptCgroups: [],
     bypassCgroups: [],
   }
-  await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath: fastpath ? 'on' : 'off', intercept}, {...silent, replace: opts.replace}, ctx.runner)
+  await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath, intercept}, {...silent, replace: opts.replace}, ctx.runner)
 }
 
 const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'fastpath-noguard.bpf.o')

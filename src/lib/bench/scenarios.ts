@@ -114,7 +114,7 @@ async function loopbackWith(ctx: BenchContext, name: ScenarioName, up: (ns: stri
 async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: boolean, start: (ns: string) => Promise<Proxy>, world = false): Promise<Measured> {
   // fresh namespaces each time: the previous scenario's TIME_WAIT sockets would crowd the ports
   const topo = await proxyTopology(ctx.sb, name.replace(/^proxy-/, ''))
-  await upInterception(ctx, topo.host, fastpath)
+  await upInterception(ctx, topo.host, fastpath ? 'all' : 'off')
   try {
     const proxy = await start(topo.host)
     try {
@@ -147,7 +147,7 @@ async function freshTopology<T>(ctx: BenchContext, tag: string, lan: boolean, bo
 /** A LAN client's TCP through skfp-relay: taken by iptables TPROXY or by skfp's --lan. */
 async function lanTcp(ctx: BenchContext, name: ScenarioName, skfp: boolean): Promise<Measured> {
   return freshTopology(ctx, name, true, async (topo) => {
-    if (skfp) await upInterception(ctx, topo.host, false, {lan: [LAN_IFACE]})
+    if (skfp) await upInterception(ctx, topo.host, 'off', {lan: [LAN_IFACE]})
     else await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {lan: LAN_IFACE})
     try {
       const relay = await startRelay(ctx.sb, topo.host)
@@ -256,7 +256,7 @@ function udpResult(name: UdpScenarioName, f: UdpFigures): UdpMeasured {
 /** UDP through v2ray from the host itself or from a LAN client, taken by iptables TPROXY or by skfp. */
 async function udpThroughV2ray(ctx: BenchContext, name: UdpScenarioName, skfp: boolean, lan: boolean): Promise<UdpMeasured> {
   return freshTopology(ctx, name, lan, async (topo) => {
-    if (skfp) await upInterception(ctx, topo.host, false, {udp: true, lan: lan ? [LAN_IFACE] : []})
+    if (skfp) await upInterception(ctx, topo.host, 'off', {udp: true, lan: lan ? [LAN_IFACE] : []})
     else await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {protos: ['udp'], lan: lan ? LAN_IFACE : undefined})
     try {
       const proxy = await startV2ray(ctx.sb, topo.host, ctx.workDir)

@@ -100,7 +100,7 @@ export async function runSoak(runner: Runner, opts: SoakOptions): Promise<SoakRe
   await prepareBench(runner)
   const result = await inBenchSandbox(runner, opts.say, async ({sb, signal}) => {
     const topo = await proxyTopology(sb, 'tc')
-    await upInterception({runner, name: sb.name, cgroup: sb.cgroup}, topo.host, true)
+    await upInterception({runner, name: sb.name, cgroup: sb.cgroup}, topo.host, 'all')
     try {
       return await soak(runner, sb, topo, opts, signal)
     } finally {
