@@ -4,9 +4,12 @@
  * socket) that learns how each reader of the sockhash reads. Loaded after
  * the fastpath object, with its maps reused, by probes/skfp-attach.c
  * (bpftool 7.1 cannot attach tracing programs); the link is pinned in the
- * instance directory. A tracepoint (tp_btf), not fentry: kernels locked down
- * for integrity refuse fentry programs and take it. sock_recv_length came
- * with Linux 6.4; a kernel without it keeps --fastpath auto off.
+ * instance directory. Built twice: on the tracepoint (tp_btf) sock_recv_length
+ * (Linux 6.4+; kernels locked down for integrity refuse fentry/fexit programs
+ * and take it), and with -DSKFP_READERS_FEXIT on the exit of the sockmap's
+ * tcp_bpf_recvmsg (Linux 6.1, whose sockmap is the only recvmsg of a joined
+ * socket). skfp attaches the first the kernel takes; a kernel that takes
+ * neither keeps --fastpath auto off.
  *
  * Before promotion, at each recv():
  *   non-blocking, no MSG_WAITALL, data read    counts toward promotion
@@ -76,34 +79,56 @@ static __always_inline __u32 skfp_reader_refusal(struct sock *sk, struct skfp_re
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(skfp_reader_recv, struct sock *sk, int ret, int flags)
+/* What one recvmsg() of sk, with these flags and this result, shows. */
+static __always_inline void skfp_reader_seen(struct sock *sk, int ret, int flags)
 {
 	struct skfp_peer *stored;
 	struct skfp_reader *r = skfp_reader_of(sk, &stored);
 	__u32 refusal;
 
 	if (!r || flags & SKFP_MSG_ERRQUEUE)
-		return 0;
+		return;
 	if (r->state == SKFP_READER_PROMOTED) {
 		if (flags & SKFP_MSG_WAITALL)
 			skfp_reader_bar(sk, r);
-		return 0;
+		return;
 	}
 	if (r->state != SKFP_READER_WATCHED)
-		return 0;
+		return;
 	refusal = skfp_reader_refusal(sk, r, ret, flags);
 	if (refusal) {
 		r->state = SKFP_READER_BARRED;
 		skfp_count(refusal, 1);
-		return 0;
+		return;
 	}
 	if (ret <= 0 || flags & SKFP_MSG_PEEK)
-		return 0;
+		return;
 	/* not atomic: two threads reading one socket at once at worst delay it */
 	if (++r->reads >= SKFP_PROMOTE_READS) {
 		r->state = SKFP_READER_PROMOTED;
 		skfp_count(SKFP_CNT_READER_PROMOTED, 1);
 	}
+}
+
+#ifndef SKFP_READERS_FEXIT
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(skfp_reader_recv, struct sock *sk, int ret, int flags)
+{
+	skfp_reader_seen(sk, ret, flags);
 	return 0;
 }
+#else
+/* Linux 6.1 has no sock_recv_length: the sockmap's own recvmsg, on its way
+ * out. flags is its fourth argument from 5.19 on (MSG_DONTWAIT included);
+ * the return value comes last, after a fifth argument on 6.1 and not on
+ * 7.x, so it is read with bpf_get_func_ret. */
+SEC("fexit/tcp_bpf_recvmsg")
+int BPF_PROG(skfp_reader_recv, struct sock *sk, void *msg, __u64 len, int flags)
+{
+	__u64 ret = 0;
+
+	bpf_get_func_ret(ctx, &ret);
+	skfp_reader_seen(sk, (int)ret, flags);
+	return 0;
+}
+#endif

@@ -10,7 +10,7 @@ import {environmentError} from './errors.js'
 import {isInstalled, type Cmd, type Runner} from './exec.js'
 import {compileBpf, compileProgram, multiarchInclude, type BpfTarget} from './tools/clang.js'
 import {goBuild} from './tools/go.js'
-import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, READERS_OBJECT, type VariantName} from './datapath.js'
+import {FASTPATH_VARIANTS, INTERCEPT_OBJECT, READERS_VARIANTS, type ReadersVariantName, type VariantName} from './datapath.js'
 import {PROJECT_ROOT, programPath} from './root.js'
 
 export {PROJECT_ROOT, programPath} from './root.js'
@@ -38,15 +38,15 @@ export function objectDir(opts: BuildOptions): string {
   return join(opts.root ?? PROJECT_ROOT, 'build', `${opts.target}${opts.debug ? '-debug' : ''}`)
 }
 
-/** The datapath objects: bpf/intercept.bpf.c once, bpf/fastpath.bpf.c once per variant, bpf/readers.bpf.c once. */
+/** The datapath objects: bpf/intercept.bpf.c once, bpf/fastpath.bpf.c and bpf/readers.bpf.c once per variant. */
 export const OBJECTS: {source: string; file: string; defines: string[]}[] = [
   {source: 'intercept.bpf.c', file: INTERCEPT_OBJECT, defines: []},
   ...FASTPATH_VARIANTS.map((v) => ({source: 'fastpath.bpf.c', file: v.file, defines: v.defines})),
-  {source: 'readers.bpf.c', file: READERS_OBJECT, defines: []},
+  ...READERS_VARIANTS.map((v) => ({source: 'readers.bpf.c', file: v.file, defines: v.defines})),
 ]
 export const interceptObject = (opts: BuildOptions) => join(objectDir(opts), INTERCEPT_OBJECT)
 export const fastpathObject = (opts: BuildOptions, variant: VariantName) => join(objectDir(opts), FASTPATH_VARIANTS.find((v) => v.name === variant)!.file)
-export const readersObject = (opts: BuildOptions) => join(objectDir(opts), READERS_OBJECT)
+export const readersObject = (opts: BuildOptions, variant: ReadersVariantName) => join(objectDir(opts), READERS_VARIANTS.find((v) => v.name === variant)!.file)
 
 function filesUnder(dir: string, match: (name: string) => boolean): string[] {
   if (!existsSync(dir)) return []

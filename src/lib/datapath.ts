@@ -30,10 +30,17 @@ export const FASTPATH_VARIANTS: FastpathVariant[] = [
   {name: 'probe-read', file: 'fastpath-compat.bpf.o', defines: [], reads: 'bpf_probe_read_kernel (Linux 6.1+)'},
 ]
 export const INTERCEPT_OBJECT = 'intercept.bpf.o'
-/** The adaptive fastpath's tracing programs (bpf/readers.bpf.c), attached by build/bin/skfp-attach. */
-export const READERS_OBJECT = 'readers.bpf.o'
+export type ReadersVariantName = 'tracepoint' | 'fexit'
+
+/** The adaptive fastpath's tracing program (bpf/readers.bpf.c), attached by build/bin/skfp-attach,
+ * in order of preference: the first the kernel takes is used. */
+export const READERS_VARIANTS: {name: ReadersVariantName; file: string; defines: string[]; hook: string}[] = [
+  {name: 'tracepoint', file: 'readers.bpf.o', defines: [], hook: 'tp_btf sock_recv_length (Linux 6.4+)'},
+  {name: 'fexit', file: 'readers-fexit.bpf.o', defines: ['-DSKFP_READERS_FEXIT'], hook: 'fexit tcp_bpf_recvmsg (Linux 6.1; refused where the kernel is locked down)'},
+]
+export const READERS_OBJECT = READERS_VARIANTS[0].file
 /** Every object file a probe loads. */
-export const DATAPATH_OBJECTS = [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file), READERS_OBJECT]
+export const DATAPATH_OBJECTS = [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file), ...READERS_VARIANTS.map((v) => v.file)]
 /** The maps of the intercept object the fastpath object reuses (by name). */
 export const SHARED_MAPS = ['skfp_config', 'skfp_counters'] as const
 
@@ -53,8 +60,10 @@ export interface DatapathSupport {
   fastpath: VariantName | null
   /** Variants tried before the one that loaded (or all of them). */
   refused: LoadRefusal[]
-  /** Why the readers object (the adaptive fastpath) does not attach; null: it does. Absent: not probed (no fastpath). */
+  /** Why no readers variant (the adaptive fastpath) attaches, every variant's reason in one; null:
+   * one does (readersVariant). Absent: not probed (no fastpath). */
   readers?: LoadRefusal | null
+  readersVariant?: ReadersVariantName | null
   /** Read from this boot's pin (SUPPORT_PIN), not probed by this run: the refusals have no log. */
   fromPin?: boolean
 }
@@ -71,7 +80,7 @@ export function supportKey(objectDir: string, bpftool: string, boot: string): st
 /** The support as it is pinned: one line per refusal, without the loader's output. */
 export const pinnableSupport = (s: DatapathSupport): DatapathSupport => {
   const short = (r: LoadRefusal): LoadRefusal => ({object: r.object, reason: r.reason.slice(0, 300), log: ''})
-  return {kernel: s.kernel, intercept: s.intercept && short(s.intercept), fastpath: s.fastpath, refused: s.refused.map(short), readers: s.readers && short(s.readers)}
+  return {kernel: s.kernel, intercept: s.intercept && short(s.intercept), fastpath: s.fastpath, refused: s.refused.map(short), readers: s.readers && short(s.readers), readersVariant: s.readersVariant}
 }
 
 /** Loads the intercept object and then each fastpath variant into a private bpffs mount, and removes it. */
@@ -94,8 +103,19 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
         const r = await runner.run(bpftool.loadAll(join(objectDir, v.file), join(dir, 'progs'), join(dir, 'maps'), sharedMaps(join(base, 'maps'))), {allowFailure: true, timeoutMs: 120_000})
         if (r.exitCode === 0) {
           support.fastpath = v.name
-          const readers = await runner.run(attachReaders(join(objectDir, READERS_OBJECT), null, [join(base, 'maps'), join(dir, 'maps')]), {allowFailure: true, timeoutMs: 120_000})
-          support.readers = readers.exitCode === 0 ? null : refusal(READERS_OBJECT, readers.stderr)
+          const refused: LoadRefusal[] = []
+          support.readersVariant = null
+          for (const rv of READERS_VARIANTS) {
+            const r = await runner.run(attachReaders(join(objectDir, rv.file), null, [join(base, 'maps'), join(dir, 'maps')]), {allowFailure: true, timeoutMs: 120_000})
+            if (r.exitCode === 0) {
+              support.readersVariant = rv.name
+              break
+            }
+            refused.push(refusal(rv.file, r.stderr))
+          }
+          support.readers = support.readersVariant
+            ? null
+            : {object: refused.map((r) => r.object).join(', '), reason: refused.map((r) => `${r.object}: ${r.reason}`).join('; '), log: refused.map((r) => r.log).join('\n')}
           break
         }
         support.refused.push(refusal(v.file, r.stderr))
@@ -176,7 +196,8 @@ export interface KernelReport {
   kernel: string
   features: KernelFeature[]
   /** reuseportProxies: bpf_sk_assign takes a socket of a SO_REUSEPORT group (v2ray's, xray's): Linux 6.5+. */
-  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; adaptive: boolean; reuseportProxies: boolean}
+  /** adaptive: the readers variant that attaches (the adaptive fastpath), or null. */
+  capabilities: {interception: boolean; fastpath: VariantName | null; guard: 'msg_tot_len' | 'queue-walk' | null; adaptive: ReadersVariantName | null; reuseportProxies: boolean}
 }
 
 /** Whether bpf_sk_assign takes SO_REUSEPORT sockets (Linux 6.5+). Read from the kernel's BTF: the
@@ -224,18 +245,18 @@ export function kernelReport(support: DatapathSupport, btfPath = '/sys/kernel/bt
         : `no variant loads: ${refusals(support)}`,
     },
     {
-      name: 'adaptive fastpath (tp_btf on sock_recv_length, tcp_rcv_space_adjust: Linux 6.4+)',
-      status: fp && support.readers === null ? 'available' : 'missing',
+      name: 'adaptive fastpath (a tracing program after each recvmsg: tp_btf sock_recv_length, or fexit tcp_bpf_recvmsg)',
+      status: !fp || support.readers !== null ? 'missing' : support.readersVariant === READERS_VARIANTS[0].name ? 'available' : 'fallback',
       detail: !fp
         ? 'needs the fastpath object'
         : support.readers === null
-          ? 'a reader gets redirected bytes only once it has read with recv(): --fastpath auto can be on'
-          : `${READERS_OBJECT} refused (${support.readers?.reason ?? 'not probed'}): --fastpath auto stays off; --fastpath on redirects to every reader`,
+          ? `${READERS_VARIANTS.find((v) => v.name === support.readersVariant)?.hook ?? 'attaches'}: a reader gets redirected bytes only once it has read with recv(); --fastpath auto can be on`
+          : `refused (${support.readers?.reason ?? 'not probed'}): --fastpath auto stays off; --fastpath all redirects to every reader`,
     },
   ]
   return {
     kernel: support.kernel,
     features,
-    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, adaptive: !!fp && support.readers === null, reuseportProxies: has.inet_lookup_run_sk_lookup},
+    capabilities: {interception: !support.intercept, fastpath: fp, guard: fp ? (has.msg_tot_len ? 'msg_tot_len' : 'queue-walk') : null, adaptive: fp && support.readers === null ? (support.readersVariant ?? null) : null, reuseportProxies: has.inet_lookup_run_sk_lookup},
   }
 }

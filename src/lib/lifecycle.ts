@@ -76,7 +76,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     objects: {
       intercept: interceptObject(target),
       fastpath: support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined,
-      readers: support.fastpath && support.readers === null && settings.fastpath !== 'all' ? readersObject(target) : undefined,
+      readers: support.fastpath && support.readersVariant && settings.fastpath !== 'all' ? readersObject(target, support.readersVariant) : undefined,
     },
     fastpathVariant: support.fastpath,
     bootId: bootId(),

@@ -59,7 +59,7 @@ export function renderKernelReport(k: KernelReport): string {
   return [
     `kernel ${k.kernel}:`,
     ...k.features.map((f) => `  ${mark[f.status]}  ${f.name}: ${f.detail}`),
-    `  interception ${c.interception ? 'works' : 'cannot load'}; fastpath ${c.fastpath ? `loads (variant ${c.fastpath}, memory guard by ${c.guard}, ${c.adaptive ? 'adaptive' : 'not adaptive: --fastpath all only'})` : 'cannot load'}`,
+    `  interception ${c.interception ? 'works' : 'cannot load'}; fastpath ${c.fastpath ? `loads (variant ${c.fastpath}, memory guard by ${c.guard}, ${c.adaptive ? `adaptive by ${c.adaptive}` : 'not adaptive: --fastpath all only'})` : 'cannot load'}`,
   ].join('\n')
 }
 

@@ -23,7 +23,7 @@ describe('skfp build', () => {
     expect(traces(obj)).toBe(true)
     expect(traces(join(PROJECT_ROOT, 'build', 'bpfel', 'fastpath.bpf.o'))).toBe(false)
     // one intercept object, one fastpath object per variant, the adaptive fastpath's readers object
-    expect(again.json.objects.map((o: {output: string}) => o.output.split('/').pop())).toEqual(['intercept.bpf.o', 'fastpath.bpf.o', 'fastpath-compat.bpf.o', 'readers.bpf.o'])
+    expect(again.json.objects.map((o: {output: string}) => o.output.split('/').pop())).toEqual(['intercept.bpf.o', 'fastpath.bpf.o', 'fastpath-compat.bpf.o', 'readers.bpf.o', 'readers-fexit.bpf.o'])
   })
 
   it('clang missing: one line naming the package', async () => {

@@ -20,8 +20,9 @@ const EXPECT_GUARD = process.env.SKFP_EXPECT_GUARD ?? 'msg_tot_len'
 const HAS_FASTPATH = EXPECT_FASTPATH !== 'none'
 /** Whether bpf_sk_assign takes SO_REUSEPORT sockets here (Linux 6.5+): v2ray's do. */
 const REUSEPORT = process.env.SKFP_EXPECT_REUSEPORT !== '0'
-/** Whether the adaptive fastpath attaches here (the tracepoint sock_recv_length: Linux 6.4+). */
-const ADAPTIVE = process.env.SKFP_EXPECT_ADAPTIVE !== '0'
+/** Which readers variant of the adaptive fastpath attaches here: tracepoint, fexit or none. */
+const EXPECT_ADAPTIVE = process.env.SKFP_EXPECT_ADAPTIVE ?? 'tracepoint'
+const ADAPTIVE = EXPECT_ADAPTIVE !== 'none'
 const MiB = 1024 * 1024
 const release = (await import('node:os')).release()
 
@@ -36,7 +37,7 @@ describe(`kernel ${release}`, () => {
       interception: true,
       fastpath: HAS_FASTPATH ? EXPECT_FASTPATH : null,
       guard: HAS_FASTPATH ? EXPECT_GUARD : null,
-      adaptive: ADAPTIVE,
+      adaptive: ADAPTIVE ? EXPECT_ADAPTIVE : null,
       reuseportProxies: REUSEPORT,
     })
     const v = doc.json.verdict
@@ -46,6 +47,13 @@ describe(`kernel ${release}`, () => {
       return
     }
     for (const p of v.probes) expect(p.plainOk, `${p.probe} over plain TCP`).toBe(true)
+    // the adaptive fastpath where the kernel takes it (then auto turns it on: every probe passes),
+    // else every-reader mode, whose hazards the verdict reports
+    expect(v.mode).toBe(ADAPTIVE ? 'adaptive' : 'all')
+    if (ADAPTIVE) {
+      expect(v.fastpathSafe, JSON.stringify(v.probes)).toBe(true)
+      expect(v.limits.map((p: {probe: string}) => p.probe)).toEqual(['late-splice'])
+    }
     // what the guard and the pairing promise on every kernel (splice, MSG_WAITALL, FIONREAD and the rare
     // EAGAIN after a demotion are the kernel's sockmap behaviours: the verdict reports them)
     for (const probe of ['slow-reader', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces'])
@@ -165,6 +173,38 @@ describe(`kernel ${release}`, () => {
       expect(out.writeErrored).toBe(false)
       expect(out.tcpMemPeakGrowthBytes, JSON.stringify(out)).toBeLessThanOrEqual(48 * MiB)
       expect((await status(sb.name)).counters.guardDemotions).toBeGreaterThan(0)
+    })
+  })
+
+  it.runIf(ADAPTIVE)('adaptive fastpath: a non-blocking recv() reader is promoted and its 8 MiB redirected intact; a reader that splices is not, its bytes intact over TCP', async () => {
+    await withSandbox('ka', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const up = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'on' : a)))
+      expect(up.exitCode, up.stderr).toBe(0)
+      const readers = join(PROJECT_ROOT, 'test', 'fixtures', 'readers.py')
+      for (const mode of ['recv', 'sniff-splice']) {
+        const r = await sb.run(ns, [resolveTool('python3'), readers, mode, '--bytes', String(8 * MiB)], {allowFailure: true, timeoutMs: 300_000})
+        expect(JSON.parse(r.stdout), `${mode}: ${r.stderr}`).toMatchObject({mode, received: 8 * MiB, intact: true, error: null})
+      }
+      const st = await status(sb.name)
+      const why = JSON.stringify(st.counters)
+      expect(st.fastpath.readers, why).toMatchObject({promoted: 1, keptOnTcp: {splice: 1}})
+      expect(st.counters.bytesRedirected, why).toBeGreaterThan(MiB)
+    })
+  })
+
+  it.runIf(HAS_FASTPATH && !ADAPTIVE)('no adaptive fastpath on this kernel: --fastpath on is refused in one line naming what it lacks; auto keeps it off and says why', async () => {
+    await withSandbox('kw', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const on = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'on' : a)))
+      expect(on.exitCode, on.stderr).toBe(3)
+      expect(on.stderr.trim().split('\n')).toHaveLength(1)
+      expect(on.stderr.trim()).toMatch(/^skfp: the adaptive fastpath cannot load on kernel .+: .*sock_recv_length.*--fastpath all/)
+      const auto = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'auto' : a)))
+      expect(auto.exitCode, auto.stderr).toBe(0)
+      expect(auto.stderr).toMatch(/fastpath off: --fastpath auto needs the adaptive fastpath/)
+      expect((await status(sb.name)).fastpath).toMatchObject({enabled: false, adaptive: false})
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
     })
   })
 

@@ -4,17 +4,22 @@
  * the kernel self-test) and `--fastpath on`. redis-server under redis-benchmark (GET at one connection,
  * then 16 pipelined); nginx serving a small response and a large file (sendfile) under wrk at 1 and 8
  * connections. Client and server share a namespace of the bench's cgroup: a service and its client on
- * one host.
+ * one host. The gorelay-* ones put a Go transparent relay (build/bin/skfp-gorelay: io.Copy, splice)
+ * between wrk and nginx, behind skfp's interception (plain: the interception without the fastpath),
+ * nginx a local container in the cgroup: the relay's own sockets splice and stay on TCP, what it
+ * splices toward wrk and nginx is redirected.
  */
 import {existsSync, mkdirSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {isInstalled, resolveTool, TOOLS, type Tool} from '../exec.js'
+import {programPath} from '../root.js'
 import {upInstance} from '../lifecycle.js'
 import type {Sandbox} from '../sandbox.js'
 import {VERDICT_PIN} from '../pins.js'
 import {sandboxSettings} from '../settings.js'
 import {forgetVerdict} from '../teardown.js'
-import {down, type InstanceContext} from './instance.js'
+import {down, fastpathOn, upInterception, type InstanceContext} from './instance.js'
+import {PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE_ADDR} from './topology.js'
 import type {AppMode, AppScenarioName, AppScenarioResult} from './types.js'
 
 const REDIS_PORT = 6390
@@ -34,6 +39,8 @@ export interface AppContext extends InstanceContext {
 interface AppDef {
   name: AppScenarioName
   tools: Tool[]
+  /** Through the Go relay behind the interception, instead of client and server side by side. */
+  relayed?: boolean
   /** Requests per second, and the client's own error count. */
   measure(ctx: AppContext, ns: string): Promise<{perSec: number; errors: number}>
 }
@@ -63,9 +70,9 @@ async function redisBenchmark(ctx: AppContext, ns: string, pipeline: number): Pr
   return {perSec: parseRedisBenchmark(r.stdout), errors: 0}
 }
 
-async function wrk(ctx: AppContext, ns: string, path: string, connections: number): Promise<{perSec: number; errors: number}> {
+async function wrk(ctx: AppContext, ns: string, path: string, connections: number, addr = '127.0.0.1'): Promise<{perSec: number; errors: number}> {
   const threads = Math.min(connections, 2)
-  const r = await ctx.sb.run(ns, [resolveTool('wrk'), '-t', String(threads), '-c', String(connections), '-d', `${ctx.seconds}s`, `http://127.0.0.1:${NGINX_PORT}/${path}`], {timeoutMs: 60_000 + ctx.seconds * 2000})
+  const r = await ctx.sb.run(ns, [resolveTool('wrk'), '-t', String(threads), '-c', String(connections), '-d', `${ctx.seconds}s`, `http://${addr}:${NGINX_PORT}/${path}`], {timeoutMs: 60_000 + ctx.seconds * 2000})
   return parseWrk(r.stdout)
 }
 
@@ -76,16 +83,20 @@ export const APP_DEFS: AppDef[] = [
   {name: 'nginx-small-c8', tools: ['nginx', 'wrk'], measure: (ctx, ns) => wrk(ctx, ns, 'small', 8)},
   {name: 'nginx-large-c1', tools: ['nginx', 'wrk'], measure: (ctx, ns) => wrk(ctx, ns, 'large', 1)},
   {name: 'nginx-large-c8', tools: ['nginx', 'wrk'], measure: (ctx, ns) => wrk(ctx, ns, 'large', 8)},
+  {name: 'gorelay-nginx-small-c1', tools: ['nginx', 'wrk'], relayed: true, measure: (ctx, ns) => wrk(ctx, ns, 'small', 1, REMOTE_ADDR)},
+  {name: 'gorelay-nginx-large-c1', tools: ['nginx', 'wrk'], relayed: true, measure: (ctx, ns) => wrk(ctx, ns, 'large', 1, REMOTE_ADDR)},
 ]
 
 /** Why a scenario cannot run here (a tool missing), or undefined. */
 export function appUnavailable(def: AppDef): string | undefined {
   const missing = def.tools.find((t) => !isInstalled(t))
-  return missing && `${missing} not installed (apt-get install ${TOOLS[missing]})`
+  if (missing) return `${missing} not installed (apt-get install ${TOOLS[missing]})`
+  if (def.relayed && !existsSync(programPath('skfp-gorelay'))) return 'build/bin/skfp-gorelay not built (skfp build, with golang-go installed)'
+  return undefined
 }
 
 /** nginx's configuration: one worker, everything under dir, sendfile on, no logs. */
-function nginxConfig(dir: string): string {
+function nginxConfig(dir: string, addr: string): string {
   mkdirSync(join(dir, 'www'), {recursive: true})
   writeFileSync(join(dir, 'www', 'small'), 'x'.repeat(SMALL_BYTES))
   writeFileSync(join(dir, 'www', 'large'), Buffer.alloc(LARGE_BYTES, 7))
@@ -96,7 +107,7 @@ function nginxConfig(dir: string): string {
     `daemon off; master_process off; worker_processes 1; pid ${join(dir, 'nginx.pid')}; error_log stderr warn;
 events { worker_connections 1024; }
 http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000000; default_type application/octet-stream; ${temp}
-  server { listen 127.0.0.1:${NGINX_PORT}; root ${join(dir, 'www')}; } }
+  server { listen ${addr}:${NGINX_PORT}; root ${join(dir, 'www')}; } }
 `,
   )
   return conf
@@ -113,7 +124,7 @@ async function waitForListen(ctx: AppContext, ns: string, port: number): Promise
 }
 
 /** The servers a set of scenarios needs, started in ns (in the cgroup); returns their stop. */
-async function startServers(ctx: AppContext, ns: string, defs: AppDef[]): Promise<() => Promise<void>> {
+async function startServers(ctx: AppContext, ns: string, defs: AppDef[], addr = '127.0.0.1'): Promise<() => Promise<void>> {
   const children: ReturnType<Sandbox['start']>[] = []
   if (defs.some((d) => d.tools.includes('redis-server'))) {
     const redis = ctx.sb.start(ns, [resolveTool('redis-server'), '--port', String(REDIS_PORT), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', ctx.workDir])
@@ -123,7 +134,7 @@ async function startServers(ctx: AppContext, ns: string, defs: AppDef[]): Promis
   }
   if (defs.some((d) => d.tools.includes('nginx'))) {
     const dir = join(ctx.workDir, 'nginx')
-    const nginx = ctx.sb.start(ns, [resolveTool('nginx'), '-e', 'stderr', '-p', dir, '-c', nginxConfig(dir)])
+    const nginx = ctx.sb.start(ns, [resolveTool('nginx'), '-e', 'stderr', '-p', dir, '-c', nginxConfig(dir, addr)])
     children.push(nginx)
     await waitForListen(ctx, ns, NGINX_PORT)
   }
@@ -139,52 +150,108 @@ const MODES: AppMode[] = ['plain', 'defaults', 'fastpathOn']
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
 
-/** Every chosen app scenario: ctx.runs rounds, each taking every mode in turn (plain, defaults, on,
- * the order rotated each round) over all of them, so that the three are measured side by side. */
+type Figures = Record<AppMode, number[]> & {errors: number; defaultsFastpath?: boolean; failed?: string}
+
+/** Where a group of scenarios runs: the client's namespace, how a mode is brought up (returning
+ * whether the fastpath is on), and how it all is removed. */
+interface Stage {
+  ns: string
+  up(mode: AppMode): Promise<boolean>
+  down(mode: AppMode): Promise<void>
+  stop(): Promise<void>
+}
+
+/** Client and server side by side in one namespace of the cgroup; plain is no skfp at all. */
+async function sideBySide(ctx: AppContext, defs: AppDef[]): Promise<Stage> {
+  const ns = await ctx.sb.addNetns('app')
+  const stop = await startServers(ctx, ns, defs)
+  return {
+    ns,
+    up: async (mode) => mode !== 'plain' && (await upInstance(sandboxSettings(ctx.name, ctx.cgroup, ns, mode === 'defaults' ? {fastpath: 'auto'} : {}), {renderer: 'silent', log: () => {}}, ctx.runner)).fastpath,
+    down: async (mode) => {
+      if (mode !== 'plain') await down(ctx)
+    },
+    stop: async () => {
+      await stop()
+      await ctx.sb.removeNetns(ns)
+    },
+  }
+}
+
+/** wrk in the host namespace, the Go relay behind skfp's interception, nginx in the remote one (in
+ * the cgroup: a local container). Plain is the interception without the fastpath. */
+async function throughGoRelay(ctx: AppContext, defs: AppDef[]): Promise<Stage> {
+  const topo = await proxyTopology(ctx.sb, 'gorelay')
+  const stopServers = await startServers(ctx, topo.remote, defs, REMOTE_ADDR)
+  let relay: ReturnType<Sandbox['start']> | undefined
+  return {
+    ns: topo.host,
+    up: async (mode) => {
+      await upInterception(ctx, topo.host, mode === 'plain' ? 'off' : mode === 'defaults' ? 'auto' : 'on')
+      relay = ctx.sb.start(topo.host, [programPath('skfp-gorelay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
+      await waitForListen(ctx, topo.host, PROXY_PORT)
+      return fastpathOn(ctx)
+    },
+    down: async () => {
+      relay?.kill('SIGTERM')
+      await relay?.catch(() => {})
+      await down(ctx)
+    },
+    stop: async () => {
+      await stopServers()
+      for (const ns of [topo.host, topo.remote]) await ctx.sb.removeNetns(ns)
+    },
+  }
+}
+
+/** ctx.runs rounds of one stage, each taking every mode in turn (plain, defaults, on, the order
+ * rotated each round) over all its scenarios, so that the three are measured side by side. */
+async function runStage(ctx: AppContext, defs: AppDef[], stage: Stage, figures: Map<AppScenarioName, Figures>, say: (line: string) => void): Promise<void> {
+  try {
+    // the order rotates from round to round: no mode always runs first, on a machine that warms up
+    for (const mode of Array.from({length: ctx.runs}, (_, r) => [...MODES.slice(r % MODES.length), ...MODES.slice(0, r % MODES.length)]).flat()) {
+      ctx.signal.throwIfAborted()
+      const fastpath = await stage.up(mode)
+      try {
+        for (const def of defs) {
+          const f = figures.get(def.name)!
+          if (f.failed) continue
+          ctx.signal.throwIfAborted()
+          try {
+            const m = await def.measure(ctx, stage.ns)
+            f[mode].push(m.perSec)
+            f.errors += m.errors
+            if (mode === 'defaults') f.defaultsFastpath = fastpath
+            say(`${def.name} ${mode}: ${m.perSec.toFixed(0)} requests/s, ${m.errors} errors`)
+          } catch (error) {
+            if (ctx.signal.aborted) throw error
+            f.failed = `${mode}: ${(error as Error).message}`
+            say(`${def.name}: failed (${f.failed})`)
+          }
+        }
+      } finally {
+        await stage.down(mode)
+      }
+    }
+  } finally {
+    await stage.stop()
+  }
+}
+
+/** Every chosen app scenario, by stage: side by side, then through the Go relay. */
 export async function runApps(ctx: AppContext, names: AppScenarioName[], say: (line: string) => void): Promise<(AppScenarioResult | {name: AppScenarioName; skipped: string} | {name: AppScenarioName; failed: string})[]> {
   const chosen = APP_DEFS.filter((d) => names.includes(d.name))
   const skipped = new Map(chosen.map((d) => [d.name, appUnavailable(d)] as const).filter(([, why]) => why))
   const runnable = chosen.filter((d) => !skipped.has(d.name))
-  type Figures = Record<AppMode, number[]> & {errors: number; defaultsFastpath?: boolean; failed?: string}
   const figures = new Map<AppScenarioName, Figures>(runnable.map((d) => [d.name, {plain: [], defaults: [], fastpathOn: [], errors: 0}]))
   // the defaults (--fastpath auto) run the self-test when this boot has no verdict, and pin it; a
   // verdict the bench made goes with it, like the rest of its sandbox
   const hadVerdict = existsSync(VERDICT_PIN)
-  if (runnable.length) {
-    const ns = await ctx.sb.addNetns('app')
-    const stop = await startServers(ctx, ns, runnable)
-    try {
-      // the order rotates from round to round: no mode always runs first, on a machine that warms up
-      for (const mode of Array.from({length: ctx.runs}, (_, r) => [...MODES.slice(r % MODES.length), ...MODES.slice(0, r % MODES.length)]).flat()) {
-        ctx.signal.throwIfAborted()
-        let fastpath = false
-        if (mode !== 'plain') fastpath = (await upInstance(sandboxSettings(ctx.name, ctx.cgroup, ns, mode === 'defaults' ? {fastpath: 'auto'} : {}), {renderer: 'silent', log: () => {}}, ctx.runner)).fastpath
-        try {
-          for (const def of runnable) {
-            const f = figures.get(def.name)!
-            if (f.failed) continue
-            ctx.signal.throwIfAborted()
-            try {
-              const m = await def.measure(ctx, ns)
-              f[mode].push(m.perSec)
-              f.errors += m.errors
-              if (mode === 'defaults') f.defaultsFastpath = fastpath
-              say(`${def.name} ${mode}: ${m.perSec.toFixed(0)} requests/s, ${m.errors} errors`)
-            } catch (error) {
-              if (ctx.signal.aborted) throw error
-              f.failed = `${mode}: ${(error as Error).message}`
-              say(`${def.name}: failed (${f.failed})`)
-            }
-          }
-        } finally {
-          if (mode !== 'plain') await down(ctx)
-        }
-      }
-    } finally {
-      await stop()
-      await ctx.sb.removeNetns(ns)
-      if (!hadVerdict) forgetVerdict()
-    }
+  try {
+    for (const [defs, stage] of [[runnable.filter((d) => !d.relayed), sideBySide], [runnable.filter((d) => d.relayed), throughGoRelay]] as const)
+      if (defs.length) await runStage(ctx, defs, await stage(ctx, defs), figures, say)
+  } finally {
+    if (!hadVerdict) forgetVerdict()
   }
   return chosen.map((d) => {
     const why = skipped.get(d.name)

@@ -36,6 +36,11 @@ export async function down(ctx: InstanceContext): Promise<void> {
   await downInstances({instance: ctx.name}, silent, ctx.runner)
 }
 
+/** Whether the instance's fastpath is on (what --fastpath auto resolved to). */
+export async function fastpathOn(ctx: InstanceContext): Promise<boolean> {
+  return statusOf(await observeInstance(ctx.runner, ctx.name)).fastpath.enabled
+}
+
 /** Bytes sk_msg redirected since the instance came up (null when it is not up). */
 export async function redirectedBytes(ctx: InstanceContext): Promise<number | null> {
   const status = statusOf(await observeInstance(ctx.runner, ctx.name))

@@ -29,7 +29,7 @@ export type UdpScenarioName = (typeof UDP_SCENARIOS)[number]
 
 /** Real applications with their own clients (after the UDP ones), each plain, with skfp's defaults and
  * with --fastpath on, side by side (src/lib/bench/apps.ts). */
-export const APP_SCENARIOS = ['redis-get', 'redis-get-pipelined', 'nginx-small-c1', 'nginx-small-c8', 'nginx-large-c1', 'nginx-large-c8'] as const
+export const APP_SCENARIOS = ['redis-get', 'redis-get-pipelined', 'nginx-small-c1', 'nginx-small-c8', 'nginx-large-c1', 'nginx-large-c8', 'gorelay-nginx-small-c1', 'gorelay-nginx-large-c1'] as const
 
 export type AppScenarioName = (typeof APP_SCENARIOS)[number]
 
