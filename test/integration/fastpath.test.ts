@@ -117,8 +117,8 @@ describe('fastpath lifecycle', () => {
       const s = await status(sb.name)
       expect(s.counters.connectionsPaired).toBe(1)
       expect(s.counters.bytesFallback).toBeGreaterThan(0) // the first sends, before the server joined
-      expect(s.counters.guardPromotions).toBeGreaterThan(0)
-      expect(s.counters.bytesRedirected).toBeGreaterThan(0)
+      // then, once the server had read them all (the guard's first redirect waits for that), the rest
+      expect(s.counters.bytesRedirected, JSON.stringify(s.counters)).toBeGreaterThan(0)
     })
   })
 
