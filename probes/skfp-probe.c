@@ -190,6 +190,13 @@ static void probe_splice(uint64_t recv_first)
 	if (!buf || pipe2(pfd, O_CLOEXEC) < 0)
 		die("pipe: %s", strerror(errno));
 	make_pair(&p, &O.addr, &O.addr);
+	/* late-splice: the writer reads too, twice with recv(), so the adaptive
+	 * fastpath promotes it (a redirect needs both ends promoted) */
+	for (int i = 0; recv_first && i < 2; i++) {
+		struct pollfd pl = { .fd = p.cli, .events = POLLIN };
+		if (send(p.srv, "hello", 5, MSG_NOSIGNAL) != 5 || poll(&pl, 1, ms_left(g_deadline)) != 1 || recv(p.cli, buf, PIPE_CHUNK, 0) <= 0)
+			die("late-splice: the greeting did not arrive");
+	}
 	c2s.wfd = p.cli; c2s.seed = 0x3333; c2s.bytes = O.bytes; c2s.chunk = 64 * 1024;
 	pthread_create(&wt, NULL, dir_writer, &c2s);
 	/* tcp_splice_read() blocks unless the socket itself is O_NONBLOCK
