@@ -8,10 +8,11 @@
  * Redirected bytes reach only readers that use recv()/read(): splice() reads
  * the TCP queue only, MSG_WAITALL returns short, and a blocking recv() on a
  * socket in the sockhash can fail with EAGAIN (docs/fastpath-safety.md).
- * With SKFP_CFG_ADAPTIVE a connection therefore starts on TCP, and its
- * senders redirect to a reader only once that reader has read data with a
- * non-blocking recv() SKFP_PROMOTE_READS times; the memory guard then waits
- * until the reader has read every byte sent over TCP, so the order holds.
+ * With SKFP_CFG_ADAPTIVE a connection therefore starts on TCP, and a send
+ * is redirected only once both ends have read data with a non-blocking
+ * recv() SKFP_PROMOTE_READS times (fastpath.h says why the sender too); the
+ * memory guard then waits until the reader has read every byte sent over
+ * TCP, so the order holds.
  * Without the flag (--fastpath on where no tracing program attaches) every
  * reader starts promoted. */
 #ifndef SKFP_LIB_READERS_H
