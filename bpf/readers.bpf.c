@@ -106,6 +106,7 @@ static __always_inline void skfp_reader_seen(struct sock *sk, int ret, int flags
 	/* not atomic: two threads reading one socket at once at worst delay it */
 	if (++r->reads >= SKFP_PROMOTE_READS) {
 		r->state = SKFP_READER_PROMOTED;
+		r->was_promoted = 1;
 		skfp_count(SKFP_CNT_READER_PROMOTED, 1);
 	}
 }

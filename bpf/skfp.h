@@ -86,6 +86,7 @@ enum skfp_counter {
 	SKFP_CNT_READER_STRANDED,    /* adaptive: ... while redirected bytes were queued: they wait for its next recv() */
 	SKFP_CNT_MSG_UNPROMOTED,     /* sk_msg: sent over TCP because the reader is not promoted (yet) */
 	SKFP_CNT_SOCK_BLOCKING,      /* adaptive: a paired socket not joined: its owner did not ask for non-blocking I/O */
+	SKFP_CNT_SOCK_RELEASED,      /* adaptive: a socket left the sockhash: it or its peer will never be promoted */
 	SKFP_CNT_MAX = 48,           /* room to grow without changing the map */
 };
 
@@ -96,13 +97,15 @@ enum skfp_counter {
 #define SKFP_READER_WATCHED  0 /* not shown enough yet: its senders use TCP */
 #define SKFP_READER_PROMOTED 1 /* reads with recv(): its senders redirect */
 #define SKFP_READER_BARRED   2 /* read in a way the fastpath breaks: its senders use TCP for good */
+#define SKFP_READER_RELEASED 3 /* left the sockhash (sock_ops): plain TCP for good, no sockmap path */
 struct skfp_reader {
 	__u64 sk;     /* host order: kernel address of the socket (checked against cookie before each read) */
 	__u64 cookie; /* host order: its socket cookie */
 	__u32 reads;  /* host order: non-blocking recv() calls that returned data (not MSG_PEEK) */
 	__u32 seq;    /* host order: the socket's copied_seq after its last recv() (or at join) */
 	__u8 state;   /* SKFP_READER_* */
-	__u8 _pad[7];
+	__u8 was_promoted; /* ever promoted: something may have been redirected to it */
+	__u8 _pad[6];
 };
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.

@@ -81,6 +81,7 @@ const COUNTER_SLOTS = [
   'readersStranded',
   'messagesUnpromoted',
   'socketsBlocking',
+  'socketsReleased',
 ] as const
 export type CounterName = Exclude<(typeof COUNTER_SLOTS)[number], null>
 export const COUNTER_NAMES = COUNTER_SLOTS.filter((n): n is CounterName => n !== null)

@@ -26,7 +26,7 @@ export interface InstanceStatus {
     /** Readers are watched: a socket gets redirected bytes once it has read with recv() (--fastpath auto, on). */
     adaptive: boolean
     /** Adaptive only, from the counters: readers promoted, and why the others stay on TCP. */
-    readers: {promoted: number; keptOnTcp: {splice: number; waitall: number; blocking: number; notJoined: number}; barredAfterPromotion: number; stranded: number} | null
+    readers: {promoted: number; keptOnTcp: {splice: number; waitall: number; blocking: number; notJoined: number}; released: number; barredAfterPromotion: number; stranded: number} | null
   }
   programs: {
     sockops: {id: number; attached: boolean; cgroup: string | null} | null
@@ -88,6 +88,7 @@ function readersOf(o: ObservedInstance): InstanceStatus['fastpath']['readers'] {
   return {
     promoted: c.readersPromoted,
     keptOnTcp: {splice: c.readersSplice, waitall: c.readersWaitall, blocking: c.readersBlocking, notJoined: c.socketsBlocking},
+    released: c.socketsReleased,
     barredAfterPromotion: c.readersBarred,
     stranded: c.readersStranded,
   }
