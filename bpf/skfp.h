@@ -87,6 +87,7 @@ enum skfp_counter {
 	SKFP_CNT_MSG_UNPROMOTED,     /* sk_msg: sent over TCP because the reader is not promoted (yet) */
 	SKFP_CNT_SOCK_BLOCKING,      /* adaptive: a paired socket not joined: its owner did not ask for non-blocking I/O */
 	SKFP_CNT_SOCK_RELEASED,      /* adaptive: a socket left the sockhash: it or its peer will never be promoted */
+	SKFP_CNT_CONN_AMBIGUOUS,     /* a handshake's id (tuple + client ISN) seen in two namespaces: neither connection paired */
 	SKFP_CNT_MAX = 48,           /* room to grow without changing the map */
 };
 

@@ -15,7 +15,9 @@
  * does too (write_seq at connect, snd_una - 1 once established). Identical
  * tuples in two namespaces (two containers each talking to their own
  * 127.0.0.1:80) therefore never pair across (should two connections ever
- * share an id, two clients or SYNs in two namespaces, it pairs neither), and
+ * share an id, two clients or SYNs in two namespaces, it pairs neither and
+ * counts handshakesAmbiguous; the ISN clock ticks every 64 ns, and two test
+ * clients started together shared one in about 1 run of 15 here), and
  * the packet's path (loopback, a veth between namespaces, a SYN the
  * interception handed to the proxy) does not matter. Each socket keeps its peer's sockhash key in socket storage,
  * where sk_msg finds it.
@@ -133,8 +135,10 @@ static __always_inline void skfp_pair_connect(struct bpf_sock_ops *skops, const 
 	ends.client_nonblock = skfp_sk_nonblocking((__u64)skfp_kread(skfp_kctx(bpf_sock_ops_kern, skops), sk));
 	if (bpf_map_update_elem(&skfp_handshakes, &id, &ends, BPF_NOEXIST)) {
 		struct skfp_conn_ends *seen = bpf_map_lookup_elem(&skfp_handshakes, &id);
-		if (seen)
+		if (seen && seen->client_netns) {
 			seen->client_netns = 0;
+			skfp_count(SKFP_CNT_CONN_AMBIGUOUS, 1);
+		}
 	}
 }
 
@@ -158,8 +162,10 @@ static __always_inline void skfp_pair_syn(struct bpf_sock_ops *skops, const stru
 	ends->server_nonblock = skfp_sk_nonblocking((__u64)skfp_kread(skfp_kview(request_sock, req_addr), __req_common.skc_listener));
 	if (!ends->server_netns)
 		ends->server_netns = netns;
-	else if (ends->server_netns != netns) /* a retried SYN comes from the same one */
+	else if (ends->server_netns != netns && ends->client_netns) { /* a retried SYN comes from the same one */
 		ends->client_netns = 0;
+		skfp_count(SKFP_CNT_CONN_AMBIGUOUS, 1);
+	}
 }
 
 /* Either end, established: *own gets the connection's client ISN, *peer the

@@ -82,6 +82,7 @@ const COUNTER_SLOTS = [
   'messagesUnpromoted',
   'socketsBlocking',
   'socketsReleased',
+  'handshakesAmbiguous',
 ] as const
 export type CounterName = Exclude<(typeof COUNTER_SLOTS)[number], null>
 export const COUNTER_NAMES = COUNTER_SLOTS.filter((n): n is CounterName => n !== null)

@@ -1,6 +1,6 @@
 /** Reads an instance's state from its pins (and only from there): the base of status, up and down. */
 import {existsSync, readdirSync} from 'node:fs'
-import {decodeConfig, decodeCounters, decodeRecord, KEY_ZERO, type Counters, type DatapathConfig} from './config.js'
+import {CFG_ADAPTIVE, decodeConfig, decodeCounters, decodeRecord, KEY_ZERO, type Counters, type DatapathConfig} from './config.js'
 import type {Runner} from './exec.js'
 import {INSTANCE_NAME, instancePins, PIN_ROOT, type InstancePins} from './pins.js'
 import type {InstanceRecord} from './record.js'
@@ -24,6 +24,8 @@ export interface ObservedInstance {
   counters?: Counters
   /** Entries in the sockhash: accelerated sockets alive now. */
   sockets?: number
+  /** Adaptive fastpath: the readers alive now, by state. */
+  readers?: bpftool.ReaderStates
   /** Which recorded interception changes are still in place. */
   intercept?: InterceptObserved
 }
@@ -56,17 +58,21 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   const decoded = recordBytes ? decodeRecord<InstanceRecord>(recordBytes) : undefined
   const record = decoded ? {...decoded, settings: withDefaults(decoded.settings)} : undefined
   const [sockops, skMsg, configBytes, counters] = [got.sockops(), got.skMsg(), got.config(), got.counters()]
+  const config = configBytes ? decodeConfig(configBytes) : undefined
+  // one entry per live socket of the sockhash: read only where they mean something
+  const readers = config && config.flags & CFG_ADAPTIVE && existsSync(pins.map.readers) ? await bpftool.read(runner, bpftool.readerStates(pins.map.readers)) : undefined
   const cgroup = record?.settings.cgroup
   const sockopsAttached = !!(sockops && cgroup && existsSync(cgroup) && (await bpftool.cgroupShow(runner, cgroup)).some((a) => a.id === sockops.id))
   return {
     ...base,
     record,
-    config: configBytes ? decodeConfig(configBytes) : undefined,
+    config,
     configSize: configBytes?.byteLength,
     progs: {sockops, skMsg},
     sockopsAttached,
     counters: counters ? decodeCounters(counters) : undefined,
     sockets: got.sockets(),
+    readers,
     intercept: record?.settings.intercept ? await observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined,
   }
 }

@@ -24,7 +24,7 @@ export interface InstancePins {
   /** The links of the readers object's tracing programs (pinned: unlinking detaches them). */
   links: string
   prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string; tcLanIngress: string}
-  map: {config: string; record: string; counters: string; socks: string; bypass4: string; bypass6: string; bypassPorts: string; cgroups: string}
+  map: {config: string; record: string; counters: string; socks: string; readers: string; bypass4: string; bypass6: string; bypassPorts: string; cgroups: string}
 }
 
 export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
@@ -51,6 +51,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
       record: `${maps}/skfp_record`,
       counters: `${maps}/skfp_counters`,
       socks: `${fastpathMaps}/skfp_socks`,
+      readers: `${fastpathMaps}/skfp_readers`,
       bypass4: `${maps}/skfp_bypass4`,
       bypass6: `${maps}/skfp_bypass6`,
       bypassPorts: `${maps}/skfp_bypass_ports`,

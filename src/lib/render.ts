@@ -17,7 +17,8 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
   const r = s.fastpath.readers
   if (r) {
     const k = r.keptOnTcp
-    lines.push(`  readers    ${r.promoted} promoted; kept on TCP: ${k.splice} splice, ${k.waitall} MSG_WAITALL, ${k.blocking} blocking recv, ${k.notJoined} blocking sockets not joined; ${r.released} left the sockhash`)
+    if (r.now) lines.push(`  readers    now: ${r.now.promoted} promoted, ${r.now.watched} watched, ${r.now.barred} barred, ${r.now.released} released`)
+    lines.push(`  ${r.now ? 'since up' : 'readers '}   ${r.promoted} promoted; kept on TCP: ${k.splice} splice, ${k.waitall} MSG_WAITALL, ${k.blocking} blocking recv, ${k.notJoined} blocking sockets not joined; ${r.released} left the sockhash`)
     if (r.barredAfterPromotion) lines.push(`             ${r.barredAfterPromotion} barred after promotion${r.stranded ? chalk.yellow(`, ${r.stranded} with redirected bytes waiting for a recv()`) : ''}`)
   }
   const p = s.programs

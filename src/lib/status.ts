@@ -25,8 +25,16 @@ export interface InstanceStatus {
     variant: string | null
     /** Readers are watched: a socket gets redirected bytes once it has read with recv() (--fastpath auto, on). */
     adaptive: boolean
-    /** Adaptive only, from the counters: readers promoted, and why the others stay on TCP. */
-    readers: {promoted: number; keptOnTcp: {splice: number; waitall: number; blocking: number; notJoined: number}; released: number; barredAfterPromotion: number; stranded: number} | null
+    /** Adaptive only. From the counters (since up): readers promoted, and why the others stay on TCP;
+     * `now`: the sockets of the sockhash alive now, by their reader's state. */
+    readers: {
+      promoted: number
+      keptOnTcp: {splice: number; waitall: number; blocking: number; notJoined: number}
+      released: number
+      barredAfterPromotion: number
+      stranded: number
+      now: {watched: number; promoted: number; barred: number; released: number} | null
+    } | null
   }
   programs: {
     sockops: {id: number; attached: boolean; cgroup: string | null} | null
@@ -91,6 +99,7 @@ function readersOf(o: ObservedInstance): InstanceStatus['fastpath']['readers'] {
     released: c.socketsReleased,
     barredAfterPromotion: c.readersBarred,
     stranded: c.readersStranded,
+    now: o.readers ?? null,
   }
 }
 

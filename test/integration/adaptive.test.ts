@@ -6,8 +6,8 @@ import {afterAll, describe, expect, it} from 'vitest'
 import {join} from 'node:path'
 import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
-import {iperf} from '../../src/lib/iperf.js'
-import {removeVerdict, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {iperf, waitForOutput} from '../../src/lib/iperf.js'
+import {removeVerdict, skfp, socketsDrainTo0, status, upArgs, withSandbox} from './helpers.js'
 import {waitForListener} from './topology.js'
 
 const READERS = join(PROJECT_ROOT, 'test', 'fixtures', 'readers.py')
@@ -95,6 +95,31 @@ describe('the adaptive fastpath', () => {
       // the writer reads a greeting with recv() first (promoted: a redirect needs both ends promoted)
       if (redirected) expect(st.counters.bytesRedirected, why).toBeGreaterThan(8 * MiB)
       else expect(st.counters.bytesRedirected, why).toBe(0)
+    })
+  })
+
+  it('status counts the live sockets of the sockhash by their reader\'s state, and forgets each as it closes', async () => {
+    await withSandbox('an', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      const held = async (mode: string) => {
+        const child = sb.start(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(4 * MiB), '--hold'])
+        await waitForOutput(child, /"intact": true/, 30_000)
+        const st = await status(sb.name)
+        child.kill('SIGTERM')
+        await child.catch(() => {})
+        expect(await socketsDrainTo0(sb.name)).toBe(0)
+        expect((await status(sb.name)).fastpath.readers.now).toEqual({watched: 0, promoted: 0, barred: 0, released: 0})
+        return st
+      }
+      const recv = await held('recv')
+      expect(recv.fastpath.readers.now, JSON.stringify(recv.counters)).toEqual({watched: 0, promoted: 2, barred: 0, released: 0})
+      expect(recv.fastpath.sockets).toBe(2)
+      // the MSG_WAITALL reader is barred, and leaves the sockhash at its next ACK if one comes
+      const waitall = await held('waitall')
+      const now = waitall.fastpath.readers.now
+      expect([now.watched, now.promoted, now.barred + now.released], JSON.stringify(waitall.counters)).toEqual([0, 1, 1])
+      expect(waitall.fastpath.sockets).toBe(2 - now.released)
     })
   })
 

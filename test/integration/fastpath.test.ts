@@ -78,27 +78,41 @@ describe('fastpath lifecycle', () => {
   it('accelerates connections between namespaces of the cgroup, never crossing identical tuples', async () => {
     await withSandbox('xn', async (sb) => {
       // Two client/server namespace pairs with the same addresses and ports: the same tuple twice.
-      const pairs = []
+      const pairs: {a: string; b: string; seed: string}[] = []
       for (const tag of ['1', '2']) {
         const {a, b} = await linkedPair(sb, tag)
         pairs.push({a, b, seed: `n${tag}`})
       }
       expect((await skfp(upArgs(sb, pairs[0].a))).exitCode).toBe(0)
-      for (const addr of ['198.18.0.2', 'fd00:18::2']) {
+      let clientPort = 7101
+      /** Both pairs at once, the same tuple in each; returns the counters' changes. */
+      const round = async (addr: string) => {
+        const before = (await status(sb.name)).counters
         const servers: ReturnType<typeof sb.start>[] = pairs.map(({b, seed}) => sb.start(b, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', '7100', '--bytes', String(32 * MiB), '--seed', seed]))
         await Promise.all(servers.map((srv) => waitForOutput(srv, /./)))
-        const same = ['--addr', addr, '--port', '7100', '--client-port', '7101', '--bytes', String(32 * MiB)]
+        const same = ['--addr', addr, '--port', '7100', '--client-port', String(clientPort++), '--bytes', String(32 * MiB)]
         const clients: any[] = await Promise.all(pairs.map(({a, seed}) => transfer(sb, a, ['client', ...same, '--seed', seed])))
         const got: any[] = await Promise.all(servers.map(async (srv) => JSON.parse(String((await srv).stdout).trim().split('\n').pop()!)))
-        const why = async (dir: string, seed: string, bytes: number) => `${addr} ${seed} ${dir} (${bytes} bytes); ${JSON.stringify((await status(sb.name)).counters)}`
+        const after = (await status(sb.name)).counters
+        const why = (dir: string, seed: string, bytes: number) => `${addr} ${seed} ${dir} (${bytes} bytes); ${JSON.stringify(after)}`
         for (const [i, {seed}] of pairs.entries()) {
-          if (got[i].serverReceivedSha !== expectedSha(`${seed}-up`, 32 * MiB)) expect.fail(await why('up', seed, got[i].serverReceived))
-          if (clients[i].clientReceivedSha !== expectedSha(`${seed}-down`, 32 * MiB)) expect.fail(await why('down', seed, clients[i].clientReceived))
+          if (got[i].serverReceivedSha !== expectedSha(`${seed}-up`, 32 * MiB)) expect.fail(why('up', seed, got[i].serverReceived))
+          if (clients[i].clientReceivedSha !== expectedSha(`${seed}-down`, 32 * MiB)) expect.fail(why('down', seed, clients[i].clientReceived))
         }
+        const delta = (k: string) => after[k] - before[k]
+        return {paired: delta('connectionsPaired'), added: delta('socketsAdded'), ambiguous: delta('handshakesAmbiguous'), redirected: delta('bytesRedirected'), counters: after}
       }
-      const s = await status(sb.name)
-      expect([s.counters.connectionsPaired, s.counters.socketsAdded], JSON.stringify(s.counters)).toEqual([4, 8])
-      expect(s.counters.bytesRedirected).toBeGreaterThan(0) // how much depends on the readers' pace (the guard)
+      for (const addr of ['198.18.0.2', 'fd00:18::2']) {
+        // Two clients started together may draw the same initial sequence number (its clock ticks
+        // every 64 ns; here about 1 run in 15): then neither pairs, and the counter says so.
+        let r = await round(addr)
+        for (let retry = 0; r.ambiguous > 0 && retry < 3; retry++) {
+          expect([r.paired, r.added], JSON.stringify(r.counters)).toEqual([0, 0])
+          r = await round(addr)
+        }
+        expect([r.paired, r.added, r.ambiguous], JSON.stringify(r.counters)).toEqual([2, 4, 0])
+        expect(r.redirected).toBeGreaterThan(0) // how much depends on the readers' pace (the guard)
+      }
     })
   })
 

@@ -136,6 +136,29 @@ export function mapEntryCount(mapPin: string): Query<number> {
   return mapped(query<unknown[]>(['map', 'dump', 'pinned', mapPin], Array.isArray, []), (entries) => entries.length)
 }
 
+/** Live readers of the adaptive fastpath by state (struct skfp_reader: the state byte at offset 24;
+ * entries go when their socket closes). */
+export interface ReaderStates {
+  watched: number
+  promoted: number
+  barred: number
+  released: number
+}
+const READER_STATE_OFFSET = 24
+const READER_STATES = ['watched', 'promoted', 'barred', 'released'] as const
+
+export function readerStates(mapPin: string): Query<ReaderStates> {
+  const q = query<{value: string[]}[]>(['map', 'dump', 'pinned', mapPin], arrayOf((e) => isObject(e) && arrayOf((x) => typeof x === 'string')(e.value)), [])
+  return mapped(q, (entries) => {
+    const n: ReaderStates = {watched: 0, promoted: 0, barred: 0, released: 0}
+    for (const e of entries) {
+      const state = READER_STATES[Number.parseInt(e.value[READER_STATE_OFFSET], 16)]
+      if (state) n[state]++
+    }
+    return n
+  })
+}
+
 export function parseHexBytes(values: string[]): Uint8Array {
   return Uint8Array.from(values.map((v) => Number.parseInt(v, 16)))
 }
