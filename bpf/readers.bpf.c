@@ -38,9 +38,6 @@ char LICENSE[] SEC("license") = "GPL";
 #define SKFP_MSG_WAITALL  0x100
 #define SKFP_MSG_ERRQUEUE 0x2000
 
-/* sock->sk_user_data carries flag bits below the psock pointer. */
-#define SKFP_USER_DATA_PTRMASK (~7ull)
-
 /* The reader entry of a socket of this instance's sockhash, or NULL. */
 static __always_inline struct skfp_reader *skfp_reader_of(struct sock *sk, struct skfp_peer **stored)
 {
@@ -53,11 +50,9 @@ static __always_inline struct skfp_reader *skfp_reader_of(struct sock *sk, struc
 /* A promoted reader reads in a way the fastpath breaks: no more redirects. */
 static __always_inline void skfp_reader_bar(struct sock *sk, struct skfp_reader *r)
 {
-	__u64 ud = (__u64)BPF_CORE_READ(sk, sk_user_data) & SKFP_USER_DATA_PTRMASK;
-
 	r->state = SKFP_READER_BARRED;
 	skfp_count(SKFP_CNT_READER_BARRED, 1);
-	if (ud && skfp_psock_queued(ud, 0))
+	if (skfp_sk_redirected_unread(sk))
 		skfp_count(SKFP_CNT_READER_STRANDED, 1);
 }
 

@@ -73,7 +73,6 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	struct skfp_peer *stored;
 	struct skfp_reader *r;
 	struct tcp_sock *tp;
-	__u64 ud;
 	int release;
 
 	if (!skops->sk)
@@ -92,8 +91,7 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	}
 	if (!release)
 		return;
-	ud = (__u64)skfp_kread(skfp_kview_ptr(sock, skops->sk), sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
-	if (ud && skfp_psock_queued(ud, 0))
+	if (skfp_sk_redirected_unread(skfp_kview_ptr(sock, skops->sk)))
 		return;
 	if (bpf_map_delete_elem(&skfp_socks, &stored->own))
 		return;

@@ -29,9 +29,6 @@
 /* Used when skfp_config.fastpath_queue is 0. */
 #define SKFP_GUARD_DEFAULT_QUEUE (4ull << 20)
 
-/* sock->sk_user_data carries flag bits below the psock pointer. */
-#define SKFP_SK_USER_DATA_PTRMASK (~7ull)
-
 /* skfp_guard_state.demoted */
 #define SKFP_GUARD_REDIRECTING 0
 #define SKFP_GUARD_DEMOTED     1 /* the guard keeps this socket on TCP */
@@ -119,7 +116,7 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	 * psock of its own? If not, the peer is gone: TCP. */
 	if (skfp_sk_cookie(st->peer_sk) != st->peer_cookie)
 		return 0;
-	ud = (__u64)skfp_kread(peer, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
+	ud = skfp_sk_psock(peer);
 	psock_sk = ud ? (__u64)skfp_kread(skfp_kview(sk_psock, ud), sk) : 0;
 	if (!ud || psock_sk != st->peer_sk)
 		return 0;

@@ -55,4 +55,21 @@ static __always_inline __u64 skfp_psock_queued(__u64 psock_addr, __u64 cap)
 	return pos == head ? total : SKFP_QUEUE_UNCOUNTED;
 }
 
+/* sock->sk_user_data carries flag bits below the psock pointer. */
+#define SKFP_SK_USER_DATA_PTRMASK (~7ull)
+
+/* The psock address of a socket (a kernel view of it), 0 if it has none. */
+static __always_inline __u64 skfp_sk_psock(struct sock *sk)
+{
+	return (__u64)skfp_kread(sk, sk_user_data) & SKFP_SK_USER_DATA_PTRMASK;
+}
+
+/* Redirected bytes wait in the socket's psock, unread. */
+static __always_inline int skfp_sk_redirected_unread(struct sock *sk)
+{
+	__u64 psock = skfp_sk_psock(sk);
+
+	return psock && skfp_psock_queued(psock, 0);
+}
+
 #endif /* SKFP_LIB_PSOCK_H */

@@ -38,7 +38,6 @@ export const READERS_VARIANTS: {name: ReadersVariantName; file: string; defines:
   {name: 'tracepoint', file: 'readers.bpf.o', defines: [], hook: 'tp_btf sock_recv_length (Linux 6.4+)'},
   {name: 'fexit', file: 'readers-fexit.bpf.o', defines: ['-DSKFP_READERS_FEXIT'], hook: 'fexit tcp_bpf_recvmsg (Linux 6.1; refused where the kernel is locked down)'},
 ]
-export const READERS_OBJECT = READERS_VARIANTS[0].file
 /** Every object file a probe loads. */
 export const DATAPATH_OBJECTS = [INTERCEPT_OBJECT, ...FASTPATH_VARIANTS.map((v) => v.file), ...READERS_VARIANTS.map((v) => v.file)]
 /** The maps of the intercept object the fastpath object reuses (by name). */
@@ -98,28 +97,17 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
         support.intercept = refusal(INTERCEPT_OBJECT, icept.stderr)
         return support
       }
-      for (const v of FASTPATH_VARIANTS) {
-        const dir = join(mnt, v.name)
-        const r = await runner.run(bpftool.loadAll(join(objectDir, v.file), join(dir, 'progs'), join(dir, 'maps'), sharedMaps(join(base, 'maps'))), {allowFailure: true, timeoutMs: 120_000})
-        if (r.exitCode === 0) {
-          support.fastpath = v.name
-          const refused: LoadRefusal[] = []
-          support.readersVariant = null
-          for (const rv of READERS_VARIANTS) {
-            const r = await runner.run(attachReaders(join(objectDir, rv.file), null, [join(base, 'maps'), join(dir, 'maps')]), {allowFailure: true, timeoutMs: 120_000})
-            if (r.exitCode === 0) {
-              support.readersVariant = rv.name
-              break
-            }
-            refused.push(refusal(rv.file, r.stderr))
-          }
-          support.readers = support.readersVariant
-            ? null
-            : {object: refused.map((r) => r.object).join(', '), reason: refused.map((r) => `${r.object}: ${r.reason}`).join('; '), log: refused.map((r) => r.log).join('\n')}
-          break
-        }
-        support.refused.push(refusal(v.file, r.stderr))
-      }
+      const load = (cmd: Cmd) => runner.run(cmd, {allowFailure: true, timeoutMs: 120_000})
+      const fp = await firstLoading(FASTPATH_VARIANTS, (v) => load(bpftool.loadAll(join(objectDir, v.file), join(mnt, v.name, 'progs'), join(mnt, v.name, 'maps'), sharedMaps(join(base, 'maps')))))
+      support.refused = fp.refused
+      if (!fp.taken) return support
+      support.fastpath = fp.taken.name
+      const fpMaps = join(mnt, fp.taken.name, 'maps')
+      const rd = await firstLoading(READERS_VARIANTS, (rv) => load(attachReaders(join(objectDir, rv.file), null, [join(base, 'maps'), fpMaps])))
+      support.readersVariant = rd.taken?.name ?? null
+      support.readers = rd.taken
+        ? null
+        : {object: rd.refused.map((r) => r.object).join(', '), reason: rd.refused.map((r) => `${r.object}: ${r.reason}`).join('; '), log: rd.refused.map((r) => r.log).join('\n')}
       return support
     } finally {
       await runner.run({tool: 'umount', args: [mnt]}, {allowFailure: true})
@@ -127,6 +115,17 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
   } finally {
     rmdirSync(mnt)
   }
+}
+
+/** The first variant the kernel takes (tried in order), and why it refused those before it. */
+async function firstLoading<V extends {file: string}>(variants: readonly V[], tryLoad: (v: V) => Promise<{exitCode: number; stderr: string}>): Promise<{taken: V | null; refused: LoadRefusal[]}> {
+  const refused: LoadRefusal[] = []
+  for (const v of variants) {
+    const r = await tryLoad(v)
+    if (r.exitCode === 0) return {taken: v, refused}
+    refused.push(refusal(v.file, r.stderr))
+  }
+  return {taken: null, refused}
 }
 
 /** Each variant the kernel refused, with why, in one line. */

@@ -2,7 +2,7 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterEach, describe, expect, it} from 'vitest'
-import {DATAPATH_OBJECTS, FASTPATH_VARIANTS, pinnableSupport, READERS_OBJECT, supportKey, type DatapathSupport} from '../../src/lib/datapath.js'
+import {DATAPATH_OBJECTS, FASTPATH_VARIANTS, pinnableSupport, READERS_VARIANTS, supportKey, type DatapathSupport} from '../../src/lib/datapath.js'
 import {encodeRecord} from '../../src/lib/config.js'
 
 const dirs: string[] = []
@@ -28,7 +28,7 @@ describe('the pinned datapath support', () => {
     writeFileSync(join(dir, FASTPATH_VARIANTS[1].file), 'rebuilt')
     const rebuilt = supportKey(dir, tool, 'boot-a')
     expect(rebuilt).not.toBe(key)
-    writeFileSync(join(dir, READERS_OBJECT), 'rebuilt')
+    writeFileSync(join(dir, READERS_VARIANTS[0].file), 'rebuilt')
     const readers = supportKey(dir, tool, 'boot-a')
     expect(readers).not.toBe(rebuilt)
     writeFileSync(tool, 'v2 (another size)')
