@@ -81,6 +81,8 @@ describe('the adaptive fastpath', () => {
     ['recv', {promoted: 2}, true],
     ['waitall', {promoted: 1, waitall: 1}, false],
     ['sniff-splice', {promoted: 1, splice: 1}, false],
+    // joined (its listener is non-blocking), barred at its first read, never promoted
+    ['blocking', {promoted: 1, blocking: 1}, false],
   ] as const)('a %s reader: 16 MiB intact; promoted only when it reads with plain recv()', async (mode, reason, redirected) => {
     await withSandbox('ar', async (sb) => {
       const ns = await sb.addNetns('a')
@@ -90,8 +92,9 @@ describe('the adaptive fastpath', () => {
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
       const readers = st.fastpath.readers
-      const got = {promoted: readers.promoted, splice: readers.keptOnTcp.splice, waitall: readers.keptOnTcp.waitall}
-      expect(got, why).toEqual({splice: 0, waitall: 0, ...reason})
+      const got = {promoted: readers.promoted, splice: readers.keptOnTcp.splice, waitall: readers.keptOnTcp.waitall, blocking: readers.keptOnTcp.blocking}
+      expect(got, why).toEqual({splice: 0, waitall: 0, blocking: 0, ...reason})
+      expect(st.counters.socketsAdded, why).toBe(2)
       // the writer reads a greeting with recv() first (promoted: a redirect needs both ends promoted)
       if (redirected) expect(st.counters.bytesRedirected, why).toBeGreaterThan(8 * MiB)
       else expect(st.counters.bytesRedirected, why).toBe(0)
