@@ -176,20 +176,29 @@ describe(`kernel ${release}`, () => {
     })
   })
 
-  it.runIf(ADAPTIVE)('adaptive fastpath: a non-blocking recv() reader is promoted and gets redirected bytes, 8 MiB intact; a reader that splices is not, its bytes intact over TCP', async () => {
+  it.runIf(ADAPTIVE)('adaptive fastpath: a non-blocking recv() reader is promoted and gets redirected bytes, 8 MiB intact; readers that splice or read blocking are not, their bytes intact over TCP', async () => {
     await withSandbox('ka', async (sb) => {
       const ns = await sb.addNetns('a')
       const up = await skfp(upArgs(sb, ns).map((a) => (a === 'all' ? 'on' : a)))
       expect(up.exitCode, up.stderr).toBe(0)
       const readers = join(PROJECT_ROOT, 'test', 'fixtures', 'readers.py')
-      for (const mode of ['recv', 'sniff-splice']) {
+      for (const mode of ['recv', 'sniff-splice', 'blocking']) {
         const r = await sb.run(ns, [resolveTool('python3'), readers, mode, '--bytes', String(8 * MiB)], {allowFailure: true, timeoutMs: 300_000})
         expect(JSON.parse(r.stdout), `${mode}: ${r.stderr}`).toMatchObject({mode, received: 8 * MiB, intact: true, error: null})
       }
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
-      // both ends of the recv() connection, and the writer of the splice one (it reads a greeting)
-      expect(st.fastpath.readers, why).toMatchObject({promoted: 3, keptOnTcp: {splice: 1}})
+      // both ends of the recv() connection, and the writers of the others (they read a greeting); the
+      // blocking reader joined (its listener is non-blocking), was barred at its first read, and no
+      // recv() of it failed with EAGAIN
+      expect(st.fastpath.readers, why).toMatchObject({promoted: 4, keptOnTcp: {splice: 1, blocking: 1}})
+      // every reader entry goes with its socket
+      let now = st.fastpath.readers.now
+      for (let i = 0; i < 50 && now.watched + now.promoted + now.barred + now.released > 0; i++) {
+        await new Promise((r) => setTimeout(r, 200))
+        now = (await status(sb.name)).fastpath.readers.now
+      }
+      expect(now, why).toEqual({watched: 0, promoted: 0, barred: 0, released: 0})
       // under emulation the writer outruns the reader: most bytes went over TCP before the reader
       // was promoted and had read them all; some are redirected after
       expect(st.counters.bytesRedirected, why).toBeGreaterThan(0)
