@@ -1,0 +1,37 @@
+// The text of `skfp status`: the adaptive fastpath's readers, live and since up.
+import {describe, expect, it} from 'vitest'
+import {renderStatus} from '../../src/lib/render.js'
+import type {InstanceStatus} from '../../src/lib/status.js'
+
+const plain = (s: string) => s.replace(/\x1b\[[0-9;]*m/g, '')
+
+function up(readers: InstanceStatus['fastpath']['readers']): InstanceStatus {
+  return {
+    instance: 'lab',
+    state: 'up',
+    problems: [],
+    warnings: [],
+    settings: null,
+    fastpath: {enabled: true, sockets: 3, variant: 'kfunc', adaptive: readers !== null, readers},
+    programs: {sockops: {id: 7, attached: true, cgroup: '/sys/fs/cgroup/lab'}, skMsg: {id: 8}},
+    intercept: null,
+    counters: null,
+    pinDir: '/sys/fs/bpf/skfp/lab',
+  }
+}
+
+describe('status text', () => {
+  it('shows the live readers by state, then what happened since up', () => {
+    const text = plain(
+      renderStatus(up({promoted: 5, keptOnTcp: {splice: 1, waitall: 0, blocking: 2, notJoined: 4}, released: 3, barredAfterPromotion: 0, stranded: 0, now: {watched: 1, promoted: 2, barred: 0, released: 1}})),
+    )
+    const lines = text.split('\n')
+    const now = lines.findIndex((l) => l.startsWith('  readers    now: 2 promoted, 1 watched, 0 barred, 1 released'))
+    expect(now, text).toBeGreaterThan(0)
+    expect(lines[now + 1]).toBe('  since up   5 promoted; kept on TCP: 1 splice, 0 MSG_WAITALL, 2 blocking recv, 4 blocking sockets not joined; 3 left the sockhash')
+  })
+
+  it('says nothing of readers when every reader is redirected to (--fastpath all)', () => {
+    expect(plain(renderStatus(up(null)))).not.toMatch(/readers|since up/)
+  })
+})
