@@ -107,7 +107,7 @@ export async function probeDatapath(runner: Runner, objectDir: string): Promise<
       support.readersVariant = rd.taken?.name ?? null
       support.readers = rd.taken
         ? null
-        : {object: rd.refused.map((r) => r.object).join(', '), reason: rd.refused.map((r) => `${r.object}: ${r.reason}`).join('; '), log: rd.refused.map((r) => r.log).join('\n')}
+        : {object: rd.refused.map((r) => r.object).join(', '), reason: oneLine(rd.refused), log: rd.refused.map((r) => r.log).join('\n')}
       return support
     } finally {
       await runner.run({tool: 'umount', args: [mnt]}, {allowFailure: true})
@@ -129,7 +129,8 @@ async function firstLoading<V extends {file: string}>(variants: readonly V[], tr
 }
 
 /** Each variant the kernel refused, with why, in one line. */
-export const refusals = (support: DatapathSupport): string => support.refused.map((r) => `${r.object}: ${r.reason}`).join('; ')
+const oneLine = (refused: LoadRefusal[]): string => refused.map((r) => `${r.object}: ${r.reason}`).join('; ')
+export const refusals = (support: DatapathSupport): string => oneLine(support.refused)
 
 /** skfp-attach: loads the readers object with the instance's maps and pins its links in linkDir
  * (null: --check, attach and detach again). */

@@ -8,6 +8,7 @@ import {instanceState, listInstances, observeInstance, type InstanceState, type 
 import {validateInstance} from './pins.js'
 import {renderStatus} from './render.js'
 import type {UpSettings} from './settings.js'
+import type {ReaderStates} from './tools/bpftool.js'
 
 /** The `skfp status --json` contract (one entry per instance). */
 export interface InstanceStatus {
@@ -33,7 +34,7 @@ export interface InstanceStatus {
       released: number
       barredAfterPromotion: number
       stranded: number
-      now: {watched: number; promoted: number; barred: number; released: number} | null
+      now: ReaderStates | null
     } | null
   }
   programs: {
