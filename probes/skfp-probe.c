@@ -190,11 +190,15 @@ static void probe_splice(uint64_t recv_first)
 	if (!buf || pipe2(pfd, O_CLOEXEC) < 0)
 		die("pipe: %s", strerror(errno));
 	make_pair(&p, &O.addr, &O.addr);
-	/* late-splice: the writer reads too, twice with recv(), so the adaptive
-	 * fastpath promotes it (a redirect needs both ends promoted) */
-	for (int i = 0; recv_first && i < 2; i++) {
-		struct pollfd pl = { .fd = p.cli, .events = POLLIN };
-		if (send(p.srv, "hello", 5, MSG_NOSIGNAL) != 5 || poll(&pl, 1, ms_left(g_deadline)) != 1 || recv(p.cli, buf, PIPE_CHUNK, 0) <= 0)
+	/* late-splice: both ends read greetings with recv(), one at a time, so
+	 * the adaptive fastpath promotes both (a redirect needs both) before
+	 * the writer starts: else the writer may fill the buffers over TCP
+	 * before the reader is promoted, and nothing is left to redirect */
+	for (int i = 0; recv_first && i < 2 * 2; i++) {
+		int to = i % 2 ? p.srv : p.cli, from = i % 2 ? p.cli : p.srv;
+		struct pollfd pl = { .fd = to, .events = POLLIN };
+		if (send(from, "hello", 5, MSG_NOSIGNAL) != 5 || poll(&pl, 1, ms_left(g_deadline)) != 1 ||
+		    recv(to, buf, PIPE_CHUNK, MSG_DONTWAIT) != 5)
 			die("late-splice: the greeting did not arrive");
 	}
 	c2s.wfd = p.cli; c2s.seed = 0x3333; c2s.bytes = O.bytes; c2s.chunk = 64 * 1024;
