@@ -87,7 +87,9 @@ describe('the adaptive fastpath', () => {
     await withSandbox('ar', async (sb) => {
       const ns = await sb.addNetns('a')
       expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
-      const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB)], {allowFailure: true})
+      // in lockstep: the first pieces wait for the reader, so a busy host cannot send it all over TCP
+      // before the reader has shown how it reads
+      const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB), '--lockstep', '3'], {allowFailure: true})
       expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode, received: 16 * MiB, intact: true, error: null})
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
@@ -96,7 +98,9 @@ describe('the adaptive fastpath', () => {
       expect(got, why).toEqual({splice: 0, waitall: 0, blocking: 0, ...reason})
       expect(st.counters.socketsAdded, why).toBe(2)
       // the writer reads a greeting with recv() first (promoted: a redirect needs both ends promoted)
-      if (redirected) expect(st.counters.bytesRedirected, why).toBeGreaterThan(8 * MiB)
+      // at least until the memory guard's bound (4 MiB queued for the reader); more if the reader keeps
+      // pace (a reader slowed by a busy host gets the rest over TCP)
+      if (redirected) expect(st.counters.bytesRedirected, why).toBeGreaterThanOrEqual(4 * MiB)
       else expect(st.counters.bytesRedirected, why).toBe(0)
     })
   })
