@@ -17,9 +17,9 @@
  *   the socket's copied_seq moved by more than this recv() read (nothing was
  *   redirected to it yet, so every byte it read came over TCP): bytes were
  *   consumed another way, splice() -- never promoted
- * After promotion, MSG_WAITALL bars it: its senders go back to TCP, and the
- * redirected bytes still queued ("stranded") are read by this very recv(),
- * short. A promoted reader that moves to splice() is not seen: splice()
+ * After promotion, MSG_WAITALL demotes it: its senders go back to TCP, and
+ * the redirected bytes still queued ("stranded") are read by this very
+ * recv(), short. A promoted reader that moves to splice() is not seen: splice()
  * reads only the TCP queue, no kernel path moves redirected bytes there, and
  * no tracepoint tells it apart from TCP's own receive work (measured on
  * 6.18: tcp_rcv_space_adjust fires outside recvmsg too). A tracing program
@@ -48,9 +48,10 @@ static __always_inline struct skfp_reader *skfp_reader_of(struct sock *sk, struc
 }
 
 /* A promoted reader reads in a way the fastpath breaks: no more redirects. */
-static __always_inline void skfp_reader_bar(struct sock *sk, struct skfp_reader *r)
+static __always_inline void skfp_reader_demote(struct sock *sk, struct skfp_reader *r)
 {
-	r->state = SKFP_READER_BARRED;
+	if (__sync_val_compare_and_swap(&r->state, SKFP_READER_PROMOTED, SKFP_READER_DEMOTED) != SKFP_READER_PROMOTED)
+		return;
 	skfp_count(SKFP_CNT_READER_BARRED, 1);
 	if (skfp_sk_redirected_unread(sk))
 		skfp_count(SKFP_CNT_READER_STRANDED, 1);
@@ -74,7 +75,12 @@ static __always_inline __u32 skfp_reader_refusal(struct sock *sk, struct skfp_re
 	return 0;
 }
 
-/* What one recvmsg() of sk, with these flags and this result, shows. */
+/* What one recvmsg() of sk, with these flags and this result, shows. Each
+ * change of state is a compare-and-swap from the state it was seen in:
+ * sock_ops may release the socket (fastpath.h) at the same time, and a
+ * socket on its way out of the sockhash must never be promoted (its peer
+ * would redirect to it, and the kernel purges the queue of a socket that
+ * leaves). */
 static __always_inline void skfp_reader_seen(struct sock *sk, int ret, int flags)
 {
 	struct skfp_peer *stored;
@@ -85,25 +91,23 @@ static __always_inline void skfp_reader_seen(struct sock *sk, int ret, int flags
 		return;
 	if (r->state == SKFP_READER_PROMOTED) {
 		if (flags & SKFP_MSG_WAITALL)
-			skfp_reader_bar(sk, r);
+			skfp_reader_demote(sk, r);
 		return;
 	}
 	if (r->state != SKFP_READER_WATCHED)
 		return;
 	refusal = skfp_reader_refusal(sk, r, ret, flags);
 	if (refusal) {
-		r->state = SKFP_READER_BARRED;
-		skfp_count(refusal, 1);
+		if (__sync_val_compare_and_swap(&r->state, SKFP_READER_WATCHED, SKFP_READER_BARRED) == SKFP_READER_WATCHED)
+			skfp_count(refusal, 1);
 		return;
 	}
 	if (ret <= 0 || flags & SKFP_MSG_PEEK)
 		return;
 	/* not atomic: two threads reading one socket at once at worst delay it */
-	if (++r->reads >= SKFP_PROMOTE_READS) {
-		r->state = SKFP_READER_PROMOTED;
-		r->was_promoted = 1;
+	if (++r->reads >= SKFP_PROMOTE_READS &&
+	    __sync_val_compare_and_swap(&r->state, SKFP_READER_WATCHED, SKFP_READER_PROMOTED) == SKFP_READER_WATCHED)
 		skfp_count(SKFP_CNT_READER_PROMOTED, 1);
-	}
 }
 
 #ifndef SKFP_READERS_FEXIT

@@ -97,16 +97,16 @@ enum skfp_counter {
  * program of readers.bpf.c; read by the sender's sk_msg. 32 bytes. */
 #define SKFP_READER_WATCHED  0 /* not shown enough yet: its senders use TCP */
 #define SKFP_READER_PROMOTED 1 /* reads with recv(): its senders redirect */
-#define SKFP_READER_BARRED   2 /* read in a way the fastpath breaks: its senders use TCP for good */
+#define SKFP_READER_BARRED   2 /* never promoted, read in a way the fastpath breaks: its senders use TCP for good */
 #define SKFP_READER_RELEASED 3 /* left the sockhash (sock_ops): plain TCP for good, no sockmap path */
+#define SKFP_READER_DEMOTED  4 /* promoted, then barred: redirected bytes may still be queued for it, so it stays */
 struct skfp_reader {
 	__u64 sk;     /* host order: kernel address of the socket (checked against cookie before each read) */
 	__u64 cookie; /* host order: its socket cookie */
 	__u32 reads;  /* host order: non-blocking recv() calls that returned data (not MSG_PEEK) */
 	__u32 seq;    /* host order: the socket's copied_seq after its last recv() (or at join) */
-	__u8 state;   /* SKFP_READER_* */
-	__u8 was_promoted; /* ever promoted: something may have been redirected to it */
-	__u8 _pad[6];
+	__u64 state;  /* host order: SKFP_READER_*, changed by compare-and-swap (sock_ops and the readers' program
+		       * race); 64 bits: clang's BPF target without alu32 has no 32-bit compare-and-swap */
 };
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.

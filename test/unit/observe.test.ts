@@ -23,6 +23,13 @@ class FakeRunner implements Runner {
 const answer = (stdout: string, exitCode = 0, stderr = '') => new FakeRunner({stdout, stderr, exitCode})
 
 describe('tool observations', () => {
+  it('bpftool: the live readers by the state word of each reader entry (a demoted reader counts as barred)', async () => {
+    const hex = (n: number, bytes: number) => Array.from({length: bytes}, (_, i) => ((BigInt(n) >> BigInt(8 * i)) & 0xffn).toString(16).padStart(2, '0'))
+    const entry = (state: number) => ({key: hex(0, 56), value: [...hex(0xffff888012345678, 8), ...hex(42, 8), ...hex(2, 4), ...hex(7, 4), ...hex(state, 8)]})
+    const dump = JSON.stringify([0, 1, 1, 2, 3, 4, 4, 9].map(entry))
+    expect(await bpftool.read(answer(dump), bpftool.readerStates('/sys/fs/bpf/skfp/x/readers'))).toEqual({watched: 1, promoted: 2, barred: 3, released: 1})
+  })
+
   it('tc: a failing `filter show` is an error; a device that is gone has no filters', async () => {
     await expect(tc.filters(answer('', 2, 'RTNETLINK answers: Operation not permitted'), 'eth0', 'egress')).rejects.toThrow(/tc filter show dev eth0 failed \(exit 2\)/)
     expect(await tc.filters(answer('', 1, 'Cannot find device "eth9"'), 'eth9', 'egress')).toEqual([])

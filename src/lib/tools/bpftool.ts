@@ -1,4 +1,5 @@
 /** bpftool: command builders (pure, used by plans) and JSON queries. */
+import {endianness} from 'node:os'
 import {SkfpError, tail} from '../errors.js'
 import type {Cmd, Runner} from '../exec.js'
 import {arrayOf, hasFields, isObject, parseChecked, type Check} from './output.js'
@@ -136,8 +137,8 @@ export function mapEntryCount(mapPin: string): Query<number> {
   return mapped(query<unknown[]>(['map', 'dump', 'pinned', mapPin], Array.isArray, []), (entries) => entries.length)
 }
 
-/** Live readers of the adaptive fastpath by state (struct skfp_reader: the state byte at offset 24;
- * entries go when their socket closes). */
+/** Live readers of the adaptive fastpath by state (struct skfp_reader: a host-order __u64 at offset 24;
+ * entries go when their socket closes). A reader demoted after its promotion counts as barred. */
 export interface ReaderStates {
   watched: number
   promoted: number
@@ -145,14 +146,16 @@ export interface ReaderStates {
   released: number
 }
 const READER_STATE_OFFSET = 24
-const READER_STATES = ['watched', 'promoted', 'barred', 'released'] as const
+const READER_STATES = ['watched', 'promoted', 'barred', 'released', 'barred'] as const
 
 export function readerStates(mapPin: string): Query<ReaderStates> {
   const q = query<{value: string[]}[]>(['map', 'dump', 'pinned', mapPin], arrayOf((e) => isObject(e) && arrayOf((x) => typeof x === 'string')(e.value)), [])
   return mapped(q, (entries) => {
     const n: ReaderStates = {watched: 0, promoted: 0, barred: 0, released: 0}
     for (const e of entries) {
-      const state = READER_STATES[Number.parseInt(e.value[READER_STATE_OFFSET], 16)]
+      const bytes = Buffer.from(parseHexBytes(e.value.slice(READER_STATE_OFFSET, READER_STATE_OFFSET + 8)))
+      if (bytes.length < 8) continue
+      const state = READER_STATES[Number(endianness() === 'LE' ? bytes.readBigUInt64LE() : bytes.readBigUInt64BE())]
       if (state) n[state]++
     }
     return n
