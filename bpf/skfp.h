@@ -94,7 +94,7 @@ enum skfp_counter {
 /* What a reader (the receiving end of a connection in the sockhash) has
  * shown; the value of the LRU_HASH skfp_readers, keyed by the reader's own
  * struct skfp_sock_key. Written by sock_ops at join and by the tracing
- * program of readers.bpf.c; read by the sender's sk_msg. 32 bytes. */
+ * program of readers.bpf.c; read by the sender's sk_msg. 40 bytes. */
 #define SKFP_READER_WATCHED  0 /* not shown enough yet: its senders use TCP */
 #define SKFP_READER_PROMOTED 1 /* reads with recv(): its senders redirect */
 #define SKFP_READER_BARRED   2 /* never promoted, read in a way the fastpath breaks: its senders use TCP for good */
@@ -107,6 +107,7 @@ struct skfp_reader {
 	__u32 seq;    /* host order: the socket's copied_seq after its last recv() (or at join) */
 	__u64 state;  /* host order: SKFP_READER_*, changed by compare-and-swap (sock_ops and the readers' program
 		       * race); 64 bits: clang's BPF target without alu32 has no 32-bit compare-and-swap */
+	__u64 unseen_since; /* host order: bpf_ktime_get_ns() of the first ACK that found bytes consumed before any recv() */
 };
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.

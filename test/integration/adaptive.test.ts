@@ -105,6 +105,24 @@ describe('the adaptive fastpath', () => {
     })
   })
 
+  it('releases a socket that reads only with splice() however little it reads: a relay reading small requests leaves the sockhash at once', async () => {
+    await withSandbox('aq', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      const r = await sb.run(ns, [resolveTool('python3'), READERS, 'splice-requests'], {allowFailure: true})
+      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode: 'splice-requests', received: 100 * 100, intact: true, error: null})
+      const st = await status(sb.name)
+      const why = JSON.stringify(st.counters)
+      // 10 KB read with splice(), far under the 64 KiB that a socket which also used recv() may consume
+      // unseen: a socket that never read with recv() leaves once bytes went and no recv() came for 50 ms
+      expect(st.counters.socketsAdded, why).toBe(2)
+      expect(st.fastpath.readers.promoted, why).toBe(1) // the client, which reads the answers with recv()
+      expect(st.fastpath.readers.keptOnTcp.splice, why).toBe(1)
+      expect(st.fastpath.readers.released, why).toBe(1)
+      expect(st.counters.bytesRedirected, why).toBe(0)
+    })
+  })
+
   it('status counts the live sockets of the sockhash by their reader\'s state, and forgets each as it closes', async () => {
     await withSandbox('an', async (sb) => {
       const ns = await sb.addNetns('a')
