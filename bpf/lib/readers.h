@@ -7,7 +7,7 @@
  *
  * Redirected bytes reach only readers that use recv()/read(): splice() reads
  * the TCP queue only, MSG_WAITALL returns short, and a blocking recv() on a
- * socket in the sockhash can fail with EAGAIN (docs/fastpath-safety.md).
+ * socket in the sockhash can fail with EAGAIN (README, Fastpath safety).
  * With SKFP_CFG_ADAPTIVE a connection therefore starts on TCP, and a send
  * is redirected only once both ends have read data with a non-blocking
  * recv() SKFP_PROMOTE_READS times (fastpath.h says why the sender too); the
