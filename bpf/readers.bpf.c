@@ -17,9 +17,12 @@
  *   the socket's copied_seq moved by more than this recv() read (nothing was
  *   redirected to it yet, so every byte it read came over TCP): bytes were
  *   consumed another way, splice() -- never promoted
- * After promotion, MSG_WAITALL demotes it: its senders go back to TCP, and
- * the redirected bytes still queued ("stranded") are read by this very
- * recv(), short. A promoted reader that moves to splice() is not seen: splice()
+ * After promotion, MSG_WAITALL or (adaptive) a blocking recv() demotes it:
+ * its senders go back to TCP, and the redirected bytes still queued
+ * ("stranded") are read by this very recv() (short, with MSG_WAITALL) and the
+ * next ones. Each recv() of a promoted or demoted reader counts the redirected
+ * bytes it read (drained), so sock_ops can take a demoted socket out of the
+ * sockhash once nothing redirected to it is left (fastpath.h). A promoted reader that moves to splice() is not seen: splice()
  * reads only the TCP queue, no kernel path moves redirected bytes there, and
  * no tracepoint tells it apart from TCP's own receive work (measured on
  * 6.18: tcp_rcv_space_adjust fires outside recvmsg too). A tracing program
@@ -47,14 +50,28 @@ static __always_inline struct skfp_reader *skfp_reader_of(struct sock *sk, struc
 	return bpf_map_lookup_elem(&skfp_readers, &(*stored)->own);
 }
 
-/* A promoted reader reads in a way the fastpath breaks: no more redirects. */
+/* A promoted reader reads in a way the fastpath breaks: no more redirects to
+ * it. sock_ops releases it once it has read every byte redirected to it
+ * (fastpath.h). */
 static __always_inline void skfp_reader_demote(struct sock *sk, struct skfp_reader *r)
 {
-	if (__sync_val_compare_and_swap(&r->state, SKFP_READER_PROMOTED, SKFP_READER_DEMOTED) != SKFP_READER_PROMOTED)
+	if (!skfp_reader_move(r, SKFP_READER_PROMOTED, SKFP_READER_DEMOTED))
 		return;
 	skfp_count(SKFP_CNT_READER_BARRED, 1);
 	if (skfp_sk_redirected_unread(sk))
 		skfp_count(SKFP_CNT_READER_STRANDED, 1);
+}
+
+/* A promoted (or demoted) reader's recv(): the redirected bytes it read are
+ * what it returned beyond what moved its copied_seq (the TCP queue's). */
+static __always_inline void skfp_reader_drain(struct sock *sk, struct skfp_reader *r, int ret, int flags)
+{
+	__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
+	__u32 moved = seq - r->seq;
+
+	r->seq = seq;
+	if (ret > 0 && !(flags & SKFP_MSG_PEEK) && (__u32)ret > moved)
+		__sync_fetch_and_add(&r->drained, (__u64)((__u32)ret - moved));
 }
 
 /* Why a watched reader is never promoted, after this recv(); 0: it may be. */
@@ -76,21 +93,26 @@ static __always_inline __u32 skfp_reader_refusal(struct sock *sk, struct skfp_re
 }
 
 /* What one recvmsg() of sk, with these flags and this result, shows. Each
- * change of state is a compare-and-swap from the state it was seen in:
- * sock_ops may release the socket (fastpath.h) at the same time, and a
- * socket on its way out of the sockhash must never be promoted (its peer
- * would redirect to it, and the kernel purges the queue of a socket that
- * leaves). */
+ * change of state is a compare-and-swap from the state it was seen in
+ * (skfp_reader_move). */
 static __always_inline void skfp_reader_seen(struct sock *sk, int ret, int flags)
 {
 	struct skfp_peer *stored;
 	struct skfp_reader *r = skfp_reader_of(sk, &stored);
+	struct skfp_config *cfg;
 	__u32 refusal;
 
 	if (!r || flags & SKFP_MSG_ERRQUEUE)
 		return;
-	if (r->state == SKFP_READER_PROMOTED) {
-		if (flags & SKFP_MSG_WAITALL)
+	if (r->state == SKFP_READER_PROMOTED || r->state == SKFP_READER_DEMOTED) {
+		skfp_reader_drain(sk, r, ret, flags);
+		if (r->state != SKFP_READER_PROMOTED)
+			return;
+		/* a blocking recv() inside the sockhash can fail with EAGAIN:
+		 * adaptive only (--fastpath all redirects to blocking readers
+		 * too, iperf3's) */
+		cfg = skfp_get_config();
+		if (flags & SKFP_MSG_WAITALL || (!(flags & SKFP_MSG_DONTWAIT) && cfg && cfg->flags & SKFP_CFG_ADAPTIVE))
 			skfp_reader_demote(sk, r);
 		return;
 	}
@@ -98,15 +120,14 @@ static __always_inline void skfp_reader_seen(struct sock *sk, int ret, int flags
 		return;
 	refusal = skfp_reader_refusal(sk, r, ret, flags);
 	if (refusal) {
-		if (__sync_val_compare_and_swap(&r->state, SKFP_READER_WATCHED, SKFP_READER_BARRED) == SKFP_READER_WATCHED)
+		if (skfp_reader_move(r, SKFP_READER_WATCHED, SKFP_READER_BARRED))
 			skfp_count(refusal, 1);
 		return;
 	}
 	if (ret <= 0 || flags & SKFP_MSG_PEEK)
 		return;
 	/* not atomic: two threads reading one socket at once at worst delay it */
-	if (++r->reads >= SKFP_PROMOTE_READS &&
-	    __sync_val_compare_and_swap(&r->state, SKFP_READER_WATCHED, SKFP_READER_PROMOTED) == SKFP_READER_WATCHED)
+	if (++r->reads >= SKFP_PROMOTE_READS && skfp_reader_move(r, SKFP_READER_WATCHED, SKFP_READER_PROMOTED))
 		skfp_count(SKFP_CNT_READER_PROMOTED, 1);
 }
 

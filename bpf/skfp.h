@@ -82,7 +82,7 @@ enum skfp_counter {
 	SKFP_CNT_READER_SPLICE,      /* adaptive: a reader consumed bytes besides recv() (splice) before promotion: never promoted */
 	SKFP_CNT_READER_WAITALL,     /* adaptive: a reader used MSG_WAITALL before promotion: never promoted */
 	SKFP_CNT_READER_BLOCKING,    /* adaptive: a reader read with a blocking recv() before promotion: never promoted */
-	SKFP_CNT_READER_BARRED,      /* adaptive: a promoted reader spliced or used MSG_WAITALL: no more redirects to it */
+	SKFP_CNT_READER_BARRED,      /* adaptive: a promoted reader used MSG_WAITALL or a blocking recv(): no more redirects to it */
 	SKFP_CNT_READER_STRANDED,    /* adaptive: ... while redirected bytes were queued: they wait for its next recv() */
 	SKFP_CNT_MSG_UNPROMOTED,     /* sk_msg: sent over TCP because the reader is not promoted (yet) */
 	SKFP_CNT_SOCK_BLOCKING,      /* adaptive: a paired socket not joined: its owner did not ask for non-blocking I/O */
@@ -94,12 +94,12 @@ enum skfp_counter {
 /* What a reader (the receiving end of a connection in the sockhash) has
  * shown; the value of the LRU_HASH skfp_readers, keyed by the reader's own
  * struct skfp_sock_key. Written by sock_ops at join and by the tracing
- * program of readers.bpf.c; read by the sender's sk_msg. 40 bytes. */
+ * program of readers.bpf.c; read by the sender's sk_msg. 56 bytes. */
 #define SKFP_READER_WATCHED  0 /* not shown enough yet: its senders use TCP */
 #define SKFP_READER_PROMOTED 1 /* reads with recv(): its senders redirect */
 #define SKFP_READER_BARRED   2 /* never promoted, read in a way the fastpath breaks: its senders use TCP for good */
 #define SKFP_READER_RELEASED 3 /* left the sockhash (sock_ops): plain TCP for good, no sockmap path */
-#define SKFP_READER_DEMOTED  4 /* promoted, then barred: redirected bytes may still be queued for it, so it stays */
+#define SKFP_READER_DEMOTED  4 /* promoted, then barred: stays in the sockhash until it has read every redirected byte */
 struct skfp_reader {
 	__u64 sk;     /* host order: kernel address of the socket (checked against cookie before each read) */
 	__u64 cookie; /* host order: its socket cookie */
@@ -108,6 +108,8 @@ struct skfp_reader {
 	__u64 state;  /* host order: SKFP_READER_*, changed by compare-and-swap (sock_ops and the readers' program
 		       * race); 64 bits: clang's BPF target without alu32 has no 32-bit compare-and-swap */
 	__u64 unseen_since; /* host order: bpf_ktime_get_ns() of the first ACK that found bytes consumed before any recv() */
+	__u64 redirected; /* host order: bytes its senders redirected to it, added before they look at its state */
+	__u64 drained;    /* host order: redirected bytes it has read (a recv() that returned more than copied_seq moved) */
 };
 
 /* Key of the SOCKHASH skfp_socks: one established TCP socket, seen from itself.

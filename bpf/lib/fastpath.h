@@ -70,10 +70,7 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
  * recv() takes).
  * Nothing was ever redirected to a socket never promoted, so nothing is
  * lost. The state goes to RELEASED by compare-and-swap from the state seen,
- * so the readers' program cannot promote it meanwhile (its peer could then
- * redirect to a socket on its way out, whose queue the kernel purges).
- * Checked on its ACKs (BPF_SOCK_OPS_RTT_CB) until it is promoted or gone. A
- * tracing program may not delete from a sockhash; sock_ops may.
+ * so the readers' program cannot promote it meanwhile.
  * Its promoted peer stays in the sockhash, though nothing can be redirected
  * on the connection any more: releasing it too made small responses through
  * a Go relay faster (0.89x -> 0.99x of plain) but 4 MiB ones slower (1.20x
@@ -84,9 +81,48 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 #ifndef SKFP_RELEASE_UNSEEN_NS
 #define SKFP_RELEASE_UNSEEN_NS (50ull * 1000 * 1000) /* consumed, and no recv() ever: a splice reader */
 #endif
+
+/* The socket of key leaves the sockhash; its reader entry r was moved to
+ * RELEASED by the caller. */
+static __always_inline void skfp_release(const struct skfp_sock_key *key)
+{
+	if (!bpf_map_delete_elem(&skfp_socks, (void *)key))
+		skfp_count(SKFP_CNT_SOCK_RELEASED, 1);
+}
+
+/* A demoted reader (promoted, then MSG_WAITALL or a blocking recv()) leaves
+ * the sockhash once it has read every byte redirected to it: the kernel drops
+ * what waits in, or is on its way to, the queue of a socket that leaves (a
+ * sender between its verdict and the queue holds the socket; what it queues
+ * then is freed). Its senders add each message to redirected before they look
+ * at its state again (fully ordered), so a sender that found it promoted
+ * before the demotion has added by now; drained == redirected and an empty
+ * queue then mean every such byte was queued and read. A message the kernel
+ * failed to queue is never drained: such a reader stays, as it did before. */
+static __always_inline void skfp_release_drained(struct skfp_reader *r, const struct skfp_sock_key *key)
+{
+	__u64 redirected;
+
+	/* the state first, then the sums (fully ordered reads) */
+	if (r->state != SKFP_READER_DEMOTED)
+		return;
+	redirected = skfp_read_ordered(&r->redirected);
+	if (skfp_read_ordered(&r->drained) != redirected)
+		return;
+	if (skfp_sk_cookie(r->sk) != r->cookie || skfp_sk_redirected_unread(skfp_kview(sock, r->sk)))
+		return;
+	if (skfp_reader_move(r, SKFP_READER_DEMOTED, SKFP_READER_RELEASED))
+		skfp_release(key);
+}
+
+/* Checked on its ACKs (BPF_SOCK_OPS_RTT_CB) until it is released or gone (a
+ * tracing program may not delete from a sockhash; sock_ops may): a watched or
+ * barred socket as above; a promoted one keeps the check for a demotion of its
+ * own or of its peer (a demoted reader that sends nothing gets no ACKs; its
+ * sender, back on TCP, does). */
 static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 {
-	struct skfp_reader *r;
+	struct skfp_reader *r, *peer;
 	struct skfp_peer *stored;
 	struct tcp_sock *tp;
 	__u64 seen, now;
@@ -101,6 +137,14 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	if (!r)
 		goto done;
 	seen = r->state;
+	if (seen == SKFP_READER_PROMOTED || seen == SKFP_READER_DEMOTED) {
+		peer = bpf_map_lookup_elem(&skfp_readers, &stored->key);
+		if (peer)
+			skfp_release_drained(peer, &stored->key);
+		if (seen == SKFP_READER_DEMOTED)
+			skfp_release_drained(r, &stored->own);
+		return;
+	}
 	if (seen == SKFP_READER_WATCHED) {
 		tp = skfp_kview_ptr(tcp_sock, skops->sk);
 		moved = skfp_kread(tp, copied_seq) - r->seq;
@@ -119,16 +163,15 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 				return;
 		}
 	} else if (seen != SKFP_READER_BARRED) {
-		goto done; /* promoted or demoted: stays; or released already */
+		goto done; /* released already */
 	}
 	if (skfp_sk_redirected_unread(skfp_kview_ptr(sock, skops->sk)))
 		return;
-	if (__sync_val_compare_and_swap(&r->state, seen, SKFP_READER_RELEASED) != seen)
+	if (!skfp_reader_move(r, seen, SKFP_READER_RELEASED))
 		return; /* promoted or barred meanwhile: seen again at the next ACK */
 	if (seen == SKFP_READER_WATCHED)
 		skfp_count(SKFP_CNT_READER_SPLICE, 1);
-	if (!bpf_map_delete_elem(&skfp_socks, &stored->own))
-		skfp_count(SKFP_CNT_SOCK_RELEASED, 1);
+	skfp_release(&stored->own);
 done:
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
@@ -226,10 +269,15 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 		skfp_count(SKFP_CNT_MSG_UNPROMOTED, 1);
 		goto fallback;
 	}
-	if (!skfp_guard_allow(msg, cfg, reader))
+	/* counted before the reader's state is read again (a fully ordered
+	 * add, whose result is therefore used): a release that finds it
+	 * demoted sees these bytes (skfp_release_drained); taken back if they
+	 * go over TCP after all */
+	if (!skfp_add_ordered(&reader->redirected, size) || reader->state != SKFP_READER_PROMOTED ||
+	    !skfp_guard_allow(msg, cfg, reader) || bpf_msg_redirect_hash(msg, &skfp_socks, &peer->key, BPF_F_INGRESS) != SK_PASS) {
+		skfp_add_ordered(&reader->redirected, -(__u64)size);
 		goto fallback;
-	if (bpf_msg_redirect_hash(msg, &skfp_socks, &peer->key, BPF_F_INGRESS) != SK_PASS)
-		goto fallback;
+	}
 	skfp_guard_redirected(msg);
 	skfp_pair_forget(peer);
 	skfp_count(SKFP_CNT_MSG_REDIRECTED, 1);

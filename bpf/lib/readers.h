@@ -42,4 +42,27 @@ struct {
 	__type(value, struct skfp_reader);
 } skfp_readers SEC(".maps");
 
+/* Moves r from state from to state to by compare-and-swap: sock_ops and the
+ * readers' program race (a socket on its way out of the sockhash must never be
+ * promoted: its peer would redirect to it, and the kernel drops what reaches
+ * or waits in the queue of a socket that leaves). 1: this call moved it. */
+static __always_inline int skfp_reader_move(struct skfp_reader *r, __u64 from, __u64 to)
+{
+	return __sync_val_compare_and_swap(&r->state, from, to) == from;
+}
+
+/* A fully ordered add, and what the counter holds after it: the fetching
+ * form (its result used), which every JIT orders fully; the plain atomic add
+ * is relaxed on arm64. The sum of a reader's redirected bytes needs it
+ * (fastpath.h, skfp_release_drained). */
+static __always_inline __u64 skfp_add_ordered(__u64 *at, __u64 n)
+{
+	return __sync_fetch_and_add(at, n) + n;
+}
+
+static __always_inline __u64 skfp_read_ordered(__u64 *at)
+{
+	return __sync_fetch_and_add(at, 0);
+}
+
 #endif /* SKFP_LIB_READERS_H */

@@ -105,6 +105,23 @@ describe('the adaptive fastpath', () => {
     })
   })
 
+  it.each(['late-blocking', 'late-waitall'])('a %s reader (promoted, then blocking recv() or MSG_WAITALL) is demoted, reads what was redirected to it, then leaves the sockhash: 16 MiB intact', async (mode) => {
+    await withSandbox('ak', async (sb) => {
+      const ns = await sb.addNetns('a')
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      // non-blocking recv() for the first MiB (promoted), then the other way for the rest
+      const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB), '--lockstep', '3'], {allowFailure: true})
+      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode, received: 16 * MiB, intact: true, error: null})
+      const st = await status(sb.name)
+      const why = JSON.stringify(st.counters)
+      expect(st.fastpath.readers.promoted, why).toBe(2)
+      expect(st.fastpath.readers.barredAfterPromotion, why).toBe(1)
+      expect(st.counters.bytesRedirected, why).toBeGreaterThan(0)
+      // at an ACK of its sender's (back on TCP), once it had read every byte redirected to it
+      expect(st.fastpath.readers.released, why).toBe(1)
+    })
+  })
+
   it('releases a socket that reads only with splice() however little it reads: a relay reading small requests leaves the sockhash at once', async () => {
     await withSandbox('aq', async (sb) => {
       const ns = await sb.addNetns('a')

@@ -153,9 +153,9 @@ export function readerStates(mapPin: string): Query<ReaderStates> {
   return mapped(q, (entries) => {
     const n: ReaderStates = {watched: 0, promoted: 0, barred: 0, released: 0}
     for (const e of entries) {
-      const bytes = Buffer.from(parseHexBytes(e.value.slice(READER_STATE_OFFSET, READER_STATE_OFFSET + 8)))
+      const bytes = parseHexBytes(e.value.slice(READER_STATE_OFFSET, READER_STATE_OFFSET + 8))
       if (bytes.length < 8) continue
-      const state = READER_STATES[Number(endianness() === 'LE' ? bytes.readBigUInt64LE() : bytes.readBigUInt64BE())]
+      const state = READER_STATES[Number(new DataView(bytes.buffer).getBigUint64(0, endianness() === 'LE'))]
       if (state) n[state]++
     }
     return n
