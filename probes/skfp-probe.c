@@ -20,8 +20,9 @@ static const char usage[] =
 	"usage: skfp-probe PROBE [--bytes N] [--addr 127.0.0.1|::1] [--port P] [--timeout-ms MS]\n"
 	"                        [--messages K] [--burst N] [--pause-ms MS]\n"
 	"                        [--max-tcp-mem-mib M] [--brake-tcp-mem-mib M] [--nonblock]\n"
-	"probes: splice late-splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity\n"
-	"--nonblock: O_NONBLOCK sockets, polled (late-splice always)\n";
+	"probes: splice late-splice late-blocking waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack\n"
+	"        integrity\n"
+	"--nonblock: O_NONBLOCK sockets, polled (late-splice and late-blocking always)\n";
 
 struct opts {
 	const char *probe;
@@ -174,6 +175,23 @@ static void probe_bulk(int dual, int slow, int sample_brake)
 /* splice: the receiver reads with splice() into a pipe (non-blocking, polled).
  * late-splice: it first reads recv_first bytes with recv() (a reader the
  * adaptive fastpath promotes), then splices the rest. */
+/* The late-* probes: both ends read greetings with recv(), one at a time, so
+ * the adaptive fastpath promotes both (a redirect needs both) before the
+ * writer starts: else the writer may fill the buffers over TCP before the
+ * reader is promoted, and nothing is left to redirect. */
+static void greet_both(struct pair *p)
+{
+	char hello[8];
+
+	for (int i = 0; i < 2 * 2; i++) {
+		int to = i % 2 ? p->srv : p->cli, from = i % 2 ? p->cli : p->srv;
+		struct pollfd pl = { .fd = to, .events = POLLIN };
+		if (send(from, "hello", 5, MSG_NOSIGNAL) != 5 || poll(&pl, 1, ms_left(g_deadline)) != 1 ||
+		    recv(to, hello, sizeof(hello), MSG_DONTWAIT) != 5)
+			die("%s: the greeting did not arrive", O.probe);
+	}
+}
+
 static void probe_splice(uint64_t recv_first)
 {
 	struct pair p;
@@ -190,17 +208,8 @@ static void probe_splice(uint64_t recv_first)
 	if (!buf || pipe2(pfd, O_CLOEXEC) < 0)
 		die("pipe: %s", strerror(errno));
 	make_pair(&p, &O.addr, &O.addr);
-	/* late-splice: both ends read greetings with recv(), one at a time, so
-	 * the adaptive fastpath promotes both (a redirect needs both) before
-	 * the writer starts: else the writer may fill the buffers over TCP
-	 * before the reader is promoted, and nothing is left to redirect */
-	for (int i = 0; recv_first && i < 2 * 2; i++) {
-		int to = i % 2 ? p.srv : p.cli, from = i % 2 ? p.cli : p.srv;
-		struct pollfd pl = { .fd = to, .events = POLLIN };
-		if (send(from, "hello", 5, MSG_NOSIGNAL) != 5 || poll(&pl, 1, ms_left(g_deadline)) != 1 ||
-		    recv(to, buf, PIPE_CHUNK, MSG_DONTWAIT) != 5)
-			die("late-splice: the greeting did not arrive");
-	}
+	if (recv_first)
+		greet_both(&p);
 	c2s.wfd = p.cli; c2s.seed = 0x3333; c2s.bytes = O.bytes; c2s.chunk = 64 * 1024;
 	pthread_create(&wt, NULL, dir_writer, &c2s);
 	/* tcp_splice_read() blocks unless the socket itself is O_NONBLOCK
@@ -312,6 +321,90 @@ static void probe_splice(uint64_t recv_first)
 	result_end(&j);
 	close(pfd[0]);
 	close(pfd[1]);
+	free(buf);
+	wd_close_all();
+}
+
+/* late-blocking: a reader promoted after its non-blocking recv()s turns its
+ * socket blocking after 1 MiB (a server that hands a connection to a thread
+ * once it has read the request head) and reads the rest with blocking
+ * recv(): every byte intact, and never EAGAIN (a blocking recv() inside the
+ * sockhash can fail so; the adaptive fastpath demotes the reader, lets it
+ * read what was redirected to it, then takes it out of the sockhash). */
+static void probe_late_blocking(void)
+{
+	const uint64_t recv_first = 1 << 20;
+	struct pair p;
+	struct dir c2s = { 0 };
+	pthread_t wt;
+	unsigned char *buf = malloc(PIPE_CHUNK);
+	uint64_t got = 0, eagain = 0;
+	long long bad = -1;
+	int read_err = 0, eof = 0;
+	char detail[512];
+
+	if (!buf)
+		die("malloc");
+	g_nonblock = 1;
+	make_pair(&p, &O.addr, &O.addr);
+	greet_both(&p);
+	c2s.wfd = p.cli; c2s.seed = 0x5555; c2s.bytes = O.bytes; c2s.chunk = 64 * 1024;
+	pthread_create(&wt, NULL, dir_writer, &c2s);
+	while (got < O.bytes && !g_expired) {
+		int blocking = got >= recv_first;
+		ssize_t n;
+
+		if (blocking && fcntl(p.srv, F_GETFL) & O_NONBLOCK)
+			set_nonblock(p.srv, 0);
+		n = recv(p.srv, buf, PIPE_CHUNK, 0);
+		if (n > 0) {
+			if (bad < 0) {
+				long long b = pattern_check(c2s.seed, got, buf, (size_t)n);
+				if (b >= 0)
+					bad = (long long)got + b;
+			}
+			got += (uint64_t)n;
+		} else if (n == 0) {
+			eof = 1;
+			break;
+		} else if (errno == EINTR) {
+			continue;
+		} else if (errno == EAGAIN && !blocking) {
+			struct pollfd pl = { .fd = p.srv, .events = POLLIN };
+			poll(&pl, 1, 100);
+		} else if (errno == EAGAIN) {
+			eagain++; /* the hazard: a blocking socket must not say this */
+		} else {
+			read_err = errno;
+			break;
+		}
+	}
+	shutdown(p.cli, SHUT_RDWR);
+	shutdown(p.srv, SHUT_RDWR);
+	pthread_join(wt, NULL);
+	watchdog_stop();
+
+	int ok = got == O.bytes && bad < 0 && !eagain;
+	if (ok)
+		snprintf(detail, sizeof(detail), "recv() then blocking recv() read all %" PRIu64 " bytes intact", got);
+	else if (eagain)
+		snprintf(detail, sizeof(detail), "a blocking recv() failed with EAGAIN %" PRIu64 " times", eagain);
+	else if (read_err)
+		snprintf(detail, sizeof(detail), "recv() failed: %s after %" PRIu64 " bytes", strerror(read_err), got);
+	else if (eof && g_expired)
+		snprintf(detail, sizeof(detail), "recv() blocked, the watchdog shut the socket down at %d ms after %" PRIu64 " of %" PRIu64 " bytes",
+			 O.timeout_ms, got, O.bytes);
+	else if (got < O.bytes)
+		snprintf(detail, sizeof(detail), "recv() got %" PRIu64 " of %" PRIu64 " bytes", got, O.bytes);
+	else
+		snprintf(detail, sizeof(detail), "data corrupt at offset %lld", bad);
+	struct json j;
+	result_begin(&j, ok, detail);
+	json_int(&j, "bytes", (long long)O.bytes);
+	json_int(&j, "recvFirstBytes", (long long)recv_first);
+	json_int(&j, "eagain", (long long)eagain);
+	json_bool(&j, "intact", bad < 0);
+	result_end(&j);
 	free(buf);
 	wd_close_all();
 }
@@ -674,6 +767,7 @@ int main(int argc, char **argv)
 	struct { const char *name; uint64_t bytes; int timeout_ms; } defs[] = {
 		{ "splice", 1 << 20, 3000 },
 		{ "late-splice", 8 << 20, 5000 },
+		{ "late-blocking", 16 << 20, 10000 },
 		{ "waitall", 64 << 10, 5000 },
 		{ "blocking-recv", 256 << 20, 60000 },
 		{ "slow-reader", 256 << 20, 60000 },
@@ -688,7 +782,7 @@ int main(int argc, char **argv)
 		if (!strcmp(O.probe, defs[k].name))
 			break;
 	if (k == sizeof(defs) / sizeof(defs[0]))
-		die("unknown probe: %s (splice late-splice waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity)", O.probe);
+		die("unknown probe: %s (splice late-splice late-blocking waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity)", O.probe);
 	if (!have_bytes)
 		O.bytes = defs[k].bytes;
 	if (!have_timeout)
@@ -721,6 +815,8 @@ int main(int argc, char **argv)
 		g_nonblock = 1;
 		probe_splice(1 << 20);
 	}
+	else if (!strcmp(O.probe, "late-blocking"))
+		probe_late_blocking();
 	else if (!strcmp(O.probe, "waitall"))
 		probe_waitall();
 	else if (!strcmp(O.probe, "fionread"))

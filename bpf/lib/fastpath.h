@@ -117,9 +117,9 @@ static __always_inline void skfp_release_drained(struct skfp_reader *r, const st
 
 /* Checked on its ACKs (BPF_SOCK_OPS_RTT_CB) until it is released or gone (a
  * tracing program may not delete from a sockhash; sock_ops may): a watched or
- * barred socket as above; a promoted one keeps the check for a demotion of its
- * own or of its peer (a demoted reader that sends nothing gets no ACKs; its
- * sender, back on TCP, does). */
+ * barred socket as above; a promoted one keeps the check, while its peer is in
+ * the sockhash, for a demotion of its own or of its peer (a demoted reader
+ * that sends nothing gets no ACKs; its sender, back on TCP, does). */
 static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 {
 	struct skfp_reader *r, *peer;
@@ -141,8 +141,15 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 		peer = bpf_map_lookup_elem(&skfp_readers, &stored->key);
 		if (peer)
 			skfp_release_drained(peer, &stored->key);
-		if (seen == SKFP_READER_DEMOTED)
+		if (seen == SKFP_READER_DEMOTED) {
 			skfp_release_drained(r, &stored->own);
+			return;
+		}
+		/* a peer gone from the sockhash sends nothing more here: no
+		 * check left that is worth an ACK's time (if this one turns
+		 * blocking later, it stays, demoted) */
+		if (!peer || peer->state == SKFP_READER_RELEASED)
+			goto done;
 		return;
 	}
 	if (seen == SKFP_READER_WATCHED) {

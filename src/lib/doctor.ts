@@ -28,6 +28,7 @@ export const PROBES = {
   splice: 'splice() readers get no data (Go io.Copy between TCP sockets: mihomo, sing-box relays)',
   waitall: 'recv(MSG_WAITALL) returns short',
   'blocking-recv': 'a blocking recv() can fail with EAGAIN once a connection mixes fastpath and TCP data',
+  'late-blocking': 'a reader that turns its socket blocking once its connection is on the fastpath gets EAGAIN or loses bytes',
   'slow-reader': "a slow reader's queue is not bounded (host TCP memory pressure)",
   fionread: 'FIONREAD reports wrong queued bytes',
   halfclose: 'half-close or reset is not seen by the peer',

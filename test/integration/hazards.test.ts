@@ -18,7 +18,7 @@ describe('kernel self-test', () => {
     const doc = await skfp(['doctor', '--rerun', '--json'])
     expect(doc.exitCode, doc.stderr).toBe(0)
     const v = doc.json.verdict
-    expect(v.probes.map((p: {probe: string}) => p.probe)).toEqual(['splice', 'waitall', 'blocking-recv', 'slow-reader', 'fionread', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces'])
+    expect(v.probes.map((p: {probe: string}) => p.probe)).toEqual(['splice', 'waitall', 'blocking-recv', 'late-blocking', 'slow-reader', 'fionread', 'halfclose', 'port-reuse', 'dualstack', 'integrity', 'two-namespaces'])
     for (const p of v.probes) expect(p.plainOk, `${p.probe} over plain TCP`).toBe(true)
     for (const p of v.probes) if (GUARDED.includes(p.probe)) expect(p.ok, `${p.probe}: ${p.detail}`).toBe(true)
     expect(v.fastpathSafe).toBe(v.probes.every((p: {ok: boolean}) => p.ok))
