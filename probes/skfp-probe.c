@@ -219,11 +219,7 @@ static void probe_splice(uint64_t recv_first)
 	while (got < recv_first && ms_left(g_deadline)) {
 		ssize_t n = recv(p.srv, buf, PIPE_CHUNK, MSG_DONTWAIT);
 		if (n > 0) {
-			if (bad < 0) {
-				long long b = pattern_check(c2s.seed, got, buf, (size_t)n);
-				if (b >= 0)
-					bad = (long long)got + b;
-			}
+			pattern_note_bad(&bad, c2s.seed, got, buf, (size_t)n);
 			got += (uint64_t)n;
 		} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 			break;
@@ -258,11 +254,7 @@ static void probe_splice(uint64_t recv_first)
 			ssize_t m = read(pfd[0], buf, (size_t)(n - r));
 			if (m <= 0)
 				die("read from pipe: %s", m < 0 ? strerror(errno) : "EOF");
-			if (bad < 0) {
-				long long b = pattern_check(c2s.seed, got, buf, (size_t)m);
-				if (b >= 0)
-					bad = (long long)got + b;
-			}
+			pattern_note_bad(&bad, c2s.seed, got, buf, (size_t)m);
 			got += (uint64_t)m;
 			r += m;
 		}
@@ -274,11 +266,7 @@ static void probe_splice(uint64_t recv_first)
 		while (got + recv_after < O.bytes && ms_left(g_deadline)) {
 			ssize_t n = recv(p.srv, buf, PIPE_CHUNK, MSG_DONTWAIT);
 			if (n > 0) {
-				if (bad < 0) {
-					long long b = pattern_check(c2s.seed, got + recv_after, buf, (size_t)n);
-					if (b >= 0)
-						bad = (long long)(got + recv_after) + b;
-				}
+				pattern_note_bad(&bad, c2s.seed, got + recv_after, buf, (size_t)n);
 				recv_after += (uint64_t)n;
 			} else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
 				break;
@@ -358,11 +346,7 @@ static void probe_late_blocking(void)
 			set_nonblock(p.srv, 0);
 		n = recv(p.srv, buf, PIPE_CHUNK, 0);
 		if (n > 0) {
-			if (bad < 0) {
-				long long b = pattern_check(c2s.seed, got, buf, (size_t)n);
-				if (b >= 0)
-					bad = (long long)got + b;
-			}
+			pattern_note_bad(&bad, c2s.seed, got, buf, (size_t)n);
 			got += (uint64_t)n;
 		} else if (n == 0) {
 			eof = 1;
@@ -497,11 +481,8 @@ static void probe_waitall(void)
 			pthread_create(&t, NULL, waitall_reader, &r[round]);
 		}
 		pthread_join(t, NULL);
-		if (r[round].got > 0) {
-			long long b = pattern_check(seed, off, r[round].buf, (size_t)r[round].got);
-			if (b >= 0)
-				bad[round] = (long long)off + b;
-		}
+		if (r[round].got > 0)
+			pattern_note_bad(&bad[round], seed, off, r[round].buf, (size_t)r[round].got);
 		if (g_expired)
 			break;
 		uint64_t got = r[round].got > 0 ? (uint64_t)r[round].got : 0;

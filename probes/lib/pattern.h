@@ -57,4 +57,17 @@ static UNUSED long long pattern_check(uint64_t seed, uint64_t off, const unsigne
 	return -1;
 }
 
+/* Checks len bytes read at stream offset off unless a corruption was found
+ * already: *bad (-1 = none yet) becomes the stream offset of the first bad byte. */
+static UNUSED void pattern_note_bad(long long *bad, uint64_t seed, uint64_t off, const unsigned char *buf, size_t len)
+{
+	long long b;
+
+	if (*bad >= 0)
+		return;
+	b = pattern_check(seed, off, buf, len);
+	if (b >= 0)
+		*bad = (long long)off + b;
+}
+
 #endif /* SKFP_PROBES_PATTERN_H */

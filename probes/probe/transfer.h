@@ -191,11 +191,7 @@ static void *dir_reader(void *arg)
 			d->eof_early = 1;
 			break;
 		}
-		if (d->bad_off < 0) {
-			long long b = pattern_check(d->seed, d->received, buf, (size_t)n);
-			if (b >= 0)
-				d->bad_off = (long long)d->received + b;
-		}
+		pattern_note_bad(&d->bad_off, d->seed, d->received, buf, (size_t)n);
 		d->received += (uint64_t)n;
 		since_pause += (uint64_t)n;
 		if (d->burst && since_pause >= d->burst) {

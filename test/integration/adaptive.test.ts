@@ -7,6 +7,7 @@ import {join} from 'node:path'
 import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
 import {iperf, waitForOutput} from '../../src/lib/iperf.js'
+import type {Sandbox} from '../../src/lib/sandbox.js'
 import {removeVerdict, skfp, socketsDrainTo0, status, upArgs, withSandbox} from './helpers.js'
 import {waitForListener} from './topology.js'
 
@@ -16,6 +17,17 @@ const adaptiveArgs = (args: string[]) => args.map((a) => (a === 'all' ? 'on' : a
 
 // the defaults (--fastpath auto) run the self-test and pin its verdict
 afterAll(removeVerdict)
+
+/** skfp up (adaptive) in a namespace of sb, 16 MiB through readers.py MODE, every byte checked; the
+ * instance's status after. In lockstep: the first pieces wait for the reader, so a busy host cannot
+ * send it all over TCP before the reader has shown how it reads. */
+async function readIn16MiB(sb: Sandbox, mode: string) {
+  const ns = await sb.addNetns('a')
+  expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+  const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB), '--lockstep', '3'], {allowFailure: true})
+  expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode, received: 16 * MiB, intact: true, error: null})
+  return status(sb.name)
+}
 
 describe('the adaptive fastpath', () => {
   it('is on with no --fastpath flag; redis-benchmark and redis-server (event loops) are promoted and their requests redirected', async () => {
@@ -85,13 +97,7 @@ describe('the adaptive fastpath', () => {
     ['blocking', {promoted: 1, blocking: 1}, false],
   ] as const)('a %s reader: 16 MiB intact; promoted only when it reads with plain recv()', async (mode, reason, redirected) => {
     await withSandbox('ar', async (sb) => {
-      const ns = await sb.addNetns('a')
-      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
-      // in lockstep: the first pieces wait for the reader, so a busy host cannot send it all over TCP
-      // before the reader has shown how it reads
-      const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB), '--lockstep', '3'], {allowFailure: true})
-      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode, received: 16 * MiB, intact: true, error: null})
-      const st = await status(sb.name)
+      const st = await readIn16MiB(sb, mode)
       const why = JSON.stringify(st.counters)
       const readers = st.fastpath.readers
       const got = {promoted: readers.promoted, splice: readers.keptOnTcp.splice, waitall: readers.keptOnTcp.waitall, blocking: readers.keptOnTcp.blocking}
@@ -107,12 +113,8 @@ describe('the adaptive fastpath', () => {
 
   it.each(['late-blocking', 'late-waitall'])('a %s reader (promoted, then blocking recv() or MSG_WAITALL) is demoted, reads what was redirected to it, then leaves the sockhash: 16 MiB intact', async (mode) => {
     await withSandbox('ak', async (sb) => {
-      const ns = await sb.addNetns('a')
-      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
       // non-blocking recv() for the first MiB (promoted), then the other way for the rest
-      const r = await sb.run(ns, [resolveTool('python3'), READERS, mode, '--bytes', String(16 * MiB), '--lockstep', '3'], {allowFailure: true})
-      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({mode, received: 16 * MiB, intact: true, error: null})
-      const st = await status(sb.name)
+      const st = await readIn16MiB(sb, mode)
       const why = JSON.stringify(st.counters)
       expect(st.fastpath.readers.promoted, why).toBe(2)
       expect(st.fastpath.readers.barredAfterPromotion, why).toBe(1)
