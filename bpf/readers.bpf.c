@@ -22,8 +22,8 @@
  * ("stranded") are read by this very recv() (short, with MSG_WAITALL) and the
  * next ones. Each recv() of a promoted or demoted reader counts the redirected
  * bytes it read (drained), so sock_ops can take a demoted socket out of the
- * sockhash once nothing redirected to it is left (fastpath.h). A promoted reader that moves to splice() is not seen: splice()
- * reads only the TCP queue, no kernel path moves redirected bytes there, and
+ * sockhash once nothing redirected to it is left (fastpath.h). A promoted
+ * reader that moves to splice() is not seen: splice() reads only the TCP queue, no kernel path moves redirected bytes there, and
  * no tracepoint tells it apart from TCP's own receive work (measured on
  * 6.18: tcp_rcv_space_adjust fires outside recvmsg too). A tracing program
  * may not remove a socket from the sockhash: that is why sock_ops lets only
@@ -62,14 +62,24 @@ static __always_inline void skfp_reader_demote(struct sock *sk, struct skfp_read
 		skfp_count(SKFP_CNT_READER_STRANDED, 1);
 }
 
-/* A promoted (or demoted) reader's recv(): the redirected bytes it read are
- * what it returned beyond what moved its copied_seq (the TCP queue's). */
-static __always_inline void skfp_reader_drain(struct sock *sk, struct skfp_reader *r, int ret, int flags)
+/* How far the socket's copied_seq moved since the reader's last recv() (or its
+ * join): the bytes this recv() took from the TCP queue, plus any consumed
+ * another way (splice) in between. */
+static __always_inline __u32 skfp_reader_moved(struct sock *sk, struct skfp_reader *r)
 {
 	__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
 	__u32 moved = seq - r->seq;
 
 	r->seq = seq;
+	return moved;
+}
+
+/* A promoted (or demoted) reader's recv(): the redirected bytes it read are
+ * what it returned beyond what moved its copied_seq (the TCP queue's). */
+static __always_inline void skfp_reader_drain(struct sock *sk, struct skfp_reader *r, int ret, int flags)
+{
+	__u32 moved = skfp_reader_moved(sk, r);
+
 	if (ret > 0 && !(flags & SKFP_MSG_PEEK) && (__u32)ret > moved)
 		__sync_fetch_and_add(&r->drained, (__u64)((__u32)ret - moved));
 }
@@ -77,11 +87,9 @@ static __always_inline void skfp_reader_drain(struct sock *sk, struct skfp_reade
 /* Why a watched reader is never promoted, after this recv(); 0: it may be. */
 static __always_inline __u32 skfp_reader_refusal(struct sock *sk, struct skfp_reader *r, int ret, int flags)
 {
-	__u32 seq = BPF_CORE_READ((struct tcp_sock *)sk, copied_seq);
 	__u32 read = ret > 0 && !(flags & SKFP_MSG_PEEK) ? ret : 0;
-	__u32 moved = seq - r->seq;
+	__u32 moved = skfp_reader_moved(sk, r);
 
-	r->seq = seq;
 	/* the FIN takes a sequence number when read: EOF moves it by one */
 	if (moved != read && !(ret == 0 && moved == 1))
 		return SKFP_CNT_READER_SPLICE;

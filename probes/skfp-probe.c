@@ -172,9 +172,6 @@ static void probe_bulk(int dual, int slow, int sample_brake)
 	wd_close_all();
 }
 
-/* splice: the receiver reads with splice() into a pipe (non-blocking, polled).
- * late-splice: it first reads recv_first bytes with recv() (a reader the
- * adaptive fastpath promotes), then splices the rest. */
 /* The late-* probes: both ends read greetings with recv(), one at a time, so
  * the adaptive fastpath promotes both (a redirect needs both) before the
  * writer starts: else the writer may fill the buffers over TCP before the
@@ -192,6 +189,9 @@ static void greet_both(struct pair *p)
 	}
 }
 
+/* splice: the receiver reads with splice() into a pipe (non-blocking, polled).
+ * late-splice: it first reads recv_first bytes with recv() (a reader the
+ * adaptive fastpath promotes), then splices the rest. */
 static void probe_splice(uint64_t recv_first)
 {
 	struct pair p;
@@ -762,8 +762,12 @@ int main(int argc, char **argv)
 	for (k = 0; k < sizeof(defs) / sizeof(defs[0]); k++)
 		if (!strcmp(O.probe, defs[k].name))
 			break;
-	if (k == sizeof(defs) / sizeof(defs[0]))
-		die("unknown probe: %s (splice late-splice late-blocking waitall blocking-recv slow-reader fionread halfclose port-reuse dualstack integrity)", O.probe);
+	if (k == sizeof(defs) / sizeof(defs[0])) {
+		char names[256] = "";
+		for (k = 0; k < sizeof(defs) / sizeof(defs[0]); k++)
+			snprintf(names + strlen(names), sizeof(names) - strlen(names), "%s%s", k ? " " : "", defs[k].name);
+		die("unknown probe: %s (%s)", O.probe, names);
+	}
 	if (!have_bytes)
 		O.bytes = defs[k].bytes;
 	if (!have_timeout)

@@ -82,8 +82,8 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 #define SKFP_RELEASE_UNSEEN_NS (50ull * 1000 * 1000) /* consumed, and no recv() ever: a splice reader */
 #endif
 
-/* The socket of key leaves the sockhash; its reader entry r was moved to
- * RELEASED by the caller. */
+/* The socket of key leaves the sockhash; the caller has moved its reader
+ * entry to RELEASED. */
 static __always_inline void skfp_release(const struct skfp_sock_key *key)
 {
 	if (!bpf_map_delete_elem(&skfp_socks, (void *)key))
