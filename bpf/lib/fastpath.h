@@ -70,7 +70,9 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
  * recv() takes).
  * Nothing was ever redirected to a socket never promoted, so nothing is
  * lost. The state goes to RELEASED by compare-and-swap from the state seen,
- * so the readers' program cannot promote it meanwhile.
+ * so the readers' program cannot promote it meanwhile. A socket whose own
+ * sends have been redirected (its peer reads with recv()) stays
+ * (skfp_release).
  * Its promoted peer stays in the sockhash, though nothing can be redirected
  * on the connection any more: releasing it too made small responses through
  * a Go relay faster (0.89x -> 0.99x of plain) but 4 MiB ones slower (1.20x
@@ -82,12 +84,35 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 #define SKFP_RELEASE_UNSEEN_NS (50ull * 1000 * 1000) /* consumed, and no recv() ever: a splice reader */
 #endif
 
-/* The socket of key leaves the sockhash; the caller has moved its reader
- * entry to RELEASED. */
-static __always_inline void skfp_release(const struct skfp_sock_key *key)
+/* The socket of key, whose reader entry r the caller has just moved from
+ * `from` to RELEASED, leaves the sockhash, unless what it sent to its peer
+ * (entry to, NULL if gone) forbids it: then r goes back to `from` and 0 is
+ * returned. Out of the sockhash its sends go over plain TCP, and TCP bytes
+ * behind a non-empty redirected queue can be taken for the end of the stream
+ * (guard.h, skfp_sk_sent_fin): so a socket leaves only if every byte it
+ * redirected has been read (sent_all) or if it never redirected (!sent_all:
+ * a socket that redirects stays, and keeps the fastpath for its sends). Its
+ * sk_msg adds each message to to->redirected before it reads its own state,
+ * both fully ordered, and this reads the sums after the state moved: a
+ * message is either counted here or sees RELEASED and goes over TCP. */
+static __always_inline int skfp_release(struct skfp_reader *r, __u64 from, const struct skfp_sock_key *key,
+					struct skfp_reader *to, int sent_all)
 {
+	__u64 redirected;
+
+	if (to) {
+		redirected = skfp_read_ordered(&to->redirected);
+		if (sent_all ? skfp_read_ordered(&to->drained) != redirected ||
+				       skfp_sk_cookie(to->sk) != to->cookie ||
+				       skfp_sk_redirected_unread(skfp_kview(sock, to->sk))
+			     : redirected != 0) {
+			skfp_reader_move(r, SKFP_READER_RELEASED, from);
+			return 0;
+		}
+	}
 	if (!bpf_map_delete_elem(&skfp_socks, (void *)key))
 		skfp_count(SKFP_CNT_SOCK_RELEASED, 1);
+	return 1;
 }
 
 /* A demoted reader (promoted, then MSG_WAITALL or a blocking recv()) leaves
@@ -99,7 +124,7 @@ static __always_inline void skfp_release(const struct skfp_sock_key *key)
  * before the demotion has added by now; drained == redirected and an empty
  * queue then mean every such byte was queued and read. A message the kernel
  * failed to queue is never drained: such a reader stays, as it did before. */
-static __always_inline void skfp_release_drained(struct skfp_reader *r, const struct skfp_sock_key *key)
+static __always_inline void skfp_release_drained(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *to)
 {
 	__u64 redirected;
 
@@ -112,7 +137,7 @@ static __always_inline void skfp_release_drained(struct skfp_reader *r, const st
 	if (skfp_sk_cookie(r->sk) != r->cookie || skfp_sk_redirected_unread(skfp_kview(sock, r->sk)))
 		return;
 	if (skfp_reader_move(r, SKFP_READER_DEMOTED, SKFP_READER_RELEASED))
-		skfp_release(key);
+		skfp_release(r, SKFP_READER_DEMOTED, key, to, 1);
 }
 
 /* Checked on its ACKs (BPF_SOCK_OPS_RTT_CB) until it is released or gone (a
@@ -140,9 +165,9 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	if (seen == SKFP_READER_PROMOTED || seen == SKFP_READER_DEMOTED) {
 		peer = bpf_map_lookup_elem(&skfp_readers, &stored->key);
 		if (peer)
-			skfp_release_drained(peer, &stored->key);
+			skfp_release_drained(peer, &stored->key, r);
 		if (seen == SKFP_READER_DEMOTED) {
-			skfp_release_drained(r, &stored->own);
+			skfp_release_drained(r, &stored->own, peer);
 			return;
 		}
 		/* a peer gone from the sockhash sends nothing more here: no
@@ -178,7 +203,9 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 		return; /* promoted or barred meanwhile: seen again at the next ACK */
 	if (seen == SKFP_READER_WATCHED)
 		skfp_count(SKFP_CNT_READER_SPLICE, 1);
-	skfp_release(&stored->own);
+	/* a socket whose sends are redirected (a Go relay's, to a client that
+	 * reads with recv()) stays, for them, its reads on TCP: no more checks */
+	skfp_release(r, seen, &stored->own, bpf_map_lookup_elem(&skfp_readers, &stored->key), 0);
 done:
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
@@ -264,23 +291,22 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	peer = bpf_sk_storage_get(&skfp_peers, msg->sk, 0, 0);
 	if (!peer)
 		goto fallback;
-	/* Both ends must have shown they read with recv(): the reader, and the
-	 * sender too. A sender that never reads that way (a Go relay's socket:
-	 * it splices both ways) keeps its sends on TCP: with its splice()d
-	 * writes redirected, 2 of 10 runs of the Go relay test lost the end of
-	 * a 32 MiB download on 6.18 (the relay had sent every byte; cause not
-	 * found), and none since. */
+	/* Only the reader must have shown it reads with recv(); how the sender
+	 * reads does not matter (a Go relay's socket splices, and its writes
+	 * are redirected to a client that reads with recv()). */
 	reader = bpf_map_lookup_elem(&skfp_readers, &peer->key);
 	self = bpf_map_lookup_elem(&skfp_readers, &peer->own);
-	if (!reader || reader->state != SKFP_READER_PROMOTED || !self || self->state != SKFP_READER_PROMOTED) {
+	if (!reader || reader->state != SKFP_READER_PROMOTED || !self || self->state == SKFP_READER_RELEASED) {
 		skfp_count(SKFP_CNT_MSG_UNPROMOTED, 1);
 		goto fallback;
 	}
-	/* counted before the reader's state is read again (a fully ordered
-	 * add, whose result is therefore used): a release that finds it
-	 * demoted sees these bytes (skfp_release_drained); taken back if they
+	/* counted before the reader's state and our own are read again (a
+	 * fully ordered add, whose result is therefore used): a release that
+	 * finds the reader demoted, or that moves us out of the sockhash, sees
+	 * these bytes (skfp_release_drained, skfp_release); taken back if they
 	 * go over TCP after all */
 	if (!skfp_add_ordered(&reader->redirected, size) || reader->state != SKFP_READER_PROMOTED ||
+	    self->state == SKFP_READER_RELEASED ||
 	    !skfp_guard_allow(msg, cfg, reader) || bpf_msg_redirect_hash(msg, &skfp_socks, &peer->key, BPF_F_INGRESS) != SK_PASS) {
 		skfp_add_ordered(&reader->redirected, -(__u64)size);
 		goto fallback;

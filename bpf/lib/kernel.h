@@ -33,6 +33,7 @@ struct sock_common {
 	} skc_cookie; /* atomic64_t: the socket cookie, 0 until first asked for; never reused */
 	struct proto *skc_prot;
 	struct sock *skc_listener; /* of a request socket: its listener */
+	volatile unsigned char skc_state; /* TCP_* */
 } __attribute__((preserve_access_index));
 
 struct file {

@@ -2,8 +2,8 @@
 // is splice(2) between the two sockets), behind skfp's interception with skfp's defaults (no
 // --fastpath flag), the server a local container (in the cgroup, so both hops are local TCP).
 // With `--fastpath all` such a relay hangs (its splice reads never see redirected bytes). The
-// defaults (adaptive) redirect only between two ends that both read with recv(): the relay's
-// sockets splice, so both its hops stay on TCP, every byte intact, nothing hangs.
+// defaults (adaptive) redirect only to a reader that reads with recv(): the relay's writes to the
+// client and to the server are redirected, what the relay reads (with splice) comes over TCP.
 import {afterAll, describe, expect, it} from 'vitest'
 import {programPath} from '../../src/lib/build.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
@@ -17,7 +17,7 @@ const BYTES = 32 * MiB
 afterAll(removeVerdict)
 
 describe('a Go relay (io.Copy, splice) with the defaults', () => {
-  it('carries 32 MiB each way over IPv4 and IPv6 with sha256 intact, both hops on TCP (the relay reads with splice), nothing hangs', async () => {
+  it('carries 32 MiB each way over IPv4 and IPv6 with sha256 intact, then a 32 MiB download, a large share of it redirected (the relay reads with splice over TCP), nothing hangs', async () => {
     await withSandbox('gr', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       const defaults = interceptArgs(sb, host).filter((a, i, all) => a !== '--fastpath' && all[i - 1] !== '--fastpath')
@@ -26,32 +26,35 @@ describe('a Go relay (io.Copy, splice) with the defaults', () => {
       const relay = sb.start(host, [programPath('skfp-gorelay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--listen', `[::1]:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
       await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
       const results: {addr: string; up: string; down: string; s: unknown; c: unknown}[] = []
-      for (const [addr, port] of [[REMOTE4, 9301], [REMOTE6, 9302]] as const) {
+      let downloadRedirected = 0
+      for (const [addr, port, upBytes] of [[REMOTE4, 9301, BYTES], [REMOTE6, 9302, BYTES], [REMOTE4, 9303, 0]] as const) {
         const seed = `g${port}`
-        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--seed', seed])
+        const before = (await status(sb.name)).counters.bytesRedirected
+        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed])
         await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
-        const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--seed', seed])
+        const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed])
         const s = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
-        results.push({addr, up: s.serverReceivedSha === expectedSha(`${seed}-up`, BYTES) ? 'ok' : 'BAD', down: c.clientReceivedSha === expectedSha(`${seed}-down`, BYTES) ? 'ok' : 'BAD', s, c})
+        results.push({addr, up: s.serverReceivedSha === expectedSha(`${seed}-up`, upBytes) ? 'ok' : 'BAD', down: c.clientReceivedSha === expectedSha(`${seed}-down`, BYTES) ? 'ok' : 'BAD', s, c})
+        if (upBytes === 0) downloadRedirected = (await status(sb.name)).counters.bytesRedirected - before
       }
       relay.kill('SIGTERM')
       const summary = JSON.parse(String((await relay).stderr).trim().split('\n').pop()!)
-      const seen = `${JSON.stringify({results, summary})} ${JSON.stringify((await status(sb.name)).counters)}`
+      const seen = `${JSON.stringify({results, summary, downloadRedirected})} ${JSON.stringify((await status(sb.name)).counters)}`
       for (const r of results) expect([r.addr, r.up, r.down], seen).toEqual([r.addr, 'ok', 'ok'])
-      expect(summary).toMatchObject({accepted: 2, upstreamFailed: 0, bytesUp: 2 * BYTES, bytesDown: 2 * BYTES})
+      expect(summary).toMatchObject({accepted: 3, upstreamFailed: 0, bytesUp: 2 * BYTES, bytesDown: 3 * BYTES})
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
-      expect(st.counters.tcAssignedListener).toBe(2)
+      expect(st.counters.tcAssignedListener).toBe(3)
       expect(st.fastpath).toMatchObject({enabled: true, adaptive: true})
-      // the client and the server read with recv(): promoted. The relay's sockets never read with
-      // recv() (splice both ways), so nothing is redirected to them nor from them: both ends of a
-      // redirect must have shown they read with recv() (bpf/lib/fastpath.h says why)
-      expect(st.fastpath.readers.promoted, why).toBe(4)
+      // the clients and the servers that read data (not the last, which gets none) read with recv():
+      // promoted, and the relay's writes to them are redirected; the relay's sockets read with
+      // splice(): never promoted, nothing redirected to them
+      expect(st.fastpath.readers.promoted, why).toBe(5)
       expect(st.counters.readersBarred, why).toBe(0)
-      expect(st.counters.bytesRedirected, why).toBe(0)
-      // and its sockets, whose copied_seq moves without a recv(), leave the sockhash (then their
-      // peers too, once they are promoted): plain TCP, without the sockmap's send and receive path
-      expect(st.fastpath.readers.released, why).toBeGreaterThanOrEqual(4)
+      // the download alone (the client half-closed at once): the client is promoted at its second
+      // read, and from the guard's first hand-off on the rest is redirected (about 90 % in loops of
+      // 200 on this machine); a quarter is the floor here
+      expect(downloadRedirected, seen).toBeGreaterThanOrEqual(BYTES / 4)
     })
   })
 })
