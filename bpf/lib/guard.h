@@ -88,9 +88,10 @@ static __always_inline int skfp_guard_braking(const struct sock *own)
  * that takes a short read with EPOLLHUP for the end of the stream (libuv, so
  * Node.js) stops at a read that ends where its redirected queue ends: bytes
  * sent over TCP behind that queue are never read (a Node.js download of 6 MiB
- * from a sender outrunning it lost its tail 6 times in 100). So the guard
- * never sends over TCP behind a non-empty queue of such a reader: above the
- * bound it keeps redirecting until the queue is empty. */
+ * from a sender outrunning it lost its tail 6 times in 100). So above the
+ * bound the guard keeps redirecting to such a reader until its queue is
+ * empty: its queue has no bound of its own then, only the global brake's
+ * (under the brake it goes over TCP like any other). */
 static __always_inline int skfp_sk_sent_fin(const struct sock *sk)
 {
 	unsigned char state = skfp_kread(sk, __sk_common.skc_state);
@@ -108,6 +109,7 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	struct sock *own, *peer;
 	__u64 bound, queued, ud, psock_sk;
 	__u32 write_seq;
+	int braking;
 
 	if (!bsk)
 		return 0;
@@ -154,8 +156,9 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 		st->demoted = SKFP_GUARD_REDIRECTING;
 		return 1;
 	}
-	if (queued + msg->size > bound || skfp_guard_braking(own)) {
-		if (queued && skfp_sk_sent_fin(peer))
+	braking = skfp_guard_braking(own);
+	if (queued + msg->size > bound || braking) {
+		if (queued && !braking && skfp_sk_sent_fin(peer))
 			return 1;
 		st->demoted = SKFP_GUARD_DEMOTED;
 		skfp_count(SKFP_CNT_GUARD_DEMOTED, 1);
