@@ -90,8 +90,9 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
  * returned. Out of the sockhash its sends go over plain TCP, and TCP bytes
  * behind a non-empty redirected queue can be taken for the end of the stream
  * (guard.h, skfp_sk_sent_fin): so a socket leaves only if every byte it
- * redirected has been read (sent_all) or if it never redirected (!sent_all:
- * a socket that redirects stays, and keeps the fastpath for its sends). Its
+ * redirected has been read (sent_all: a barred or demoted one, which sends
+ * over TCP by now) or if it never redirected (!sent_all: a watched one that
+ * redirects stays, and keeps the fastpath for its sends). Its
  * sk_msg adds each message to to->redirected before it reads its own state,
  * both fully ordered, and this reads the sums after the state moved: a
  * message is either counted here or sees RELEASED and goes over TCP. */
@@ -203,9 +204,13 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 		return; /* promoted or barred meanwhile: seen again at the next ACK */
 	if (seen == SKFP_READER_WATCHED)
 		skfp_count(SKFP_CNT_READER_SPLICE, 1);
-	/* a socket whose sends are redirected (a Go relay's, to a client that
-	 * reads with recv()) stays, for them, its reads on TCP: no more checks */
-	skfp_release(r, seen, &stored->own, bpf_map_lookup_elem(&skfp_readers, &stored->key), 0);
+	/* A watched socket whose sends are redirected (a Go relay's, to a
+	 * client that reads with recv()) stays for them, its reads on TCP: no
+	 * more checks. A barred one sends over TCP (sk_msg) and leaves once its
+	 * peer has read what it redirected before: checked again at its ACKs. */
+	if (!skfp_release(r, seen, &stored->own, bpf_map_lookup_elem(&skfp_readers, &stored->key), seen == SKFP_READER_BARRED) &&
+	    seen == SKFP_READER_BARRED)
+		return;
 done:
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
@@ -275,6 +280,15 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 	return 1;
 }
 
+/* Whether a socket in this reader state may send by redirect: watched or
+ * promoted, not one on its way out of the sockhash. */
+static __always_inline int skfp_may_redirect_from(const struct skfp_reader *self)
+{
+	__u64 state = self->state;
+
+	return state == SKFP_READER_WATCHED || state == SKFP_READER_PROMOTED;
+}
+
 /* Always SK_PASS: a redirect that found no peer falls back to plain TCP
  * (returning the helper's SK_DROP would make send() fail with EACCES). */
 SEC("sk_msg")
@@ -293,10 +307,11 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 		goto fallback;
 	/* Only the reader must have shown it reads with recv(); how the sender
 	 * reads does not matter (a Go relay's socket splices, and its writes
-	 * are redirected to a client that reads with recv()). */
+	 * are redirected to a client that reads with recv()), unless it was
+	 * barred or demoted: it is to leave the sockhash (skfp_release). */
 	reader = bpf_map_lookup_elem(&skfp_readers, &peer->key);
 	self = bpf_map_lookup_elem(&skfp_readers, &peer->own);
-	if (!reader || reader->state != SKFP_READER_PROMOTED || !self || self->state == SKFP_READER_RELEASED) {
+	if (!reader || reader->state != SKFP_READER_PROMOTED || !self || !skfp_may_redirect_from(self)) {
 		skfp_count(SKFP_CNT_MSG_UNPROMOTED, 1);
 		goto fallback;
 	}
@@ -306,7 +321,7 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	 * these bytes (skfp_release_drained, skfp_release); taken back if they
 	 * go over TCP after all */
 	if (!skfp_add_ordered(&reader->redirected, size) || reader->state != SKFP_READER_PROMOTED ||
-	    self->state == SKFP_READER_RELEASED ||
+	    !skfp_may_redirect_from(self) ||
 	    !skfp_guard_allow(msg, cfg, reader) || bpf_msg_redirect_hash(msg, &skfp_socks, &peer->key, BPF_F_INGRESS) != SK_PASS) {
 		skfp_add_ordered(&reader->redirected, -(__u64)size);
 		goto fallback;
