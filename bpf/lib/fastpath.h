@@ -101,10 +101,10 @@ static __always_inline int skfp_release(struct skfp_reader *r, __u64 from, const
 {
 	__u64 redirected;
 
-	if (to) {
+	/* a peer gone (entry or socket) reads nothing more: no matter */
+	if (to && skfp_sk_cookie(to->sk) == to->cookie) {
 		redirected = skfp_read_ordered(&to->redirected);
 		if (sent_all ? skfp_read_ordered(&to->drained) != redirected ||
-				       skfp_sk_cookie(to->sk) != to->cookie ||
 				       skfp_sk_redirected_unread(skfp_kview(sock, to->sk))
 			     : redirected != 0) {
 			skfp_reader_move(r, SKFP_READER_RELEASED, from);
