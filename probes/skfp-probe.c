@@ -173,8 +173,8 @@ static void probe_bulk(int dual, int slow, int sample_brake)
 }
 
 /* The late-* probes: both ends read greetings with recv(), one at a time, so
- * the adaptive fastpath promotes both (a redirect needs both) before the
- * writer starts: else the writer may fill the buffers over TCP before the
+ * the adaptive fastpath promotes both (the reader is what a redirect needs;
+ * until 1c1362f the writer too) before the writer starts: else the writer may fill the buffers over TCP before the
  * reader is promoted, and nothing is left to redirect. */
 static void greet_both(struct pair *p)
 {

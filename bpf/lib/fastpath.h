@@ -84,6 +84,16 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 #define SKFP_RELEASE_UNSEEN_NS (50ull * 1000 * 1000) /* consumed, and no recv() ever: a splice reader */
 #endif
 
+/* Whether bytes redirected to the (live) socket of reader entry r may still
+ * be unread or on their way: its sums differ (fully ordered reads) or its
+ * queue holds bytes. */
+static __always_inline int skfp_reader_unread(struct skfp_reader *r)
+{
+	__u64 redirected = skfp_read_ordered(&r->redirected);
+
+	return skfp_read_ordered(&r->drained) != redirected || skfp_sk_redirected_unread(skfp_kview(sock, r->sk));
+}
+
 /* The socket of key, whose reader entry r the caller has just moved from
  * `from` to RELEASED, leaves the sockhash, unless what it sent to its peer
  * (entry to, NULL if gone) forbids it: then r goes back to `from` and 0 is
@@ -99,14 +109,9 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
 static __always_inline int skfp_release(struct skfp_reader *r, __u64 from, const struct skfp_sock_key *key,
 					struct skfp_reader *to, int sent_all)
 {
-	__u64 redirected;
-
 	/* a peer gone (entry or socket) reads nothing more: no matter */
 	if (to && skfp_sk_cookie(to->sk) == to->cookie) {
-		redirected = skfp_read_ordered(&to->redirected);
-		if (sent_all ? skfp_read_ordered(&to->drained) != redirected ||
-				       skfp_sk_redirected_unread(skfp_kview(sock, to->sk))
-			     : redirected != 0) {
+		if (sent_all ? skfp_reader_unread(to) : skfp_read_ordered(&to->redirected) != 0) {
 			skfp_reader_move(r, SKFP_READER_RELEASED, from);
 			return 0;
 		}
@@ -127,15 +132,10 @@ static __always_inline int skfp_release(struct skfp_reader *r, __u64 from, const
  * failed to queue is never drained: such a reader stays, as it did before. */
 static __always_inline void skfp_release_drained(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *to)
 {
-	__u64 redirected;
-
-	/* the state first, then the sums (fully ordered reads) */
+	/* the state first, then the sums */
 	if (r->state != SKFP_READER_DEMOTED)
 		return;
-	redirected = skfp_read_ordered(&r->redirected);
-	if (skfp_read_ordered(&r->drained) != redirected)
-		return;
-	if (skfp_sk_cookie(r->sk) != r->cookie || skfp_sk_redirected_unread(skfp_kview(sock, r->sk)))
+	if (skfp_sk_cookie(r->sk) != r->cookie || skfp_reader_unread(r))
 		return;
 	if (skfp_reader_move(r, SKFP_READER_DEMOTED, SKFP_READER_RELEASED))
 		skfp_release(r, SKFP_READER_DEMOTED, key, to, 1);

@@ -104,7 +104,7 @@ describe('the adaptive fastpath', () => {
       const got = {promoted: readers.promoted, splice: readers.keptOnTcp.splice, waitall: readers.keptOnTcp.waitall, blocking: readers.keptOnTcp.blocking}
       expect(got, why).toEqual({splice: 0, waitall: 0, blocking: 0, ...reason})
       expect(st.counters.socketsAdded, why).toBe(2)
-      // the writer reads a greeting with recv() first (promoted: a redirect needs both ends promoted)
+      // the reader is promoted at its second read; the redirects go
       // at least until the memory guard's bound (4 MiB queued for the reader); more if the reader keeps
       // pace (a reader slowed by a busy host gets the rest over TCP)
       if (redirected) expect(st.counters.bytesRedirected, why).toBeGreaterThanOrEqual(4 * MiB)
