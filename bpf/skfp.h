@@ -88,6 +88,7 @@ enum skfp_counter {
 	SKFP_CNT_SOCK_BLOCKING,      /* adaptive: a paired socket not joined: its owner did not ask for non-blocking I/O */
 	SKFP_CNT_SOCK_RELEASED,      /* adaptive: a socket left the sockhash: it or its peer will never be promoted */
 	SKFP_CNT_CONN_AMBIGUOUS,     /* a handshake's id (tuple + client ISN) seen in two namespaces: neither connection paired */
+	SKFP_CNT_FIN_HELD,           /* a FIN dropped for TCP to send again: TCP bytes wait behind its reader's redirected queue */
 	SKFP_CNT_MAX = 48,           /* room to grow without changing the map */
 };
 

@@ -10,6 +10,7 @@
 #include "pairing.h"
 #include "guard.h"
 #include "readers.h"
+#include "hold.h"
 
 /* An end of a paired connection joins the sockhash, with what it knows of
  * its peer in its socket storage and its reader entry in skfp_readers:

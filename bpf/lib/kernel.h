@@ -56,6 +56,7 @@ struct sock {
 
 struct tcp_sock {
 	__u32 copied_seq; /* head of yet unread data (plain TCP only) */
+	__u32 rcv_nxt;    /* what we want to receive next */
 	__u32 write_seq;  /* tail+1 of data in the send buffer; the ISN at connect() */
 	__u32 snd_nxt;    /* next sequence to transmit */
 	__u64 bytes_sent; /* payload bytes transmitted so far */

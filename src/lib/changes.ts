@@ -18,6 +18,8 @@ export interface Presence {
   progs: {skMsg?: unknown}
   /** sock_ops is attached to the recorded cgroup. */
   sockopsAttached: boolean
+  /** The FIN hold is attached to the recorded cgroup's ingress. */
+  finHoldAttached: boolean
   intercept?: InterceptObserved
 }
 
@@ -67,10 +69,19 @@ const KINDS: {[K in Change['kind']]: Kind<Of<K>>} = {
     id: () => 'sockops',
     title: (c) => `Attach sock_ops to ${c.cgroup}`,
     undoTitle: (c) => `Detach sock_ops from ${c.cgroup}`,
-    apply: (c, pins) => [bpftool.cgroupAttach(c.cgroup, pins.prog.sockops)],
-    undo: (c, pins) => [bpftool.cgroupDetach(c.cgroup, pins.prog.sockops)],
+    apply: (c, pins) => [bpftool.cgroupAttach(c.cgroup, 'sock_ops', pins.prog.sockops)],
+    undo: (c, pins) => [bpftool.cgroupDetach(c.cgroup, 'sock_ops', pins.prog.sockops)],
     name: (c) => `sock_ops on ${c.cgroup}`,
     present: (_, o) => o.sockopsAttached,
+  },
+  'fin-hold': {
+    id: () => 'fin-hold',
+    title: (c) => `Attach the FIN hold to ${c.cgroup} ingress`,
+    undoTitle: (c) => `Detach the FIN hold from ${c.cgroup} ingress`,
+    apply: (c, pins) => [bpftool.cgroupAttach(c.cgroup, 'ingress', pins.prog.finHold)],
+    undo: (c, pins) => [bpftool.cgroupDetach(c.cgroup, 'ingress', pins.prog.finHold)],
+    name: (c) => `the FIN hold on ${c.cgroup} ingress`,
+    present: (_, o) => o.finHoldAttached,
   },
   sysctl: {
     id: (c) => `sysctl-${c.key}`,

@@ -83,6 +83,7 @@ const COUNTER_SLOTS = [
   'socketsBlocking',
   'socketsReleased',
   'handshakesAmbiguous',
+  'finsHeld',
 ] as const
 export type CounterName = Exclude<(typeof COUNTER_SLOTS)[number], null>
 export const COUNTER_NAMES = COUNTER_SLOTS.filter((n): n is CounterName => n !== null)

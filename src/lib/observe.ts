@@ -18,9 +18,11 @@ export interface ObservedInstance {
   config?: DatapathConfig
   /** The config map's value size: smaller than CONFIG_SIZE for an instance of an older skfp. */
   configSize?: number
-  progs: {sockops?: bpftool.ProgInfo; skMsg?: bpftool.ProgInfo}
+  progs: {sockops?: bpftool.ProgInfo; skMsg?: bpftool.ProgInfo; finHold?: bpftool.ProgInfo}
   /** sock_ops is attached to the recorded cgroup. */
   sockopsAttached: boolean
+  /** The FIN hold is attached to the recorded cgroup. */
+  finHoldAttached: boolean
   counters?: Counters
   /** Entries in the sockhash: accelerated sockets alive now. */
   sockets?: number
@@ -35,7 +37,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   // an older skfp pinned everything of its single object under maps/
   const legacySocks = `${fresh.maps}/skfp_socks`
   const pins = existsSync(legacySocks) ? {...fresh, map: {...fresh.map, socks: legacySocks}} : fresh
-  const base: ObservedInstance = {instance, pins, exists: existsSync(pins.dir), progs: {}, sockopsAttached: false}
+  const base: ObservedInstance = {instance, pins, exists: existsSync(pins.dir), progs: {}, sockopsAttached: false, finHoldAttached: false}
   if (!base.exists) return base
   // every pin read in one bpftool (each program start costs more than its read on a slow machine)
   const queries: bpftool.Query<unknown>[] = []
@@ -50,6 +52,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     config: ifPinned(pins.map.config, (pin) => bpftool.mapLookup(pin, KEY_ZERO)),
     sockops: ifPinned(pins.prog.sockops, bpftool.progShowPinned),
     skMsg: ifPinned(pins.prog.skMsg, bpftool.progShowPinned),
+    finHold: ifPinned(pins.prog.finHold, bpftool.progShowPinned),
     counters: ifPinned(pins.map.counters, bpftool.perCpuSums),
     sockets: ifPinned(pins.map.socks, bpftool.mapEntryCount),
   }
@@ -57,19 +60,22 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   const recordBytes = got.record()
   const decoded = recordBytes ? decodeRecord<InstanceRecord>(recordBytes) : undefined
   const record = decoded ? {...decoded, settings: withDefaults(decoded.settings)} : undefined
-  const [sockops, skMsg, configBytes, counters] = [got.sockops(), got.skMsg(), got.config(), got.counters()]
+  const [sockops, skMsg, finHold, configBytes, counters] = [got.sockops(), got.skMsg(), got.finHold(), got.config(), got.counters()]
   const config = configBytes ? decodeConfig(configBytes) : undefined
   // one entry per live socket of the sockhash: read only where they mean something
   const readers = config && config.flags & CFG_ADAPTIVE && existsSync(pins.map.readers) ? await bpftool.read(runner, bpftool.readerStates(pins.map.readers)) : undefined
   const cgroup = record?.settings.cgroup
-  const sockopsAttached = !!(sockops && cgroup && existsSync(cgroup) && (await bpftool.cgroupShow(runner, cgroup)).some((a) => a.id === sockops.id))
+  const attached = (sockops || finHold) && cgroup && existsSync(cgroup) ? await bpftool.cgroupShow(runner, cgroup) : []
+  const sockopsAttached = !!sockops && attached.some((a) => a.id === sockops.id)
+  const finHoldAttached = !!finHold && attached.some((a) => a.id === finHold.id)
   return {
     ...base,
     record,
     config,
     configSize: configBytes?.byteLength,
-    progs: {sockops, skMsg},
+    progs: {sockops, skMsg, finHold},
     sockopsAttached,
+    finHoldAttached,
     counters: counters ? decodeCounters(counters) : undefined,
     sockets: got.sockets(),
     readers,

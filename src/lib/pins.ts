@@ -23,7 +23,7 @@ export interface InstancePins {
   fastpathMaps: string
   /** The links of the readers object's tracing programs (pinned: unlinking detaches them). */
   links: string
-  prog: {sockops: string; skMsg: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string; tcLanIngress: string}
+  prog: {sockops: string; skMsg: string; finHold: string; tcEgress: string; tcLoIngress: string; tcUplinkIngress: string; tcLanIngress: string}
   map: {config: string; record: string; counters: string; socks: string; readers: string; bypass4: string; bypass6: string; bypassPorts: string; cgroups: string}
 }
 
@@ -41,6 +41,7 @@ export function instancePins(instance: string, root = PIN_ROOT): InstancePins {
     prog: {
       sockops: `${progs}/skfp_sockops`,
       skMsg: `${progs}/skfp_sk_msg`,
+      finHold: `${progs}/skfp_fin_hold`,
       tcEgress: `${progs}/skfp_tc_egress`,
       tcLoIngress: `${progs}/skfp_tc_lo_ingress`,
       tcUplinkIngress: `${progs}/skfp_tc_uplink_ingress`,

@@ -11,6 +11,8 @@ export type TcProg = 'uplink-ingress' | 'lan-ingress'
 export type Change =
   | {kind: 'msg-verdict'}
   | {kind: 'sockops'; cgroup: string}
+  /** The FIN hold (cgroup ingress, bpf/lib/hold.h); an older skfp's record has none. */
+  | {kind: 'fin-hold'; cgroup: string}
   | {kind: 'qdisc'; dev: string} // a clsact qdisc skfp created (removed at down when empty)
   /** prog: which program, when the direction does not say (egress: skfp_tc_egress; ingress: skfp_tc_lo_ingress). */
   | {kind: 'tc-filter'; dev: string; direction: 'ingress' | 'egress'; prio: number; handle: number; prog?: TcProg}

@@ -24,6 +24,7 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
   const p = s.programs
   lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
   lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
+  if (p.finHold) lines.push(`  fin hold   prog ${p.finHold.id}, ${p.finHold.attached ? 'attached' : 'NOT attached'} (cgroup ingress)`)
   const i = s.intercept
   if (i) {
     const yes = (v: boolean | null) => (v === null ? '-' : v ? 'yes' : chalk.yellow('NO'))

@@ -40,6 +40,8 @@ export interface InstanceStatus {
   programs: {
     sockops: {id: number; attached: boolean; cgroup: string | null} | null
     skMsg: {id: number} | null
+    /** The FIN hold (cgroup ingress); null: not loaded (an older skfp's instance). */
+    finHold: {id: number; attached: boolean} | null
   }
   /** null when interception is off. */
   intercept: {
@@ -84,6 +86,7 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
     programs: {
       sockops: o.progs.sockops ? {id: o.progs.sockops.id, attached: o.sockopsAttached, cgroup: o.record?.settings.cgroup ?? null} : null,
       skMsg: o.progs.skMsg ? {id: o.progs.skMsg.id} : null,
+      finHold: o.progs.finHold ? {id: o.progs.finHold.id, attached: o.finHoldAttached} : null,
     },
     intercept: interceptStatus(o),
     counters: o.counters ?? null,

@@ -52,8 +52,9 @@ export function datapathConfig(settings: UpSettings, fastpath: boolean, adaptive
 }
 
 export function plannedChanges(settings: UpSettings, fastpathLoaded: boolean, intercept?: InterceptFacts): Change[] {
-  // msg_verdict before sock_ops: a socket gets its verdict program when it enters the sockhash
-  const changes: Change[] = fastpathLoaded ? [{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}] : []
+  // msg_verdict before sock_ops: a socket gets its verdict program when it enters the sockhash; the
+  // FIN hold too: it guards every socket that joins
+  const changes: Change[] = fastpathLoaded ? [{kind: 'msg-verdict'}, {kind: 'fin-hold', cgroup: settings.cgroup}, {kind: 'sockops', cgroup: settings.cgroup}] : []
   if (settings.intercept && intercept) changes.push(...interceptChanges(settings.intercept, intercept))
   return changes
 }

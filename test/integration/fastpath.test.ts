@@ -55,6 +55,7 @@ describe('fastpath lifecycle', () => {
       const s0 = await status(sb.name)
       expect(s0.state).toBe('up')
       expect(s0.programs.sockops.attached).toBe(true)
+      expect(s0.programs.finHold.attached).toBe(true)
 
       for (const [addr, seed] of [['127.0.0.1', 'v4'], ['::1', 'v6']]) {
         const r = await transfer(sb, ns, ['pair', '--addr', addr, '--port', '0', '--bytes', String(BIG), '--seed', seed])

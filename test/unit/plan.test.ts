@@ -35,6 +35,7 @@ describe('planUp', () => {
         'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_config key hex 00 00 00 00 value hex …',
       ],
       ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/fastpath-maps/skfp_socks'],
+      ['fin-hold', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab ingress pinned /sys/fs/bpf/skfp/lab/progs/skfp_fin_hold multi'],
       ['sockops', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops multi'],
     ])
   })
@@ -53,7 +54,7 @@ describe('planUp', () => {
 
   it('records every change before it is made, with the config flags it writes', () => {
     const record = buildRecord(settings, facts)
-    expect(record.changes).toEqual([{kind: 'msg-verdict'}, {kind: 'sockops', cgroup: settings.cgroup}])
+    expect(record.changes).toEqual([{kind: 'msg-verdict'}, {kind: 'fin-hold', cgroup: settings.cgroup}, {kind: 'sockops', cgroup: settings.cgroup}])
     expect(datapathConfig(settings, false, false).flags & CFG_FASTPATH).toBe(0)
     expect(datapathConfig(settings, true, false).flags & CFG_FASTPATH).toBe(CFG_FASTPATH)
   })
@@ -72,7 +73,7 @@ describe('planUp', () => {
     }
     const preview = previewPlan(steps)
     const outside = preview.filter((s) => s.argv.some(reachesOut) || s.id === 'lock').map((s) => s.id)
-    expect(outside).toEqual(expect.arrayContaining(['lock', 'msg-verdict', 'sockops', 'rule-v4', 'route-v6', 'qdisc-br0', 'tc-filter-eth0-ingress', 'tc-filter-br0-ingress', 'sysctl-net.ipv4.conf.lo.accept_local']))
+    expect(outside).toEqual(expect.arrayContaining(['lock', 'msg-verdict', 'fin-hold', 'sockops', 'rule-v4', 'route-v6', 'qdisc-br0', 'tc-filter-eth0-ingress', 'tc-filter-br0-ingress', 'sysctl-net.ipv4.conf.lo.accept_local']))
     for (const id of outside) expect(steps.find((s) => s.id === id)!.undo.length, id).toBeGreaterThan(0)
   })
 })
@@ -84,8 +85,9 @@ function observed(over: Partial<ObservedInstance> = {}): ObservedInstance {
     exists: true,
     record: buildRecord(settings, facts),
     config: {...datapathConfig(settings, true, false)},
-    progs: {sockops: {id: 10, name: 'skfp_sockops', type: 'sock_ops'}, skMsg: {id: 11, name: 'skfp_sk_msg', type: 'sk_msg'}},
+    progs: {sockops: {id: 10, name: 'skfp_sockops', type: 'sock_ops'}, skMsg: {id: 11, name: 'skfp_sk_msg', type: 'sk_msg'}, finHold: {id: 12, name: 'skfp_fin_hold', type: 'cgroup_skb'}},
     sockopsAttached: true,
+    finHoldAttached: true,
     ...over,
   }
 }
@@ -93,7 +95,7 @@ function observed(over: Partial<ObservedInstance> = {}): ObservedInstance {
 describe('planDown', () => {
   it('flips the kill switch first, detaches in reverse order, then unpins', () => {
     const steps = planDown(observed())
-    expect(steps.map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
+    expect(steps.map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-fin-hold', 'undo-msg-verdict', 'unpin'])
     const kill = previewPlan(steps)[0].argv[0]
     expect(kill.slice(-CONFIG_SIZE).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false, false)})).toString('hex').match(/../g)!.join(''))
     expect(previewPlan(steps)[1].argv[0].join(' ')).toBe('bpftool cgroup detach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops')
@@ -105,7 +107,8 @@ describe('planDown', () => {
   })
 
   it('skips what is already gone and only unpins a half-up instance', () => {
-    expect(planDown(observed({sockopsAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-msg-verdict', 'unpin'])
+    expect(planDown(observed({sockopsAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-fin-hold', 'undo-msg-verdict', 'unpin'])
+    expect(planDown(observed({finHoldAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
     expect(planDown(observed({record: undefined, config: undefined})).map((s) => s.id)).toEqual(['unpin'])
     expect(planDown(observed({exists: false}))).toEqual([])
   })
@@ -126,6 +129,7 @@ describe('one presence rule for status and down', () => {
   // each recorded change taken away in turn: status calls the instance half-up naming it, down skips its undo
   const without: [string, Partial<ObservedInstance>][] = [
     ['sockops', {sockopsAttached: false}],
+    ['fin-hold', {finHoldAttached: false}],
     ['msg-verdict', {progs: {sockops: {id: 10, name: 'skfp_sockops', type: 'sock_ops'}}}],
     ['sysctl-net.ipv4.conf.lo.accept_local', {intercept: {...all, sysctl: {'net.ipv4.conf.lo.accept_local': '0'}}}],
     ['rule-v6', {intercept: {...all, rules: {4: true, 6: false}}}],

@@ -13,7 +13,7 @@ function up(readers: InstanceStatus['fastpath']['readers']): InstanceStatus {
     warnings: [],
     settings: null,
     fastpath: {enabled: true, sockets: 3, variant: 'kfunc', adaptive: readers !== null, readers},
-    programs: {sockops: {id: 7, attached: true, cgroup: '/sys/fs/cgroup/lab'}, skMsg: {id: 8}},
+    programs: {sockops: {id: 7, attached: true, cgroup: '/sys/fs/cgroup/lab'}, skMsg: {id: 8}, finHold: {id: 9, attached: true}},
     intercept: null,
     counters: null,
     pinDir: '/sys/fs/bpf/skfp/lab',
@@ -33,5 +33,9 @@ describe('status text', () => {
 
   it('says nothing of readers when every reader is redirected to (--fastpath all)', () => {
     expect(plain(renderStatus(up(null)))).not.toMatch(/readers|since up/)
+  })
+
+  it('shows the FIN hold beside sock_ops and sk_msg', () => {
+    expect(plain(renderStatus(up(null)))).toContain('  fin hold   prog 9, attached (cgroup ingress)')
   })
 })

@@ -20,12 +20,15 @@ export const attachMsgVerdict = (progPin: string, mapPin: string): Cmd =>
 export const detachMsgVerdict = (progPin: string, mapPin: string): Cmd =>
   bpftool('prog', 'detach', 'pinned', progPin, 'msg_verdict', 'pinned', mapPin)
 
-/** `multi`: skfp's sock_ops runs beside programs others attached, never replaces them. */
-export const cgroupAttach = (cgroup: string, progPin: string): Cmd =>
-  bpftool('cgroup', 'attach', cgroup, 'sock_ops', 'pinned', progPin, 'multi')
+/** skfp's cgroup hooks: sock_ops and the FIN hold (cgroup_skb ingress). */
+export type CgroupHook = 'sock_ops' | 'ingress'
 
-export const cgroupDetach = (cgroup: string, progPin: string): Cmd =>
-  bpftool('cgroup', 'detach', cgroup, 'sock_ops', 'pinned', progPin)
+/** `multi`: skfp's programs run beside programs others attached, never replace them. */
+export const cgroupAttach = (cgroup: string, hook: CgroupHook, progPin: string): Cmd =>
+  bpftool('cgroup', 'attach', cgroup, hook, 'pinned', progPin, 'multi')
+
+export const cgroupDetach = (cgroup: string, hook: CgroupHook, progPin: string): Cmd =>
+  bpftool('cgroup', 'detach', cgroup, hook, 'pinned', progPin)
 
 export interface ProgInfo {
   id: number
