@@ -74,10 +74,12 @@ static __always_inline void skfp_join(struct bpf_sock_ops *skops, struct skfp_so
  * so the readers' program cannot promote it meanwhile. A socket whose own
  * sends have been redirected (its peer reads with recv()) stays
  * (skfp_release).
- * Its promoted peer stays in the sockhash, though nothing can be redirected
- * on the connection any more: releasing it too made small responses through
- * a Go relay faster (0.89x -> 0.99x of plain) but 4 MiB ones slower (1.20x
- * -> 0.83x; bench, 5 rounds each, 2026-12-06; 0.66-0.86x in earlier runs). */
+ * Its promoted peer leaves too once it has read what was redirected to it
+ * (skfp_release_alone). (When a Go relay's sockets all left as splice
+ * readers, releasing their peers too made small responses faster, 0.89x ->
+ * 0.99x of plain, but 4 MiB ones slower, 1.20x -> 0.83x; bench, 5 rounds
+ * each, 2026-12-06. A relay's socket that redirects now stays, and so do its
+ * peers.) */
 #ifndef SKFP_RELEASE_UNREAD
 #define SKFP_RELEASE_UNREAD (64u << 10) /* bytes consumed without a recv(): a splice reader */
 #endif
@@ -142,11 +144,49 @@ static __always_inline void skfp_release_drained(struct skfp_reader *r, const st
 		skfp_release(r, SKFP_READER_DEMOTED, key, to, 1);
 }
 
+/* A barred peer (a blocking or MSG_WAITALL reader, never promoted: nothing
+ * was redirected to it) leaves at an ACK of this side too, not only at one of
+ * its own: a reader that sends nothing gets none, and its blocking reads in
+ * the sockhash can meet the rare EAGAIN. */
+static __always_inline void skfp_release_barred(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *to)
+{
+	if (r->state != SKFP_READER_BARRED || skfp_sk_cookie(r->sk) != r->cookie ||
+	    skfp_sk_redirected_unread(skfp_kview(sock, r->sk)))
+		return;
+	if (skfp_reader_move(r, SKFP_READER_BARRED, SKFP_READER_RELEASED))
+		skfp_release(r, SKFP_READER_BARRED, key, to, 1);
+}
+
+/* A promoted reader whose peer has left the sockhash (or closed) gets nothing
+ * redirected any more, and can redirect nothing: once it has read what was
+ * redirected to it, it leaves too, so its reads and sends are plain TCP (no
+ * rare EAGAIN if it turns blocking later, no sockmap send path for nothing: a
+ * client of a server that reads with splice()). Its state moves first, then
+ * its sums are read (skfp_release's protocol: a sender that saw it promoted
+ * has added by then); if bytes may be unread it goes back to promoted, to be
+ * checked again. The sums are read before the move too: a recv() while it is
+ * released for a moment counts nothing as drained (readers.bpf.c). 1: it left. */
+static __always_inline int skfp_release_alone(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *peer)
+{
+	if (peer && peer->state != SKFP_READER_RELEASED)
+		return 0;
+	if (r->state != SKFP_READER_PROMOTED || skfp_sk_cookie(r->sk) != r->cookie || skfp_reader_unread(r))
+		return 0;
+	if (!skfp_reader_move(r, SKFP_READER_PROMOTED, SKFP_READER_RELEASED))
+		return 0;
+	if (skfp_reader_unread(r)) {
+		skfp_reader_move(r, SKFP_READER_RELEASED, SKFP_READER_PROMOTED);
+		return 0;
+	}
+	return skfp_release(r, SKFP_READER_PROMOTED, key, peer, 1);
+}
+
 /* Checked on its ACKs (BPF_SOCK_OPS_RTT_CB) until it is released or gone (a
  * tracing program may not delete from a sockhash; sock_ops may): a watched or
- * barred socket as above; a promoted one keeps the check, while its peer is in
- * the sockhash, for a demotion of its own or of its peer (a demoted reader
- * that sends nothing gets no ACKs; its sender, back on TCP, does). */
+ * barred socket as above; a promoted one keeps the check, for a demotion of
+ * its own or of its peer (a demoted reader that sends nothing gets no ACKs;
+ * its sender, back on TCP, does) and for its peer leaving the sockhash
+ * (skfp_release_alone). */
 static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 {
 	struct skfp_reader *r, *peer;
@@ -166,16 +206,15 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	seen = r->state;
 	if (seen == SKFP_READER_PROMOTED || seen == SKFP_READER_DEMOTED) {
 		peer = bpf_map_lookup_elem(&skfp_readers, &stored->key);
-		if (peer)
+		if (peer) {
 			skfp_release_drained(peer, &stored->key, r);
+			skfp_release_barred(peer, &stored->key, r);
+		}
 		if (seen == SKFP_READER_DEMOTED) {
 			skfp_release_drained(r, &stored->own, peer);
 			return;
 		}
-		/* a peer gone from the sockhash sends nothing more here: no
-		 * check left that is worth an ACK's time (if this one turns
-		 * blocking later, it stays, demoted) */
-		if (!peer || peer->state == SKFP_READER_RELEASED)
+		if (skfp_release_alone(r, &stored->own, peer))
 			goto done;
 		return;
 	}
@@ -209,9 +248,15 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	 * client that reads with recv()) stays for them, its reads on TCP: no
 	 * more checks. A barred one sends over TCP (sk_msg) and leaves once its
 	 * peer has read what it redirected before: checked again at its ACKs. */
-	if (!skfp_release(r, seen, &stored->own, bpf_map_lookup_elem(&skfp_readers, &stored->key), seen == SKFP_READER_BARRED) &&
-	    seen == SKFP_READER_BARRED)
-		return;
+	peer = bpf_map_lookup_elem(&skfp_readers, &stored->key);
+	if (!skfp_release(r, seen, &stored->own, peer, seen == SKFP_READER_BARRED)) {
+		if (seen == SKFP_READER_BARRED)
+			return;
+	} else {
+		/* its promoted peer need not wait for an ACK of its own */
+		if (peer)
+			skfp_release_alone(peer, &stored->key, r);
+	}
 done:
 	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags & ~BPF_SOCK_OPS_RTT_CB_FLAG);
 }
