@@ -30,6 +30,20 @@ async function readIn16MiB(sb: Sandbox, mode: string) {
   return status(sb.name)
 }
 
+/** 40 rounds of outrun.py's 6 MiB to a Node.js client (transfer.mjs, 128 KiB up first, then
+ * half-closed; clientArgs(round) adds to its arguments): each round intact. */
+async function outrunRounds(sb: Sandbox, ns: string, portBase: number, clientArgs: (round: number) => string[]): Promise<void> {
+  for (let i = 0; i < 40; i++) {
+    const port = String(portBase + i)
+    const server = sb.start(ns, [resolveTool('python3'), OUTRUN, '--port', port, '--bytes', String(6 * MiB), '--request', String(128 * 1024)])
+    await waitForOutput(server, /listening/)
+    const extra = clientArgs(i)
+    const r = await transfer(sb, ns, ['client', '--addr', '127.0.0.1', '--port', port, '--bytes', String(6 * MiB), '--up', String(128 * 1024), '--seed', `o${portBase}-${i}`, ...extra])
+    const sent = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
+    expect({round: i, extra, received: r.clientReceived, sha: r.clientReceivedSha}).toEqual({round: i, extra, received: sent.sent, sha: sent.sha256})
+  }
+}
+
 describe('the adaptive fastpath', () => {
   it('is on with no --fastpath flag; redis-benchmark and redis-server (event loops) are promoted and their requests redirected', async () => {
     await withSandbox('ad', async (sb) => {
@@ -134,14 +148,7 @@ describe('the adaptive fastpath', () => {
       expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
       // libuv takes a read short of its buffer, with EPOLLHUP, for the end of the stream: a read that
       // ends where the redirected queue ends, with TCP bytes behind it, lost them (6 of 100 before)
-      for (let i = 0; i < 40; i++) {
-        const port = String(9400 + i)
-        const server = sb.start(ns, [resolveTool('python3'), OUTRUN, '--port', port, '--bytes', String(6 * MiB), '--request', String(128 * 1024)])
-        await waitForOutput(server, /listening/)
-        const r = await transfer(sb, ns, ['client', '--addr', '127.0.0.1', '--port', port, '--bytes', String(6 * MiB), '--up', String(128 * 1024), '--seed', `o${i}`])
-        const sent = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
-        expect({round: i, received: r.clientReceived, sha: r.clientReceivedSha}).toEqual({round: i, received: sent.sent, sha: sent.sha256})
-      }
+      await outrunRounds(sb, ns, 9400, () => [])
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
       // the client had half-closed before the stream began: above the bound the guard kept
@@ -160,15 +167,7 @@ describe('the adaptive fastpath', () => {
       // client had not half-closed yet); then the client half-closes and the server's FIN comes: a
       // read that ends where that queue ends, with EPOLLHUP, was the end for libuv (15 of 60 lost
       // their tail before the FIN hold)
-      for (let i = 0; i < 40; i++) {
-        const port = String(9500 + i)
-        const server = sb.start(ns, [resolveTool('python3'), OUTRUN, '--port', port, '--bytes', String(6 * MiB), '--request', String(128 * 1024)])
-        await waitForOutput(server, /listening/)
-        const endAfter = String(((i % 5) + 1) * 768 * 1024)
-        const r = await transfer(sb, ns, ['client', '--addr', '127.0.0.1', '--port', port, '--bytes', String(6 * MiB), '--up', String(128 * 1024), '--seed', `h${i}`, '--end-after', endAfter])
-        const sent = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
-        expect({round: i, endAfter, received: r.clientReceived, sha: r.clientReceivedSha}).toEqual({round: i, endAfter, received: sent.sent, sha: sent.sha256})
-      }
+      await outrunRounds(sb, ns, 9500, (i) => ['--end-after', String(((i % 5) + 1) * 768 * 1024)])
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
       expect(st.programs.finHold.attached, why).toBe(true)
