@@ -69,7 +69,7 @@ describe('coexistence', () => {
         const attached = async () => JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'cgroup', 'show', sb.cgroup]})).stdout).map((a: {name: string}) => a.name).sort()
         expect(await attached()).toEqual(['foreign_sockops'])
         expect((await skfp(upArgs(sb, ns))).exitCode).toBe(0)
-        expect(await attached()).toEqual(['foreign_sockops', 'skfp_sockops'])
+        expect(await attached()).toEqual(['foreign_sockops', 'skfp_fin_hold', 'skfp_sockops'])
         const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(4 * MiB), '--seed', 'fo'])
         expect(r.serverReceivedSha).toBe(expectedSha('fo-up', 4 * MiB))
         expect((await status(sb.name)).counters.socketsAdded).toBe(2)
