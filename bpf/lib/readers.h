@@ -9,10 +9,10 @@
  * the TCP queue only, MSG_WAITALL returns short, and a blocking recv() on a
  * socket in the sockhash can fail with EAGAIN (README, Fastpath safety).
  * With SKFP_CFG_ADAPTIVE a connection therefore starts on TCP, and a send
- * is redirected only once both ends have read data with a non-blocking
- * recv() SKFP_PROMOTE_READS times (fastpath.h says why the sender too); the
- * memory guard then waits until the reader has read every byte sent over
- * TCP, so the order holds.
+ * is redirected only once its reader has read data with a non-blocking
+ * recv() SKFP_PROMOTE_READS times (the sender must only be watched or
+ * promoted: fastpath.h); the memory guard then waits until the reader has
+ * read every byte sent over TCP, so the order holds.
  * Without the flag (--fastpath on where no tracing program attaches) every
  * reader starts promoted. */
 #ifndef SKFP_LIB_READERS_H
