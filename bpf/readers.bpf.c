@@ -24,8 +24,9 @@
  * bytes it read (drained), so sock_ops can take a demoted socket out of the
  * sockhash once nothing redirected to it is left (fastpath.h). A promoted
  * reader that moves to splice() is not seen: splice() reads only the TCP
- * queue, no kernel path moves redirected bytes there, and no tracepoint tells it apart from TCP's own receive work (measured on
- * 6.18: tcp_rcv_space_adjust fires outside recvmsg too). A tracing program
+ * queue, no kernel path moves redirected bytes there, and no tracepoint tells
+ * it apart from TCP's own receive work (measured on 6.18:
+ * tcp_rcv_space_adjust fires outside recvmsg too). A tracing program
  * may not remove a socket from the sockhash: that is why sock_ops lets only
  * sockets whose owner asked for non-blocking I/O join it (pairing.h). */
 #include "lib/readers.h"

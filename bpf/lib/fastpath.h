@@ -124,61 +124,53 @@ static __always_inline int skfp_release(struct skfp_reader *r, __u64 from, const
 	return 1;
 }
 
-/* A demoted reader (promoted, then MSG_WAITALL or a blocking recv()) leaves
- * the sockhash once it has read every byte redirected to it: the kernel drops
- * what waits in, or is on its way to, the queue of a socket that leaves (a
- * sender between its verdict and the queue holds the socket; what it queues
- * then is freed). Its senders add each message to redirected before they look
- * at its state again (fully ordered), so a sender that found it promoted
- * before the demotion has added by now; drained == redirected and an empty
- * queue then mean every such byte was queued and read. A message the kernel
- * failed to queue is never drained: such a reader stays, as it did before. */
-static __always_inline void skfp_release_drained(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *to)
+/* The socket of reader entry r, in state `from`, leaves the sockhash once it
+ * has read every byte redirected to it (and its peer, entry to, every byte it
+ * redirected: skfp_release). 1: it left. For:
+ *  - a demoted reader (promoted, then MSG_WAITALL or a blocking recv()): the
+ *    kernel drops what waits in, or is on its way to, the queue of a socket
+ *    that leaves (a sender between its verdict and the queue holds the socket;
+ *    what it queues then is freed). Its senders add each message to
+ *    redirected before they look at its state again (fully ordered), so a
+ *    sender that found it promoted before the demotion has added by now;
+ *    drained == redirected and an empty queue then mean every such byte was
+ *    queued and read. A message the kernel failed to queue is never drained:
+ *    such a reader stays, as it did before;
+ *  - a barred peer (a blocking or MSG_WAITALL reader never promoted: nothing
+ *    was redirected to it), at an ACK of this side too, not only at one of
+ *    its own: a reader that sends nothing gets none, and its blocking reads in
+ *    the sockhash can meet the rare EAGAIN;
+ *  - a promoted reader whose peer has left the sockhash (or closed): it gets
+ *    nothing redirected any more and can redirect nothing, so its reads and
+ *    sends go back to plain TCP (no rare EAGAIN if it turns blocking later, no
+ *    sockmap send path for nothing: a client of a server that reads with
+ *    splice()). Senders may still find it promoted, so its sums are read
+ *    again after its state moved (skfp_release's protocol: a sender that saw
+ *    it promoted has added by then), and it goes back to `from` if bytes may
+ *    be unread. The sums are read before the move too: a recv() while it is
+ *    released for a moment counts nothing as drained (readers.bpf.c). */
+static __always_inline int skfp_release_read(struct skfp_reader *r, __u64 from, const struct skfp_sock_key *key,
+					     struct skfp_reader *to)
 {
 	/* the state first, then the sums */
-	if (r->state != SKFP_READER_DEMOTED)
-		return;
-	if (skfp_sk_cookie(r->sk) != r->cookie || skfp_reader_unread(r))
-		return;
-	if (skfp_reader_move(r, SKFP_READER_DEMOTED, SKFP_READER_RELEASED))
-		skfp_release(r, SKFP_READER_DEMOTED, key, to, 1);
+	if (r->state != from || skfp_sk_cookie(r->sk) != r->cookie || skfp_reader_unread(r))
+		return 0;
+	if (!skfp_reader_move(r, from, SKFP_READER_RELEASED))
+		return 0;
+	if (skfp_reader_unread(r)) {
+		skfp_reader_move(r, SKFP_READER_RELEASED, from);
+		return 0;
+	}
+	return skfp_release(r, from, key, to, 1);
 }
 
-/* A barred peer (a blocking or MSG_WAITALL reader, never promoted: nothing
- * was redirected to it) leaves at an ACK of this side too, not only at one of
- * its own: a reader that sends nothing gets none, and its blocking reads in
- * the sockhash can meet the rare EAGAIN. */
-static __always_inline void skfp_release_barred(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *to)
-{
-	if (r->state != SKFP_READER_BARRED || skfp_sk_cookie(r->sk) != r->cookie ||
-	    skfp_sk_redirected_unread(skfp_kview(sock, r->sk)))
-		return;
-	if (skfp_reader_move(r, SKFP_READER_BARRED, SKFP_READER_RELEASED))
-		skfp_release(r, SKFP_READER_BARRED, key, to, 1);
-}
-
-/* A promoted reader whose peer has left the sockhash (or closed) gets nothing
- * redirected any more, and can redirect nothing: once it has read what was
- * redirected to it, it leaves too, so its reads and sends are plain TCP (no
- * rare EAGAIN if it turns blocking later, no sockmap send path for nothing: a
- * client of a server that reads with splice()). Its state moves first, then
- * its sums are read (skfp_release's protocol: a sender that saw it promoted
- * has added by then); if bytes may be unread it goes back to promoted, to be
- * checked again. The sums are read before the move too: a recv() while it is
- * released for a moment counts nothing as drained (readers.bpf.c). 1: it left. */
+/* A promoted reader whose peer (entry peer, NULL if gone) has left the
+ * sockhash leaves too (skfp_release_read). 1: it left. */
 static __always_inline int skfp_release_alone(struct skfp_reader *r, const struct skfp_sock_key *key, struct skfp_reader *peer)
 {
 	if (peer && peer->state != SKFP_READER_RELEASED)
 		return 0;
-	if (r->state != SKFP_READER_PROMOTED || skfp_sk_cookie(r->sk) != r->cookie || skfp_reader_unread(r))
-		return 0;
-	if (!skfp_reader_move(r, SKFP_READER_PROMOTED, SKFP_READER_RELEASED))
-		return 0;
-	if (skfp_reader_unread(r)) {
-		skfp_reader_move(r, SKFP_READER_RELEASED, SKFP_READER_PROMOTED);
-		return 0;
-	}
-	return skfp_release(r, SKFP_READER_PROMOTED, key, peer, 1);
+	return skfp_release_read(r, SKFP_READER_PROMOTED, key, peer);
 }
 
 /* Checked on its ACKs (BPF_SOCK_OPS_RTT_CB) until it is released or gone (a
@@ -206,12 +198,10 @@ static __always_inline void skfp_release_check(struct bpf_sock_ops *skops)
 	seen = r->state;
 	if (seen == SKFP_READER_PROMOTED || seen == SKFP_READER_DEMOTED) {
 		peer = bpf_map_lookup_elem(&skfp_readers, &stored->key);
-		if (peer) {
-			skfp_release_drained(peer, &stored->key, r);
-			skfp_release_barred(peer, &stored->key, r);
-		}
+		if (peer && !skfp_release_read(peer, SKFP_READER_DEMOTED, &stored->key, r))
+			skfp_release_read(peer, SKFP_READER_BARRED, &stored->key, r);
 		if (seen == SKFP_READER_DEMOTED) {
-			skfp_release_drained(r, &stored->own, peer);
+			skfp_release_read(r, SKFP_READER_DEMOTED, &stored->own, peer);
 			return;
 		}
 		if (skfp_release_alone(r, &stored->own, peer))
@@ -364,7 +354,7 @@ int skfp_sk_msg(struct sk_msg_md *msg)
 	/* counted before the reader's state and our own are read again (a
 	 * fully ordered add, whose result is therefore used): a release that
 	 * finds the reader demoted, or that moves us out of the sockhash, sees
-	 * these bytes (skfp_release_drained, skfp_release); taken back if they
+	 * these bytes (skfp_release_read, skfp_release); taken back if they
 	 * go over TCP after all */
 	if (!skfp_add_ordered(&reader->redirected, size) || reader->state != SKFP_READER_PROMOTED ||
 	    !skfp_may_redirect_from(self) ||

@@ -26,48 +26,42 @@
 #ifndef SKFP_LIB_HOLD_H
 #define SKFP_LIB_HOLD_H
 
-#include <linux/if_ether.h>
-#include <linux/in.h>
 #include "kernel.h"
 #include "maps.h"
+#include "packet.h"
 #include "pairing.h"
 #include "psock.h"
 
-#define SKFP_TCP_FLAG_FIN 0x01
-
-/* What the hold needs of a TCP segment: its sequence number, payload
- * length and flags. 0: parsed. */
+/* What the hold needs of a TCP segment (at cgroup ingress the data starts at
+ * the IP header): its sequence number, payload length and flags byte. IPv6
+ * extension headers are not walked: such a segment passes. 0: parsed. */
 static __always_inline int skfp_segment(struct __sk_buff *skb, __u32 *seq, __u32 *payload, __u8 *flags)
 {
-	__u32 l3, l4, total;
-	__u8 word[14]; /* TCP header up to the flags */
+	struct tcphdr th;
+	__u32 l3, total;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
-		__u8 ip[4];
+		struct iphdr ip;
 
-		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)))
+		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
 			return -1;
-		l3 = (ip[0] & 0x0f) * 4;
-		total = (__u32)ip[2] << 8 | ip[3];
-		/* the protocol byte: only TCP reaches a TCP socket */
+		l3 = ip.ihl * 4;
+		total = bpf_ntohs(ip.tot_len);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
-		__u8 ip6[8];
+		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)) || ip6[6] != IPPROTO_TCP)
-			return -1; /* extension headers: not parsed, passed */
-		l3 = 40;
-		total = 40 + ((__u32)ip6[4] << 8 | ip6[5]);
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_TCP)
+			return -1;
+		l3 = sizeof(ip6);
+		total = l3 + bpf_ntohs(ip6.payload_len);
 	} else {
 		return -1;
 	}
-	if (bpf_skb_load_bytes(skb, l3, word, sizeof(word)))
+	if (bpf_skb_load_bytes(skb, l3, &th, sizeof(th)) || total < l3 + th.doff * 4)
 		return -1;
-	l4 = (word[12] >> 4) * 4;
-	if (total < l3 + l4)
-		return -1;
-	*seq = (__u32)word[4] << 24 | (__u32)word[5] << 16 | (__u32)word[6] << 8 | word[7];
-	*payload = total - l3 - l4;
-	*flags = word[13];
+	*seq = bpf_ntohl(th.seq);
+	*payload = total - l3 - th.doff * 4;
+	*flags = ((__u8 *)&th)[13];
 	return 0;
 }
 
@@ -87,7 +81,7 @@ int skfp_fin_hold(struct __sk_buff *skb)
 	/* only sockets that joined the sockhash have it */
 	if (!bpf_sk_storage_get(&skfp_peers, bsk, 0, 0))
 		return 1;
-	if (skfp_segment(skb, &seq, &payload, &flags) || !(flags & SKFP_TCP_FLAG_FIN))
+	if (skfp_segment(skb, &seq, &payload, &flags) || !(flags & SKFP_TCP_FIN))
 		return 1;
 	if (!skfp_sk_redirected_unread(skfp_kview_ptr(sock, bsk)))
 		return 1;

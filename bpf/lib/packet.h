@@ -12,6 +12,7 @@
 #include <linux/udp.h>
 #include "maps.h"
 
+#define SKFP_TCP_FIN 0x01
 #define SKFP_TCP_SYN 0x02
 #define SKFP_TCP_RST 0x04
 #define SKFP_TCP_ACK 0x10

@@ -54,7 +54,7 @@ static __always_inline int skfp_reader_move(struct skfp_reader *r, __u64 from, _
 /* A fully ordered add, and what the counter holds after it: the fetching
  * form (its result used), which every JIT orders fully; the plain atomic add
  * is relaxed on arm64. The sum of a reader's redirected bytes needs it
- * (fastpath.h, skfp_release_drained). */
+ * (fastpath.h, skfp_release_read). */
 static __always_inline __u64 skfp_add_ordered(__u64 *at, __u64 n)
 {
 	return __sync_fetch_and_add(at, n) + n;
