@@ -174,8 +174,9 @@ static void probe_bulk(int dual, int slow, int sample_brake)
 
 /* The late-* probes: both ends read greetings with recv(), one at a time, so
  * the adaptive fastpath promotes both (the reader is what a redirect needs;
- * until 1c1362f the writer too) before the writer starts: else the writer may fill the buffers over TCP before the
- * reader is promoted, and nothing is left to redirect. */
+ * until 1c1362f the writer too) before the writer starts: else the writer may
+ * fill the buffers over TCP before the reader is promoted, and nothing is
+ * left to redirect. */
 static void greet_both(struct pair *p)
 {
 	char hello[8];
