@@ -76,6 +76,16 @@ trap 'exit 130' INT TERM
   printf 'export SKFP_VM_OUT=%q\n' "$share/out"
   printf 'cd %q 2>/dev/null || cd /\n' "$PWD"
   printf ': >%q\n' "$share/started"
+  # The kernel's once-per-boot keys (net_get_random_once: the flow-hash secret that an unconnected
+  # UDPv6 send first needs for its flow label, the TCP/UDP hash and sequence secrets) are static keys,
+  # patched live (int3, then the new bytes) at their first use. Under TCG a vCPU that runs such a site
+  # while another patches it can execute the int3 after the patch is done: "Oops: int3" in
+  # flow_hash_from_keys killed the 6.12 VMs three times, at v2ray's first UDPv6 reply in the suite
+  # (`scripts/vm-run.sh` with --verbose shows the console). A real host flips them once at boot. So
+  # the VM flips them here, before CMD, while nothing else runs: one TCP connect and one UDP send to
+  # an unused port on each loopback address (refused, no reply needed).
+  echo 'ip link set lo up 2>/dev/null'
+  echo 'for a in 127.0.0.1 ::1; do (exec 3<>"/dev/tcp/$a/9") 2>/dev/null; echo >"/dev/udp/$a/9"; done 2>/dev/null'
   if (($# == 1)); then
     printf 'bash -c %q\n' "$1"
   else
