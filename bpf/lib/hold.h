@@ -33,12 +33,14 @@
 #include "psock.h"
 
 /* What the hold needs of a TCP segment (at cgroup ingress the data starts at
- * the IP header): its sequence number, payload length and flags byte. IPv6
- * extension headers are not walked: such a segment passes. 0: parsed. */
+ * the IP header): its sequence number, payload length and flags byte, past
+ * IPv6 extension headers (a sender's IPV6_DSTOPTS puts one on every segment;
+ * a fragment is not TCP that TCP would see whole here). 0: parsed. */
 static __always_inline int skfp_segment(struct __sk_buff *skb, __u32 *seq, __u32 *payload, __u8 *flags)
 {
 	struct tcphdr th;
 	__u32 l3, total;
+	__u8 frag = 0;
 
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
@@ -50,10 +52,12 @@ static __always_inline int skfp_segment(struct __sk_buff *skb, __u32 *seq, __u32
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
-		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)) || ip6.nexthdr != IPPROTO_TCP)
+		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
 			return -1;
 		l3 = sizeof(ip6);
-		total = l3 + bpf_ntohs(ip6.payload_len);
+		if (skfp_ipv6_walk(skb, ip6.nexthdr, &l3, &frag) != IPPROTO_TCP || frag)
+			return -1;
+		total = sizeof(ip6) + bpf_ntohs(ip6.payload_len);
 	} else {
 		return -1;
 	}
