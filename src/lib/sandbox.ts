@@ -3,7 +3,8 @@
  * benchmarks and the tests: nothing is ever attached to the host's interfaces or root cgroup.
  * Everything is named with the sandbox's prefix, so a sweep finds leftovers of a crashed run.
  */
-import {existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, readdirSync, rmSync, rmdirSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {programPath} from './root.js'
 import {ownNetns, startProgram, runProgram, netnsPath, type Runner, type RunResult} from './exec.js'
@@ -30,6 +31,14 @@ export class Sandbox {
     const sb = new Sandbox(name, runner)
     mkdirSync(sb.cgroup)
     return sb
+  }
+
+  /** A file of the sandbox (a proxy's config, its log): in the sandbox's own directory under the
+   * temp dir, removed with the sandbox (and by the sweep of a crashed run's leftovers). */
+  file(name: string): string {
+    const dir = join(tmpdir(), this.name)
+    mkdirSync(dir, {recursive: true})
+    return join(dir, name)
   }
 
   /** A new namespace with lo up. */
@@ -96,6 +105,7 @@ export async function removeLeftovers(runner: Runner, prefix: string): Promise<v
   const instances = listInstances().filter((n) => n.startsWith(prefix))
   for (const instance of instances) await downInstances({instance}, {renderer: 'silent', log: () => {}}, runner)
   for (const ns of (await ip.netnsList(runner)).filter((n) => n.startsWith(prefix))) await runner.run(ip.netnsDel(ns), {allowFailure: true})
+  for (const dir of readdirSync(tmpdir()).filter((n) => n.startsWith(prefix))) rmSync(join(tmpdir(), dir), {recursive: true, force: true})
   const root = cgroup2Mount()
   if (!root) return
   for (const dir of readdirSync(root).filter((n) => n.startsWith(prefix))) killCgroup(join(root, dir))

@@ -33,7 +33,7 @@ describe('interception through ss-redir and ss-server', () => {
       for (const addr of ['127.0.0.1', '::1']) {
         const t = await skfp(['template', 'ss-redir', '--json', '--proxy-port', String(PROXY_PORT), '--proxy-mark', String(PROXY_MARK), '--proxy-addr', addr, '--ss-server', `${SERVER}:8388`, '--ss-password', PASSWORD, '--bypass', `${SERVER}/32`])
         expect(t.exitCode, t.stderr).toBe(0)
-        const file = join(PROJECT_ROOT, 'build', `${sb.name}-ss-redir-${addr === '::1' ? 6 : 4}.json`)
+        const file = sb.file(`ss-redir-${addr === '::1' ? 6 : 4}.json`)
         writeFileSync(file, t.json.config)
         sb.start(host, [resolveTool('ss-redir'), '-c', file, '-v'])
       }

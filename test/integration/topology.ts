@@ -46,7 +46,7 @@ export function interceptArgs(sb: Sandbox, host: string, extra: string[] = []): 
 
 /** v2ray from templates/v2ray.json, with an access log, inside the host netns and the cgroup. */
 export async function startV2ray(sb: Sandbox, host: string): Promise<{child: ReturnType<Sandbox['start']>; log: string}> {
-  const log = join(PROJECT_ROOT, 'build', `${sb.name}-v2ray-access.log`)
+  const log = sb.file('v2ray-access.log')
   const config = JSON.parse(
     readFileSync(join(PROJECT_ROOT, 'templates', 'v2ray.json'), 'utf8')
       .replaceAll('{{proxyPort}}', String(PROXY_PORT))
@@ -55,7 +55,7 @@ export async function startV2ray(sb: Sandbox, host: string): Promise<{child: Ret
       .replaceAll('{{proxyAddr6}}', '::1'),
   )
   config.log = {access: log, loglevel: 'warning'}
-  const file = join(PROJECT_ROOT, 'build', `${sb.name}-v2ray.json`)
+  const file = sb.file('v2ray.json')
   writeFileSync(file, JSON.stringify(config))
   writeFileSync(log, '')
   const child = sb.start(host, [resolveTool('v2ray'), '-config', file])

@@ -128,7 +128,7 @@ describe(`kernel ${release}`, () => {
       // under emulation each CLI run costs seconds
       for (const addr of ['127.0.0.1', '::1']) {
         const config = {server, server_port: 8388, password: 'skfp-test', method: 'chacha20-ietf-poly1305', local_address: addr, local_port: PROXY_PORT, mode: 'tcp_and_udp', tcp_tproxy: true}
-        const file = join(PROJECT_ROOT, 'build', `${sb.name}-ss-redir-${addr === '::1' ? 6 : 4}.json`)
+        const file = sb.file(`ss-redir-${addr === '::1' ? 6 : 4}.json`)
         writeFileSync(file, JSON.stringify(config))
         sb.start(host, [resolveTool('ss-redir'), '-c', file])
       }
