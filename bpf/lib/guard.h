@@ -29,6 +29,10 @@
 /* Used when skfp_config.fastpath_queue is 0. */
 #define SKFP_GUARD_DEFAULT_QUEUE (4ull << 20)
 
+/* A reader that sent its FIN keeps the fastpath up to this many times the
+ * bound (skfp_sk_sent_fin). */
+#define SKFP_GUARD_FIN_FACTOR 4
+
 /* skfp_guard_state.demoted */
 #define SKFP_GUARD_REDIRECTING 0
 #define SKFP_GUARD_DEMOTED     1 /* the guard keeps this socket on TCP */
@@ -88,10 +92,12 @@ static __always_inline int skfp_guard_braking(const struct sock *own)
  * that takes a short read with EPOLLHUP for the end of the stream (libuv, so
  * Node.js) stops at a read that ends where its redirected queue ends: bytes
  * sent over TCP behind that queue are never read (a Node.js download of 6 MiB
- * from a sender outrunning it lost its tail 6 times in 100). So above the
- * bound the guard keeps redirecting to such a reader until its queue is
- * empty: its queue has no bound of its own then, only the global brake's
- * (under the brake it goes over TCP like any other). */
+ * from a sender outrunning it lost its tail 6 times in 100). The FIN hold
+ * (hold.h) makes that safe: the peer's FIN waits until the queue is read. But
+ * it waits a retransmission timeout (200 ms at least), so above the bound the
+ * guard keeps redirecting to such a reader up to SKFP_GUARD_FIN_FACTOR times
+ * the bound (the common order: request, half-close, a download larger than
+ * the bound). Above that, and under the global brake, TCP as for any reader. */
 static __always_inline int skfp_sk_sent_fin(const struct sock *sk)
 {
 	unsigned char state = skfp_kread(sk, __sk_common.skc_state);
@@ -158,7 +164,8 @@ static __always_inline int skfp_guard_allow(struct sk_msg_md *msg, const struct 
 	}
 	braking = skfp_guard_braking(own);
 	if (queued + msg->size > bound || braking) {
-		if (queued && !braking && skfp_sk_sent_fin(peer))
+		if (queued && !braking && skfp_sk_sent_fin(peer) &&
+		    skfp_psock_queued(ud, bound * SKFP_GUARD_FIN_FACTOR) + msg->size <= bound * SKFP_GUARD_FIN_FACTOR)
 			return 1;
 		st->demoted = SKFP_GUARD_DEMOTED;
 		skfp_count(SKFP_CNT_GUARD_DEMOTED, 1);
