@@ -15,13 +15,14 @@ import {throughput} from './bench/measure.js'
 import {HOST_ADDR, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE_ADDR, startV2ray, UPLINK, type Proxy} from './bench/topology.js'
 import {readVerdict} from './doctor.js'
 import {resolveTool, type Runner} from './exec.js'
+import {usageError} from './errors.js'
 import {interruptSignal, throwIfInterrupted} from './interrupt.js'
 import {iperf, waitForOutput} from './iperf.js'
 import {upInstance} from './lifecycle.js'
 import {observeInstance} from './observe.js'
 import {listrOptions} from './plan.js'
 import {validateInstance} from './pins.js'
-import {removeLeftovers, Sandbox} from './sandbox.js'
+import {removeLeftovers, Sandbox, SANDBOX_PREFIX} from './sandbox.js'
 import {sandboxSettings} from './settings.js'
 import {statusOf, type InstanceStatus} from './status.js'
 import {downInstances} from './teardown.js'
@@ -65,6 +66,8 @@ export interface DemoOptions {
 
 export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoResult> {
   const name = validateInstance(opts.name ?? DEMO_NAME)
+  if (!name.startsWith(SANDBOX_PREFIX) || name === SANDBOX_PREFIX)
+    throw usageError(`demo name ${JSON.stringify(name)} does not start with ${SANDBOX_PREFIX}`, `the demo removes every namespace and cgroup whose name starts with its own: name it ${SANDBOX_PREFIX}SOMETHING`)
   const ixName = `${name}-ix`
   validateInstance(ixName)
   await removeLeftovers(runner, name)

@@ -16,6 +16,18 @@ import * as sysctl from './tools/sysctl.js'
 
 type Child = ReturnType<typeof startProgram>
 
+/** Every sandbox name starts with it: the sweep of leftovers removes every namespace, root-level
+ * cgroup and temp dir whose name starts with a sandbox's name, so a name like "system" would take
+ * system.slice with it. */
+export const SANDBOX_PREFIX = 'skfp-'
+
+/** Where sandboxes keep their files (under the temp dir). */
+const FILES = 'skfp-sandboxes'
+
+function checkName(name: string): void {
+  if (!name.startsWith(SANDBOX_PREFIX) || name.length <= SANDBOX_PREFIX.length) throw new Error(`sandbox name ${JSON.stringify(name)} does not start with ${SANDBOX_PREFIX}`)
+}
+
 export class Sandbox {
   readonly cgroup: string
   private readonly children: Child[] = []
@@ -28,6 +40,7 @@ export class Sandbox {
 
   /** A sandbox named NAME: cgroup NAME and namespaces NAME-<suffix>; also the skfp instance name. */
   static async create(runner: Runner, name: string): Promise<Sandbox> {
+    checkName(name)
     const sb = new Sandbox(name, runner)
     mkdirSync(sb.cgroup)
     return sb
@@ -36,7 +49,7 @@ export class Sandbox {
   /** A file of the sandbox (a proxy's config, its log): in the sandbox's own directory under the
    * temp dir, removed with the sandbox (and by the sweep of a crashed run's leftovers). */
   file(name: string): string {
-    const dir = join(tmpdir(), this.name)
+    const dir = join(tmpdir(), FILES, this.name)
     mkdirSync(dir, {recursive: true})
     return join(dir, name)
   }
@@ -102,10 +115,12 @@ export class Sandbox {
 
 /** Removes instances, namespaces and cgroups whose names start with prefix (a crashed run's). */
 export async function removeLeftovers(runner: Runner, prefix: string): Promise<void> {
+  checkName(prefix)
   const instances = listInstances().filter((n) => n.startsWith(prefix))
   for (const instance of instances) await downInstances({instance}, {renderer: 'silent', log: () => {}}, runner)
   for (const ns of (await ip.netnsList(runner)).filter((n) => n.startsWith(prefix))) await runner.run(ip.netnsDel(ns), {allowFailure: true})
-  for (const dir of readdirSync(tmpdir()).filter((n) => n.startsWith(prefix))) rmSync(join(tmpdir(), dir), {recursive: true, force: true})
+  const files = join(tmpdir(), FILES)
+  if (existsSync(files)) for (const dir of readdirSync(files).filter((n) => n.startsWith(prefix))) rmSync(join(files, dir), {recursive: true, force: true})
   const root = cgroup2Mount()
   if (!root) return
   for (const dir of readdirSync(root).filter((n) => n.startsWith(prefix))) killCgroup(join(root, dir))

@@ -36,6 +36,8 @@ export const cases: Case[] = [
   ['cgroup that is not cgroup v2', (c) => up(c, {'cgroup': '/tmp'}), 2, /is not a cgroup v2 directory/],
   ['status of a bad instance', () => ['status', '--instance', '../x'], 2, /bad instance name/],
   ['down of a bad instance', () => ['down', '--instance', 'A'], 2, /bad instance name/],
+  // the demo sweeps namespaces and root-level cgroups by its name's prefix: "system" would be system.slice
+  ['demo named system', () => ['demo', '--name', 'system', '--duration', '1'], 2, /^skfp: demo name "system" does not start with skfp-: .*name it skfp-SOMETHING$/],
   ['unknown flag', (c) => up(c, {}, ['--frobnicate']), 2, /^skfp: Nonexistent flag: --frobnicate: see `skfp up --help`$/],
   // interception
   ['unknown interface', (c) => ix(c, {uplink: 'nope0'}), 2, /interface nope0 does not exist in netns .*: check `ip link`/],
