@@ -263,6 +263,33 @@ static __always_inline void skfp_leave(struct bpf_sock_ops *skops)
 		bpf_map_delete_elem(&skfp_readers, &stored->own);
 }
 
+/* The FIN hold (hold.h) drops a FIN while its reader's redirected queue holds
+ * bytes with TCP bytes behind them, and TCP sends it again. A sender that has
+ * closed gives up after net.ipv4.tcp_orphan_retries retransmissions (8 by
+ * default: about 100 s; with 1, about 0.6 s), and its reader then never sees
+ * the end of its stream. So a socket that joined the sockhash gets, when it
+ * sends its FIN, a user timeout (TCP_USER_TIMEOUT decides instead of the
+ * retries, for a closed socket too) of about tcp_retries2's default time,
+ * unless it has one of its own. Between local sockets nothing else is
+ * retransmitted in practice. */
+#define SKFP_SOL_TCP 6
+#define SKFP_TCP_USER_TIMEOUT 18
+#define SKFP_FIN_USER_TIMEOUT_MS (15 * 60 * 1000)
+
+static __always_inline void skfp_fin_sent(struct bpf_sock_ops *skops)
+{
+	int timeout = 0;
+
+	if (skops->args[1] != BPF_TCP_FIN_WAIT1 && skops->args[1] != BPF_TCP_LAST_ACK)
+		return;
+	if (!skops->sk || !bpf_sk_storage_get(&skfp_peers, skops->sk, 0, 0))
+		return;
+	if (bpf_getsockopt(skops, SKFP_SOL_TCP, SKFP_TCP_USER_TIMEOUT, &timeout, sizeof(timeout)) || timeout)
+		return;
+	timeout = SKFP_FIN_USER_TIMEOUT_MS;
+	bpf_setsockopt(skops, SKFP_SOL_TCP, SKFP_TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+}
+
 SEC("sockops")
 int skfp_sockops(struct bpf_sock_ops *skops)
 {
@@ -278,6 +305,7 @@ int skfp_sockops(struct bpf_sock_ops *skops)
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
 		break;
 	case BPF_SOCK_OPS_STATE_CB: /* also after the kill switch */
+		skfp_fin_sent(skops);
 		skfp_leave(skops);
 		return 1;
 	case BPF_SOCK_OPS_RTT_CB:

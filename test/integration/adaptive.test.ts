@@ -6,9 +6,10 @@ import {afterAll, describe, expect, it} from 'vitest'
 import {join} from 'node:path'
 import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
+import * as sysctl from '../../src/lib/tools/sysctl.js'
 import {iperf, waitForOutput} from '../../src/lib/iperf.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
-import {removeVerdict, skfp, socketsDrainTo0, status, transfer, upArgs, withSandbox} from './helpers.js'
+import {removeVerdict, runner, skfp, socketsDrainTo0, status, transfer, upArgs, withSandbox} from './helpers.js'
 import {waitForListener} from './topology.js'
 
 const READERS = join(PROJECT_ROOT, 'test', 'fixtures', 'readers.py')
@@ -172,6 +173,23 @@ describe('the adaptive fastpath', () => {
       const why = JSON.stringify(st.counters)
       expect(st.counters.guardDemotions, why).toBeGreaterThan(0)
       expect(st.counters.bytesFallback, why).toBeGreaterThan(0)
+    })
+  })
+
+  it('a reader that stalls after its sender closed still sees the end of the stream where tcp_orphan_retries is 1: the held FIN outlasts the retries', async () => {
+    await withSandbox('ar', async (sb) => {
+      const ns = await sb.addNetns('a')
+      // a closed sender gives up after 1 retransmission (about 0.6 s), unless it has a user timeout
+      await runner.run(sysctl.set('net.ipv4.tcp_orphan_retries', '1', ns))
+      expect((await skfp(adaptiveArgs(upArgs(sb, ns)))).exitCode).toBe(0)
+      // 4.5 MiB while the reader reads nothing: 4 MiB redirected (the guard's bound), the rest over
+      // TCP; the writer closes; its FIN is held, and sent again; the reader reads nothing until it
+      // has been sent 4 more times (about 3 s), then reads it all and must get the end of the
+      // stream. Before, the closed sender gave up after 3 (within 3 s): the fixture said so
+      const r = await sb.run(ns, [resolveTool('python3'), READERS, 'closed-stall', '--bytes', String(4.5 * MiB), '--lockstep', '3'], {allowFailure: true})
+      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({received: 4.5 * MiB, intact: true, error: null})
+      const st = await status(sb.name)
+      expect(st.counters.finsHeld, JSON.stringify(st.counters)).toBeGreaterThanOrEqual(3)
     })
   })
 
