@@ -22,7 +22,7 @@ import {upInstance} from './lifecycle.js'
 import {observeInstance} from './observe.js'
 import {listrOptions} from './plan.js'
 import {validateInstance} from './pins.js'
-import {removeLeftovers, Sandbox, SANDBOX_PREFIX} from './sandbox.js'
+import {isSandboxName, removeLeftovers, Sandbox, SANDBOX_PREFIX} from './sandbox.js'
 import {sandboxSettings} from './settings.js'
 import {statusOf, type InstanceStatus} from './status.js'
 import {downInstances} from './teardown.js'
@@ -66,7 +66,7 @@ export interface DemoOptions {
 
 export async function runDemo(runner: Runner, opts: DemoOptions): Promise<DemoResult> {
   const name = validateInstance(opts.name ?? DEMO_NAME)
-  if (!name.startsWith(SANDBOX_PREFIX) || name === SANDBOX_PREFIX)
+  if (!isSandboxName(name))
     throw usageError(`demo name ${JSON.stringify(name)} does not start with ${SANDBOX_PREFIX}`, `the demo removes every namespace and cgroup whose name starts with its own: name it ${SANDBOX_PREFIX}SOMETHING`)
   const ixName = `${name}-ix`
   validateInstance(ixName)

@@ -24,8 +24,11 @@ export const SANDBOX_PREFIX = 'skfp-'
 /** Where sandboxes keep their files (under the temp dir). */
 const FILES = 'skfp-sandboxes'
 
+/** Whether name may name a sandbox: SANDBOX_PREFIX and something after it. */
+export const isSandboxName = (name: string): boolean => name.startsWith(SANDBOX_PREFIX) && name.length > SANDBOX_PREFIX.length
+
 function checkName(name: string): void {
-  if (!name.startsWith(SANDBOX_PREFIX) || name.length <= SANDBOX_PREFIX.length) throw new Error(`sandbox name ${JSON.stringify(name)} does not start with ${SANDBOX_PREFIX}`)
+  if (!isSandboxName(name)) throw new Error(`sandbox name ${JSON.stringify(name)} does not start with ${SANDBOX_PREFIX}`)
 }
 
 export class Sandbox {
