@@ -109,36 +109,48 @@ args=(--disable-kvm --disable-microvm --force-9p -r "$kernel" --user root --memo
   --rwdir="$share=$share" "${overlays[@]}" --append mitigations=off
   --append "modprobe.blacklist=kvm,kvm_amd,kvm_intel,ahci,libata,sr_mod,cdrom,sg,psmouse,pcspkr,iTCO_wdt,i6300esb,lpc_ich,i2c_i801,powernow_k8")
 ((verbose)) && args+=(--verbose)
-start=$(date +%s.%N)
 # setsid: vng runs virtme-run, which forks qemu; a timeout must take the whole group down.
 # TMPDIR: virtme's own temp file (the guest's exit-code channel) goes into our temp dir.
 # FIFOs: qemu opens /proc/self/fd/1 and /proc/self/fd/2 by name, which on a regular file starts at
 # offset 0 and overwrites what is there (e.g. `vm-run.sh ... >log`); through a FIFO it just streams.
-mkfifo "$tmp/stdout" "$tmp/stderr"
-cat "$tmp/stdout" &
-cat_out=$!
-cat "$tmp/stderr" >&2 &
-cat_err=$!
-TMPDIR=$tmp setsid vng "${args[@]}" -- "bash $share/cmd.sh" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
-pgid=$!
-t0=$(date +%s)
-deadline=$((t0 + timeout)) boot_deadline=$((t0 + boot_timeout))
-timed_out=0
-while kill -0 "$pgid" 2>/dev/null; do
-  now=$(date +%s)
-  if ((now >= deadline)) || { ((now >= boot_deadline)) && [[ ! -f $share/started ]]; }; then
-    timed_out=1
-    kill -TERM -- "-$pgid" 2>/dev/null || true
-    sleep 5
-    kill -KILL -- "-$pgid" 2>/dev/null || true
-    break
-  fi
-  sleep 0.5
-done
-vrc=0
-wait "$pgid" 2>/dev/null || vrc=$?
-pgid=""
-wait "$cat_out" "$cat_err" 2>/dev/null || true
+boot() {
+  rm -f "$tmp/stdout" "$tmp/stderr"
+  mkfifo "$tmp/stdout" "$tmp/stderr"
+  cat "$tmp/stdout" &
+  local cat_out=$!
+  cat "$tmp/stderr" >&2 &
+  local cat_err=$!
+  TMPDIR=$tmp setsid vng "${args[@]}" -- "bash $share/cmd.sh" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
+  pgid=$!
+  local t0 now
+  t0=$(date +%s)
+  local deadline=$((t0 + timeout)) boot_deadline=$((t0 + boot_timeout))
+  timed_out=0
+  while kill -0 "$pgid" 2>/dev/null; do
+    now=$(date +%s)
+    if ((now >= deadline)) || { ((now >= boot_deadline)) && [[ ! -f $share/started ]]; }; then
+      timed_out=1
+      kill -TERM -- "-$pgid" 2>/dev/null || true
+      sleep 5
+      kill -KILL -- "-$pgid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.5
+  done
+  vrc=0
+  wait "$pgid" 2>/dev/null || vrc=$?
+  pgid=""
+  wait "$cat_out" "$cat_err" 2>/dev/null || true
+}
+start=$(date +%s.%N)
+boot
+# qemu/vng has once exited (255, 3 s, nothing printed) before the guest started, in a CI run; three
+# starts of the same kernel right after booted. Such an exit leaves nothing of the command to lose:
+# start the VM once more, and say so.
+if ((!timed_out)) && [[ ! -f $share/started ]]; then
+  echo "vm-run: the VM with $kver exited before the command started (vng exit $vrc); starting it once more" >&2
+  boot
+fi
 secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 
 if [[ -n $out ]]; then
