@@ -1,6 +1,6 @@
 /**
  * `skfp bench`: its own sandbox (skfp-bench: namespaces, child cgroup, instance), the scenarios one
- * after another, everything removed at the end, also on failure and on Ctrl-C.
+ * after another (the TCP ones in rounds: scenarios.ts), everything removed at the end, also on failure and on Ctrl-C.
  */
 import {interruptSignal, throwIfInterrupted} from '../interrupt.js'
 import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
@@ -16,7 +16,7 @@ import * as ip from '../tools/ip.js'
 import {renderChart} from './chart.js'
 import {describeMachine} from './machine.js'
 import {checkTargets, udpWithRatios, withRatios} from './report.js'
-import {SCENARIO_DEFS, UDP_SCENARIO_DEFS, type BenchContext, type Measured, type UdpMeasured} from './scenarios.js'
+import {runTcpScenarios, UDP_SCENARIO_DEFS, type BenchContext, type UdpMeasured} from './scenarios.js'
 import {runApps} from './apps.js'
 import {APP_SCENARIOS, SCENARIOS, UDP_SCENARIOS, type AppScenarioName, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario, type UdpScenarioName} from './types.js'
 
@@ -40,36 +40,32 @@ export async function runBench(runner: Runner, opts: BenchOptions): Promise<Benc
   type Outcome<M> = M | SkippedScenario | FailedScenario
   const all = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
     const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, runs: opts.runs, workDir, signal, topology: {}}
-    /** Runs the chosen scenarios of defs one after another; a failed one is recorded, the others go on. */
-    const runAll = async <M extends {name: ScenarioName | UdpScenarioName}>(defs: {name: ScenarioName | UdpScenarioName; unavailable?: () => Promise<string | undefined>; run(c: BenchContext): Promise<M>}[], line: (m: M) => string) => {
-      const outcomes: Outcome<M>[] = []
-      for (const def of defs.filter((d) => opts.scenarios.includes(d.name))) {
-        const skipped = await def.unavailable?.()
-        if (skipped) {
-          opts.say(`${def.name}: skipped (${skipped})`)
-          outcomes.push({name: def.name, skipped})
-          continue
-        }
-        opts.say(`${def.name}…`)
-        try {
-          signal.throwIfAborted()
-          const m = await def.run(ctx)
-          signal.throwIfAborted()
-          opts.say(`  ${line(m)}`)
-          outcomes.push(m)
-        } catch (error) {
-          if (signal.aborted) throwIfInterrupted()
-          opts.say(`  failed: ${(error as Error).message}`)
-          outcomes.push({name: def.name, failed: (error as Error).message})
-        }
+    const tcp = await runTcpScenarios(ctx, opts.scenarios, opts.say)
+    /** Runs the chosen UDP scenarios one after another; a failed one is recorded, the others go on. */
+    const udpOutcomes: Outcome<UdpMeasured>[] = []
+    for (const def of UDP_SCENARIO_DEFS.filter((d) => opts.scenarios.includes(d.name))) {
+      const skipped = await def.unavailable?.()
+      if (skipped) {
+        opts.say(`${def.name}: skipped (${skipped})`)
+        udpOutcomes.push({name: def.name, skipped})
+        continue
       }
-      return outcomes
+      opts.say(`${def.name}…`)
+      try {
+        signal.throwIfAborted()
+        const m = await def.run(ctx)
+        signal.throwIfAborted()
+        opts.say(`  ${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
+        udpOutcomes.push(m)
+      } catch (error) {
+        if (signal.aborted) throwIfInterrupted()
+        opts.say(`  failed: ${(error as Error).message}`)
+        udpOutcomes.push({name: def.name, failed: (error as Error).message})
+      }
     }
-    const tcp = await runAll<Measured>(SCENARIO_DEFS, (m) => `${m.throughputGbps.toFixed(2)} Gbit/s, rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
-    const udp = await runAll<UdpMeasured>(UDP_SCENARIO_DEFS, (m) => `${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
     const appNames = APP_SCENARIOS.filter((n) => opts.scenarios.includes(n))
     const apps = appNames.length ? await runApps(ctx, appNames, (line) => opts.say(`  ${line}`)) : []
-    return {tcp, udp, apps}
+    return {tcp, udp: udpOutcomes, apps}
   })
   const scenarios = withRatios(all.tcp)
   const udp = udpWithRatios(all.udp)

@@ -71,10 +71,19 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
 
 const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'fastpath-noguard.bpf.o')
 
-/** The fastpath-safety benchmark's baseline: up with bpf/lib/guard.h compiled out (-DSKFP_NO_GUARD). */
+let unguardedBuilt: Promise<unknown> | undefined
+
+/** The fastpath-safety benchmark's baseline: up with bpf/lib/guard.h compiled out (-DSKFP_NO_GUARD),
+ * compiled once per bench (each round brings it up again). */
 export async function upUnguarded(ctx: InstanceContext, netns: string): Promise<void> {
-  const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false, [...FASTPATH_VARIANTS[0].defines, '-DSKFP_NO_GUARD'])
-  mkdirSync(dirname(UNGUARDED_OBJECT), {recursive: true})
-  await ctx.runner.run(cmd, {timeoutMs: 180_000})
+  unguardedBuilt ??= (async () => {
+    const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false, [...FASTPATH_VARIANTS[0].defines, '-DSKFP_NO_GUARD'])
+    mkdirSync(dirname(UNGUARDED_OBJECT), {recursive: true})
+    await ctx.runner.run(cmd, {timeoutMs: 180_000})
+  })()
+  await unguardedBuilt.catch((error) => {
+    unguardedBuilt = undefined
+    throw error
+  })
   await upInstance({...fastpathSettings(ctx, netns), fastpath: 'all'}, {...silent, fastpathObject: UNGUARDED_OBJECT}, ctx.runner)
 }

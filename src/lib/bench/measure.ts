@@ -59,13 +59,6 @@ export function medianRun(runs: Throughput[]): Throughputs {
   return {...median, errors: runs.reduce((n, r) => n + r.errors, 0), error, runsGbps: runs.map((r) => r.gbps)}
 }
 
-/** once(), n times one after another, summed up by medianRun. */
-export async function repeated(n: number, once: () => Promise<Throughput>): Promise<Throughputs> {
-  const runs: Throughput[] = []
-  for (let i = 0; i < n; i++) runs.push(await once())
-  return medianRun(runs)
-}
-
 /**
  * iperf3 from clientNs to connect:IPERF_PORT, the server in serverNs. Sender and receiver CPU are
  * iperf3's own figures (getrusage of each process over the test); the proxy's comes from /proc.
@@ -163,8 +156,9 @@ export async function pinProcess(pid: number): Promise<void> {
   await runProgram([resolveTool('taskset'), '-a', '-p', '-c', String(PIN_CPU), String(pid)])
 }
 
-/** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3); the stream `runs` times. */
-export async function unixSocket(sb: Sandbox, ns: string, seconds: number, runs: number, step: <T>(f: () => Promise<T>) => Promise<T>) {
+/** The Unix-socket figures, from build/bin/skfp-uds (socketpair, same 128 KiB writes as iperf3):
+ * one stream run, and the rest (round trips, connection rate, pinned round trips and stream). */
+export function unixSocket(sb: Sandbox, ns: string, seconds: number, step: <T>(f: () => Promise<T>) => Promise<T>) {
   const uds = (args: string[]) => step(() => sb.run(ns, [programPath('skfp-uds'), ...args], {allowFailure: true, timeoutMs: (seconds + 30) * 1000}))
   const streamOf = (stdout: string): Throughput => {
     try {
@@ -174,13 +168,17 @@ export async function unixSocket(sb: Sandbox, ns: string, seconds: number, runs:
       return {gbps: 0, senderPct: 0, receiverPct: 0, proxyPct: null, errors: 1, error: `no result: ${stdout.slice(0, 200)}`}
     }
   }
-  const stream = await repeated(runs, async () => streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000)])).stdout))
   const count = String(rttCount(seconds))
-  const rtt = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE)])).stdout)
-  const rate = parseConnRate((await uds(['connrate', '--duration-ms', String(seconds * 1000), '--parallel', '2'])).stdout)
-  const pinned = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE), '--cpu', String(PIN_CPU)])).stdout)
-  const pinnedStream = streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000), '--cpu', String(PIN_CPU)])).stdout)
-  return {stream, rtt, rate, pinned, pinnedStream}
+  return {
+    stream: async () => streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000)])).stdout),
+    rest: async () => {
+      const rtt = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE)])).stdout)
+      const rate = parseConnRate((await uds(['connrate', '--duration-ms', String(seconds * 1000), '--parallel', '2'])).stdout)
+      const pinned = parseRtt((await uds(['rtt', '--count', count, '--size', String(RTT_SIZE), '--cpu', String(PIN_CPU)])).stdout)
+      const pinnedThroughput = streamOf((await uds(['stream', '--duration-ms', String(seconds * 1000), '--cpu', String(PIN_CPU)])).stdout)
+      return {rtt, rate, pinned, pinnedThroughput}
+    },
+  }
 }
 
 export const UDP_ECHO_PORT = 5300

@@ -1,36 +1,58 @@
 /**
- * The scenarios, by their fixed names: each sets up what it needs inside the sandbox, measures, and
- * takes down what it set up (the instance, the proxy) before the next one runs.
+ * The scenarios, by their fixed names. The TCP ones run in rounds (--runs): each round sets every
+ * chosen scenario up in turn, measures one throughput run and takes it down again, so the scenarios
+ * a target compares (loopback-fastpath against loopback and uds, proxy-tc against proxy-iptables)
+ * are measured minutes apart at most, not a whole bench apart on a shared VM. The last round also
+ * measures the round trips, the connection rate and the pinned figures. The UDP scenarios run once
+ * each, after the TCP ones.
  */
 import type {Sandbox} from '../sandbox.js'
 import {isInstalled} from '../exec.js'
+import {throwIfInterrupted} from '../interrupt.js'
 import {down, redirectedBytes, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
-import {pinProcess, repeated, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, udpFigures, unixSocket, type UdpFigures} from './measure.js'
+import {medianRun, pinProcess, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, udpFigures, unixSocket, type ConnRate, type RoundTrips, type Throughput, type UdpFigures} from './measure.js'
 import {iptablesTproxy, LAN_IFACE, lanClient, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
-import type {ScenarioName, ScenarioResult, UdpScenarioName, UdpScenarioResult} from './types.js'
+import type {FailedScenario, ScenarioName, ScenarioResult, SkippedScenario, UdpScenarioName, UdpScenarioResult} from './types.js'
 
 
 export interface BenchContext extends InstanceContext {
   sb: Sandbox
   seconds: number
-  /** Unpinned throughput runs per scenario; the median counts. */
+  /** Rounds: unpinned throughput runs per scenario; the median counts. */
   runs: number
   /** A private directory for generated files (the v2ray configuration). */
   workDir: string
   /** Aborted on Ctrl-C: a scenario stops at its next step (the running one is killed with the cgroup). */
   signal: AbortSignal
-  /** Namespaces made on first use and shared by the scenarios that need the same set-up. */
-  topology: {loopback?: string; iptables?: ProxyTopology}
+  /** The loopback namespace, made on first use and shared by the loopback scenarios and uds. */
+  topology: {loopback?: string}
 }
 
 /** A scenario's own figures; ratios are computed once every scenario has run. */
 export type Measured = Omit<ScenarioResult, 'ratios'>
 
+/** What the last round measures once, besides its throughput run. */
+interface Rest {
+  rtt: RoundTrips
+  rate: ConnRate
+  pinned: RoundTrips
+  pinnedThroughput: Throughput
+}
+
+/** A TCP scenario set up: its measurements, then close() takes down what open() set up. */
+interface Session {
+  /** One unpinned throughput run. */
+  throughput(): Promise<Throughput>
+  rest(): Promise<Rest>
+  /** The proxy's failed upstream connects, and the bytes redirected (scenarios with an instance up). */
+  close(): Promise<{proxyErrors: number; redirectedBytes?: number | null}>
+}
+
 export interface ScenarioDef {
   name: ScenarioName
   /** Why it cannot run on this host or this version of skfp; undefined when it can. */
   unavailable?: () => Promise<string | undefined>
-  run(ctx: BenchContext): Promise<Measured>
+  open(ctx: BenchContext): Promise<Session>
 }
 
 interface TcpPath {
@@ -57,36 +79,66 @@ const stepper =
     return f()
   }
 
-async function measureTcp(ctx: BenchContext, name: ScenarioName, path: TcpPath): Promise<Measured> {
+/** Undo steps, run in reverse order; every one runs even when another fails (the first failure is rethrown). */
+class Undo {
+  private steps: (() => Promise<unknown>)[] = []
+  add(step: () => Promise<unknown>): void {
+    this.steps.push(step)
+  }
+  async run(): Promise<void> {
+    let failure: unknown
+    for (const step of this.steps.splice(0).reverse()) {
+      try {
+        await step()
+      } catch (error) {
+        failure ??= error
+      }
+    }
+    if (failure) throw failure
+  }
+}
+
+/**
+ * Sets a scenario up with set (which registers the undo of each step it took) and returns its session;
+ * when set fails, what it had set up is taken down before the error goes on.
+ * counted: an instance is up, whose redirected bytes close() reads before the undo takes it down.
+ */
+async function session(ctx: BenchContext, set: (undo: Undo) => Promise<TcpPath>, counted = false): Promise<Session> {
+  const undo = new Undo()
+  let path: TcpPath
+  try {
+    path = await set(undo)
+  } catch (error) {
+    await undo.run().catch(() => {})
+    throw error
+  }
   const {sb, seconds} = ctx
   const step = stepper(ctx)
-  const stopEcho = await step(() => startEchoServers(sb, path.serverNs, path.connect, path.serversOutsideCgroup))
-  let proxyErrors = 0
-  try {
-    const t = await repeated(ctx.runs, () => step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds)))
-    const rtt = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, false))
-    const rate = await step(() => tcpConnRate(sb, path.clientNs, path.connect, seconds))
-    if (path.proxy) await step(() => pinProcess(path.proxy!.pid))
-    const pinned = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, true))
-    const tp = await step(() => throughput(sb, {...path, proxyPid: path.proxy?.pid}, seconds, true))
-    if (path.proxy) proxyErrors = await path.proxy.stop()
-    return {
-      name,
-      throughputGbps: t.gbps,
-      throughputRunsGbps: t.runsGbps,
-      throughputPinnedGbps: tp.gbps,
-      cpu: {senderPct: t.senderPct, receiverPct: t.receiverPct, proxyPct: t.proxyPct},
-      rttP50Us: rtt.p50Us,
-      rttP99Us: rtt.p99Us,
-      rttP999Us: rtt.p999Us,
-      rttP50PinnedUs: pinned.p50Us,
-      rttP99PinnedUs: pinned.p99Us,
-      connPerSec: rate.perSec,
-      errors: t.errors + rtt.errors + rate.errors + pinned.errors + tp.errors + proxyErrors,
-      ...details({throughput: t, rtt, connrate: rate, pinnedRtt: pinned, pinnedThroughput: tp, proxy: {error: proxyErrors ? `${proxyErrors} upstream connects failed` : undefined}}),
-    }
-  } finally {
-    await stopEcho()
+  const at = {...path, proxyPid: path.proxy?.pid}
+  return {
+    throughput: () => step(() => throughput(sb, at, seconds)),
+    rest: async () => {
+      const stopEcho = await step(() => startEchoServers(sb, path.serverNs, path.connect, path.serversOutsideCgroup))
+      try {
+        const rtt = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, false))
+        const rate = await step(() => tcpConnRate(sb, path.clientNs, path.connect, seconds))
+        if (path.proxy) await step(() => pinProcess(path.proxy!.pid))
+        const pinned = await step(() => tcpRoundTrips(sb, path.clientNs, path.connect, seconds, true))
+        const pinnedThroughput = await step(() => throughput(sb, at, seconds, true))
+        return {rtt, rate, pinned, pinnedThroughput}
+      } finally {
+        await stopEcho()
+      }
+    },
+    close: async () => {
+      try {
+        const redirected = counted ? await redirectedBytes(ctx) : undefined
+        const proxyErrors = path.proxy ? await path.proxy.stop() : 0
+        return {proxyErrors, ...(counted ? {redirectedBytes: redirected} : {})}
+      } finally {
+        await undo.run()
+      }
+    },
   }
 }
 
@@ -94,16 +146,37 @@ async function loopbackNs(ctx: BenchContext): Promise<string> {
   return (ctx.topology.loopback ??= await ctx.sb.addNetns('lo'))
 }
 
-/** A loopback run with the instance brought up by up() and taken down afterwards. */
-async function loopbackWith(ctx: BenchContext, name: ScenarioName, up: (ns: string) => Promise<void>): Promise<Measured> {
-  const ns = await loopbackNs(ctx)
-  await up(ns)
-  try {
-    const m = await measureTcp(ctx, name, {clientNs: ns, serverNs: ns, connect: '127.0.0.1'})
-    return {...m, redirectedBytes: await redirectedBytes(ctx)}
-  } finally {
-    await down(ctx)
-  }
+/** A loopback scenario with the instance brought up by up() (none when up is not given). */
+const loopback = (up?: (ctx: BenchContext, ns: string) => Promise<void>) => (ctx: BenchContext) =>
+  session(
+    ctx,
+    async (undo) => {
+      const ns = await loopbackNs(ctx)
+      if (up) {
+        await up(ctx, ns)
+        undo.add(() => down(ctx))
+      }
+      return {clientNs: ns, serverNs: ns, connect: '127.0.0.1'}
+    },
+    !!up,
+  )
+
+/** Fresh namespaces (TIME_WAIT sockets and conntrack entries of another scenario or round stay out),
+ * with a LAN client when lan; removed by the undo. */
+async function freshTopology(ctx: BenchContext, undo: Undo, tag: string, lan: boolean): Promise<ProxyTopology> {
+  let topo = await proxyTopology(ctx.sb, tag)
+  undo.add(async () => {
+    for (const ns of [topo.host, topo.remote, topo.lan]) if (ns) await ctx.sb.removeNetns(ns)
+  })
+  if (lan) topo = await lanClient(ctx.sb, topo, tag)
+  return topo
+}
+
+/** A proxy started in ns, stopped by the undo. */
+async function started(undo: Undo, start: () => Promise<Proxy>): Promise<Proxy> {
+  const proxy = await start()
+  undo.add(() => proxy.stop())
+  return proxy
 }
 
 /**
@@ -111,120 +184,132 @@ async function loopbackWith(ctx: BenchContext, name: ScenarioName, up: (ns: stri
  * servers are inside the cgroup (a local container: the fastpath pairs the proxy's upstream with them
  * too) unless world is set.
  */
-async function intercepted(ctx: BenchContext, name: ScenarioName, fastpath: boolean, start: (ns: string) => Promise<Proxy>, world = false): Promise<Measured> {
-  // fresh namespaces each time: the previous scenario's TIME_WAIT sockets would crowd the ports
-  const topo = await proxyTopology(ctx.sb, name.replace(/^proxy-/, ''))
-  await upInterception(ctx, topo.host, fastpath ? 'all' : 'off')
-  try {
-    const proxy = await start(topo.host)
-    try {
-      const m = await measureTcp(ctx, name, {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy, serversOutsideCgroup: world})
-      return {...m, redirectedBytes: await redirectedBytes(ctx)}
-    } finally {
-      await proxy.stop()
+const intercepted = (name: ScenarioName, fastpath: boolean, start: (ctx: BenchContext, ns: string) => Promise<Proxy>, world = false) => (ctx: BenchContext) =>
+  session(
+    ctx,
+    async (undo) => {
+      const topo = await freshTopology(ctx, undo, name.replace(/^proxy-/, ''), false)
+      await upInterception(ctx, topo.host, fastpath ? 'all' : 'off')
+      undo.add(() => down(ctx))
+      const proxy = await started(undo, () => start(ctx, topo.host))
+      return {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy, serversOutsideCgroup: world}
+    },
+    true,
+  )
+
+/** The host's own TCP (or a LAN client's) through skfp-relay: taken by iptables TPROXY or by skfp's
+ * interception (--lan for the LAN client). */
+const relayed = (name: ScenarioName, skfp: boolean, lan: boolean) => (ctx: BenchContext) =>
+  session(ctx, async (undo) => {
+    const topo = await freshTopology(ctx, undo, name, lan)
+    if (skfp) {
+      await upInterception(ctx, topo.host, 'off', {lan: lan ? [LAN_IFACE] : []})
+      undo.add(() => down(ctx))
+    } else {
+      // in the namespace: removed with it
+      await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {lan: lan ? LAN_IFACE : undefined})
     }
-  } finally {
-    await down(ctx)
-    for (const ns of [topo.host, topo.remote]) await ctx.sb.removeNetns(ns)
-  }
+    const relay = await started(undo, () => startRelay(ctx.sb, topo.host))
+    return {clientNs: lan ? topo.lan! : topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy: relay}
+  })
+
+/** A Unix stream socket pair (build/bin/skfp-uds) in the loopback namespace. */
+async function uds(ctx: BenchContext): Promise<Session> {
+  const u = unixSocket(ctx.sb, await loopbackNs(ctx), ctx.seconds, stepper(ctx))
+  return {throughput: u.stream, rest: u.rest, close: async () => ({proxyErrors: 0})}
 }
 
 const noV2ray = async () => (isInstalled('v2ray') ? undefined : 'v2ray not installed (apt-get install v2ray)')
 const noIptables = async () => (isInstalled('iptables') ? undefined : 'iptables not installed (apt-get install iptables)')
-
-/** Fresh namespaces for one scenario (TIME_WAIT sockets and conntrack entries of another stay out),
- * with a LAN client when lan; removed afterwards. */
-async function freshTopology<T>(ctx: BenchContext, tag: string, lan: boolean, body: (topo: ProxyTopology) => Promise<T>): Promise<T> {
-  let topo = await proxyTopology(ctx.sb, tag)
-  try {
-    if (lan) topo = await lanClient(ctx.sb, topo, tag)
-    return await body(topo)
-  } finally {
-    for (const ns of [topo.host, topo.remote, topo.lan]) if (ns) await ctx.sb.removeNetns(ns)
-  }
-}
-
-/** A LAN client's TCP through skfp-relay: taken by iptables TPROXY or by skfp's --lan. */
-async function lanTcp(ctx: BenchContext, name: ScenarioName, skfp: boolean): Promise<Measured> {
-  return freshTopology(ctx, name, true, async (topo) => {
-    if (skfp) await upInterception(ctx, topo.host, 'off', {lan: [LAN_IFACE]})
-    else await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {lan: LAN_IFACE})
-    try {
-      const relay = await startRelay(ctx.sb, topo.host)
-      try {
-        return await measureTcp(ctx, name, {clientNs: topo.lan!, serverNs: topo.remote, connect: REMOTE_ADDR, proxy: relay})
-      } finally {
-        await relay.stop()
-      }
-    } finally {
-      if (skfp) await down(ctx)
-    }
-  })
-}
+const v2ray = (ctx: BenchContext, ns: string) => startV2ray(ctx.sb, ns, ctx.workDir)
+const relay = (ctx: BenchContext, ns: string) => startRelay(ctx.sb, ns)
 
 export const SCENARIO_DEFS: ScenarioDef[] = [
-  {
-    name: 'loopback',
-    run: async (ctx) => {
-      const ns = await loopbackNs(ctx)
-      return measureTcp(ctx, 'loopback', {clientNs: ns, serverNs: ns, connect: '127.0.0.1'})
-    },
-  },
-  {name: 'loopback-fastpath', run: (ctx) => loopbackWith(ctx, 'loopback-fastpath', (ns) => upFastpath(ctx, ns))},
-  {
-    name: 'loopback-fastpath-unguarded',
-    run: (ctx) => loopbackWith(ctx, 'loopback-fastpath-unguarded', (ns) => upUnguarded(ctx, ns)),
-  },
-  {
-    name: 'uds',
-    run: async (ctx) => {
-      const u = await unixSocket(ctx.sb, await loopbackNs(ctx), ctx.seconds, ctx.runs, stepper(ctx))
-      return {
-        name: 'uds',
-        throughputGbps: u.stream.gbps,
-        throughputRunsGbps: u.stream.runsGbps,
-        throughputPinnedGbps: u.pinnedStream.gbps,
-        cpu: {senderPct: u.stream.senderPct, receiverPct: u.stream.receiverPct, proxyPct: null},
-        rttP50Us: u.rtt.p50Us,
-        rttP99Us: u.rtt.p99Us,
-        rttP999Us: u.rtt.p999Us,
-        rttP50PinnedUs: u.pinned.p50Us,
-        rttP99PinnedUs: u.pinned.p99Us,
-        connPerSec: u.rate.perSec,
-        errors: u.stream.errors + u.rtt.errors + u.rate.errors + u.pinned.errors + u.pinnedStream.errors,
-        ...details({stream: u.stream, rtt: u.rtt, connrate: u.rate, pinnedRtt: u.pinned, pinnedStream: u.pinnedStream}),
-      }
-    },
-  },
-  {
-    name: 'proxy-iptables',
-    unavailable: noIptables,
-    run: async (ctx) => {
-      const topo = (ctx.topology.iptables ??= await proxyTopology(ctx.sb, 'ipt'))
-      await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR)
-      const relay = await startRelay(ctx.sb, topo.host)
-      try {
-        return await measureTcp(ctx, 'proxy-iptables', {clientNs: topo.host, serverNs: topo.remote, connect: REMOTE_ADDR, proxy: relay})
-      } finally {
-        await relay.stop()
-      }
-    },
-  },
-  {name: 'proxy-tc', run: (ctx) => intercepted(ctx, 'proxy-tc', false, (ns) => startRelay(ctx.sb, ns))},
-  {name: 'proxy-tc-fastpath', run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath', true, (ns) => startRelay(ctx.sb, ns))},
-  {
-    name: 'proxy-tc-fastpath-world',
-    run: (ctx) => intercepted(ctx, 'proxy-tc-fastpath-world', true, (ns) => startRelay(ctx.sb, ns), true),
-  },
-  {name: 'proxy-v2ray-tc', unavailable: noV2ray, run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc', false, (ns) => startV2ray(ctx.sb, ns, ctx.workDir))},
-  {
-    name: 'proxy-v2ray-tc-fastpath',
-    unavailable: noV2ray,
-    run: (ctx) => intercepted(ctx, 'proxy-v2ray-tc-fastpath', true, (ns) => startV2ray(ctx.sb, ns, ctx.workDir)),
-  },
-  {name: 'lan-iptables', unavailable: noIptables, run: (ctx) => lanTcp(ctx, 'lan-iptables', false)},
-  {name: 'lan-tc', run: (ctx) => lanTcp(ctx, 'lan-tc', true)},
+  {name: 'loopback', open: loopback()},
+  {name: 'loopback-fastpath', open: loopback(upFastpath)},
+  {name: 'loopback-fastpath-unguarded', open: loopback(upUnguarded)},
+  {name: 'uds', open: uds},
+  {name: 'proxy-iptables', unavailable: noIptables, open: relayed('proxy-iptables', false, false)},
+  {name: 'proxy-tc', open: intercepted('proxy-tc', false, relay)},
+  {name: 'proxy-tc-fastpath', open: intercepted('proxy-tc-fastpath', true, relay)},
+  {name: 'proxy-tc-fastpath-world', open: intercepted('proxy-tc-fastpath-world', true, relay, true)},
+  {name: 'proxy-v2ray-tc', unavailable: noV2ray, open: intercepted('proxy-v2ray-tc', false, v2ray)},
+  {name: 'proxy-v2ray-tc-fastpath', unavailable: noV2ray, open: intercepted('proxy-v2ray-tc-fastpath', true, v2ray)},
+  {name: 'lan-iptables', unavailable: noIptables, open: relayed('lan-iptables', false, true)},
+  {name: 'lan-tc', open: relayed('lan-tc', true, true)},
 ]
+
+type TcpOutcome = Measured | SkippedScenario | FailedScenario
+
+/**
+ * The chosen TCP scenarios in ctx.runs rounds (see the top of this file). A scenario that fails is
+ * recorded as failed and left out of the later rounds; the others go on.
+ */
+export async function runTcpScenarios(ctx: BenchContext, names: readonly string[], say: (line: string) => void): Promise<TcpOutcome[]> {
+  const defs = SCENARIO_DEFS.filter((d) => names.includes(d.name))
+  const done = new Map<ScenarioName, TcpOutcome>()
+  const runs = new Map<ScenarioName, Throughput[]>(defs.map((d) => [d.name, []]))
+  const proxyErrors = new Map<ScenarioName, number>(defs.map((d) => [d.name, 0]))
+  for (const def of defs) {
+    const skipped = await def.unavailable?.()
+    if (skipped) {
+      say(`${def.name}: skipped (${skipped})`)
+      done.set(def.name, {name: def.name, skipped})
+    }
+  }
+  for (let round = 1; round <= ctx.runs; round++) {
+    const last = round === ctx.runs
+    for (const def of defs.filter((d) => !done.has(d.name))) {
+      say(`${def.name}, round ${round} of ${ctx.runs}…`)
+      try {
+        ctx.signal.throwIfAborted()
+        const s = await def.open(ctx)
+        let rest: Rest | undefined
+        let closed: Awaited<ReturnType<Session['close']>>
+        try {
+          const t = await s.throughput()
+          runs.get(def.name)!.push(t)
+          say(`  ${t.gbps.toFixed(2)} Gbit/s`)
+          if (last) rest = await s.rest()
+        } finally {
+          closed = await s.close()
+        }
+        ctx.signal.throwIfAborted()
+        proxyErrors.set(def.name, proxyErrors.get(def.name)! + closed.proxyErrors)
+        if (rest) {
+          const m = measured(def.name, medianRun(runs.get(def.name)!), rest, proxyErrors.get(def.name)!, closed.redirectedBytes)
+          say(`  ${m.throughputGbps.toFixed(2)} Gbit/s (median), rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
+          done.set(def.name, m)
+        }
+      } catch (error) {
+        if (ctx.signal.aborted) throwIfInterrupted()
+        say(`  failed: ${(error as Error).message}`)
+        done.set(def.name, {name: def.name, failed: (error as Error).message})
+      }
+    }
+  }
+  return defs.map((d) => done.get(d.name)!)
+}
+
+function measured(name: ScenarioName, t: ReturnType<typeof medianRun>, rest: Rest, proxyErrors: number, redirected: number | null | undefined): Measured {
+  const {rtt, rate, pinned, pinnedThroughput: tp} = rest
+  return {
+    name,
+    throughputGbps: t.gbps,
+    throughputRunsGbps: t.runsGbps,
+    throughputPinnedGbps: tp.gbps,
+    cpu: {senderPct: t.senderPct, receiverPct: t.receiverPct, proxyPct: t.proxyPct},
+    rttP50Us: rtt.p50Us,
+    rttP99Us: rtt.p99Us,
+    rttP999Us: rtt.p999Us,
+    rttP50PinnedUs: pinned.p50Us,
+    rttP99PinnedUs: pinned.p99Us,
+    connPerSec: rate.perSec,
+    errors: t.errors + rtt.errors + rate.errors + pinned.errors + tp.errors + proxyErrors,
+    ...details({throughput: t, rtt, connrate: rate, pinnedRtt: pinned, pinnedThroughput: tp, proxy: {error: proxyErrors ? `${proxyErrors} upstream connects failed` : undefined}}),
+    ...(redirected !== undefined ? {redirectedBytes: redirected} : {}),
+  }
+}
 
 /** A UDP scenario's own figures; the ratio is computed once every scenario has run. */
 export type UdpMeasured = Omit<UdpScenarioResult, 'ratioIptables'>
@@ -255,21 +340,21 @@ function udpResult(name: UdpScenarioName, f: UdpFigures): UdpMeasured {
 
 /** UDP through v2ray from the host itself or from a LAN client, taken by iptables TPROXY or by skfp. */
 async function udpThroughV2ray(ctx: BenchContext, name: UdpScenarioName, skfp: boolean, lan: boolean): Promise<UdpMeasured> {
-  return freshTopology(ctx, name, lan, async (topo) => {
-    if (skfp) await upInterception(ctx, topo.host, 'off', {udp: true, lan: lan ? [LAN_IFACE] : []})
-    else await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {protos: ['udp'], lan: lan ? LAN_IFACE : undefined})
-    try {
-      const proxy = await startV2ray(ctx.sb, topo.host, ctx.workDir)
-      try {
-        ctx.signal.throwIfAborted()
-        return udpResult(name, await udpFigures(ctx.sb, lan ? topo.lan! : topo.host, topo.remote, REMOTE_ADDR, ctx.seconds))
-      } finally {
-        await proxy.stop()
-      }
-    } finally {
-      if (skfp) await down(ctx)
+  const undo = new Undo()
+  try {
+    const topo = await freshTopology(ctx, undo, name, lan)
+    if (skfp) {
+      await upInterception(ctx, topo.host, 'off', {udp: true, lan: lan ? [LAN_IFACE] : []})
+      undo.add(() => down(ctx))
+    } else {
+      await iptablesTproxy(ctx.sb, topo.host, REMOTE_ADDR, {protos: ['udp'], lan: lan ? LAN_IFACE : undefined})
     }
-  })
+    await started(undo, () => v2ray(ctx, topo.host))
+    ctx.signal.throwIfAborted()
+    return udpResult(name, await udpFigures(ctx.sb, lan ? topo.lan! : topo.host, topo.remote, REMOTE_ADDR, ctx.seconds))
+  } finally {
+    await undo.run()
+  }
 }
 
 const noUdpTools = async () => (await noV2ray()) ?? (await noIptables())
