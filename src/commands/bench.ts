@@ -18,7 +18,7 @@ export default class Bench extends SkfpCommand {
   ]
   static flags = {
     duration: Flags.integer({default: 5, min: 1, max: 60, description: 'Seconds per throughput run (and per connection-rate run).'}),
-    runs: Flags.integer({default: 3, min: 1, max: 9, description: 'Unpinned throughput runs per scenario; the table and the ratios use the median.'}),
+    runs: Flags.integer({default: 3, min: 1, max: 9, description: 'Rounds: unpinned throughput runs per scenario, each round taking every scenario in turn (the applications rotate their three modes); the table and the ratios use the median.'}),
     scenarios: Flags.string({description: 'Comma-separated scenario names (default: all).'}),
     out: Flags.string({description: 'Directory to write bench.json and bench.svg to (soak.json and soak.svg with --soak).'}),
     soak: Flags.string({description: 'Run only the soak, for this many minutes (fractions allowed), instead of the scenarios.', exclusive: ['scenarios', 'duration', 'runs']}),
