@@ -12,12 +12,13 @@ import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6} 
 
 const MiB = 1024 * 1024
 const BYTES = 32 * MiB
+const DOWNLOADS = 6
 
 // the defaults' --fastpath auto runs the self-test and pins its verdict
 afterAll(removeVerdict)
 
 describe('a Go relay (io.Copy, splice) with the defaults', () => {
-  it('carries 32 MiB each way over IPv4 and IPv6 with sha256 intact, then a 32 MiB download, a large share of it redirected (the relay reads with splice over TCP), nothing hangs', async () => {
+  it('carries 32 MiB each way over IPv4 and IPv6 with sha256 intact, then 32 MiB downloads, a large share of each redirected (the relay reads with splice over TCP), nothing hangs', async () => {
     await withSandbox('gr', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       const defaults = interceptArgs(sb, host).filter((a, i, all) => a !== '--fastpath' && all[i - 1] !== '--fastpath')
@@ -26,8 +27,10 @@ describe('a Go relay (io.Copy, splice) with the defaults', () => {
       const relay = sb.start(host, [programPath('skfp-gorelay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--listen', `[::1]:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
       await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
       const results: {addr: string; up: string; down: string; s: unknown; c: unknown}[] = []
-      let downloadRedirected = 0
-      for (const [addr, port, upBytes] of [[REMOTE4, 9301, BYTES], [REMOTE6, 9302, BYTES], [REMOTE4, 9303, 0]] as const) {
+      const downloadRedirected: number[] = []
+      // two-way over IPv4 and IPv6, then DOWNLOADS downloads alone
+      const transfers = [[REMOTE4, 9301, BYTES], [REMOTE6, 9302, BYTES], ...Array.from({length: DOWNLOADS}, (_, i) => [i % 2 ? REMOTE6 : REMOTE4, 9303 + i, 0] as const)] as const
+      for (const [addr, port, upBytes] of transfers) {
         const seed = `g${port}`
         const before = (await status(sb.name)).counters.bytesRedirected
         const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed])
@@ -35,26 +38,30 @@ describe('a Go relay (io.Copy, splice) with the defaults', () => {
         const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed])
         const s = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
         results.push({addr, up: s.serverReceivedSha === expectedSha(`${seed}-up`, upBytes) ? 'ok' : 'BAD', down: c.clientReceivedSha === expectedSha(`${seed}-down`, BYTES) ? 'ok' : 'BAD', s, c})
-        if (upBytes === 0) downloadRedirected = (await status(sb.name)).counters.bytesRedirected - before
+        if (upBytes === 0) downloadRedirected.push((await status(sb.name)).counters.bytesRedirected - before)
       }
       relay.kill('SIGTERM')
       const summary = JSON.parse(String((await relay).stderr).trim().split('\n').pop()!)
       const seen = `${JSON.stringify({results, summary, downloadRedirected})} ${JSON.stringify((await status(sb.name)).counters)}`
       for (const r of results) expect([r.addr, r.up, r.down], seen).toEqual([r.addr, 'ok', 'ok'])
-      expect(summary).toMatchObject({accepted: 3, upstreamFailed: 0, bytesUp: 2 * BYTES, bytesDown: 3 * BYTES})
+      expect(summary).toMatchObject({accepted: transfers.length, upstreamFailed: 0, bytesUp: 2 * BYTES, bytesDown: transfers.length * BYTES})
       const st = await status(sb.name)
       const why = JSON.stringify(st.counters)
-      expect(st.counters.tcAssignedListener).toBe(3)
+      expect(st.counters.tcAssignedListener).toBe(transfers.length)
       expect(st.fastpath).toMatchObject({enabled: true, adaptive: true})
       // the clients and the servers that read data (not the last, which gets none) read with recv():
       // promoted, and the relay's writes to them are redirected; the relay's sockets read with
       // splice(): never promoted, nothing redirected to them
-      expect(st.fastpath.readers.promoted, why).toBe(5)
+      expect(st.fastpath.readers.promoted, why).toBe(4 + DOWNLOADS)
       expect(st.counters.readersBarred, why).toBe(0)
-      // the download alone (the client half-closed at once): the client is promoted at its second
-      // read, and from the guard's first hand-off on the rest is redirected (about 90 % in loops of
-      // 200 on this machine); a quarter is the floor here
-      expect(downloadRedirected, seen).toBeGreaterThanOrEqual(BYTES / 4)
+      // each download alone (the client half-closed at once): the client is promoted at its second
+      // read, and from the guard's first hand-off on the rest is redirected (about 97 % of most
+      // downloads on this machine). About 1 download in 16 gets no hand-off at all (the guard waits
+      // for the client to have read every TCP byte, and the relay's splice stays ahead of it: 9 of
+      // 147 downloads in loops on 2026-12-06; a CI run failed on one when this test had a single
+      // download), so the share is asserted over all of them: at least half
+      const total = downloadRedirected.reduce((a, b) => a + b, 0)
+      expect(total, seen).toBeGreaterThanOrEqual((DOWNLOADS * BYTES) / 2)
     })
   })
 })
