@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest'
 import {medianRun, type Throughput} from '../../src/lib/bench/measure.js'
 import {checkTargets, renderReport, udpWithRatios, withRatios} from '../../src/lib/bench/report.js'
-import type {Measured, UdpMeasured} from '../../src/lib/bench/scenarios.js'
+import {medianUdp, type Measured, type UdpMeasured} from '../../src/lib/bench/scenarios.js'
 import type {BenchResult, ScenarioName, UdpScenarioName} from '../../src/lib/bench/types.js'
 
 const run = (gbps: number, senderPct = gbps, errors = 0, error?: string): Throughput => ({gbps, senderPct, receiverPct: 1, proxyPct: null, errors, error})
@@ -42,6 +42,18 @@ const measured = (name: ScenarioName, throughputGbps: number, rttP50PinnedUs = 5
   rttP99PinnedUs: rttP50PinnedUs * 2,
   connPerSec: 1000,
   errors,
+})
+
+describe('medianUdp', () => {
+  const round = (dps: number, lost: number, errors = 0): UdpMeasured => ({
+    name: 'udp-tc', datagramsPerSec: dps, throughputMbps: 1, sent: dps + lost, lost, lossPct: 0, corrupt: errors,
+    rttP50Us: dps / 1000, rttP99Us: 1, rttLost: 0, errors, ...(errors ? {errorDetails: [`corrupt: ${errors}`]} : {}),
+  })
+  it("keeps the median round's own figures, every round's rate, and the errors of all rounds", () => {
+    const m = medianUdp([round(50_000, 3), round(30_000, 9, 2), round(40_000, 5)])
+    expect(m).toMatchObject({datagramsPerSec: 40_000, lost: 5, rttP50Us: 40, errors: 2, errorDetails: ['corrupt: 2'], datagramsPerSecRuns: [50_000, 30_000, 40_000]})
+    expect(medianUdp([round(50_000, 0), round(30_000, 0)]).datagramsPerSec).toBe(30_000)
+  })
 })
 
 describe('ratios and targets', () => {

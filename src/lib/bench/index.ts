@@ -1,8 +1,8 @@
 /**
  * `skfp bench`: its own sandbox (skfp-bench: namespaces, child cgroup, instance), the scenarios one
- * after another (the TCP ones in rounds: scenarios.ts), everything removed at the end, also on failure and on Ctrl-C.
+ * after another (TCP and UDP in rounds: scenarios.ts), everything removed at the end, also on failure and on Ctrl-C.
  */
-import {interruptSignal, throwIfInterrupted} from '../interrupt.js'
+import {interruptSignal} from '../interrupt.js'
 import {existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -16,9 +16,9 @@ import * as ip from '../tools/ip.js'
 import {renderChart} from './chart.js'
 import {describeMachine} from './machine.js'
 import {checkTargets, udpWithRatios, withRatios} from './report.js'
-import {runTcpScenarios, UDP_SCENARIO_DEFS, type BenchContext, type UdpMeasured} from './scenarios.js'
+import {runTcpScenarios, runUdpScenarios, type BenchContext} from './scenarios.js'
 import {runApps} from './apps.js'
-import {APP_SCENARIOS, SCENARIOS, UDP_SCENARIOS, type AppScenarioName, type BenchResult, type FailedScenario, type ScenarioName, type SkippedScenario, type UdpScenarioName} from './types.js'
+import {APP_SCENARIOS, SCENARIOS, UDP_SCENARIOS, type AppScenarioName, type BenchResult, type ScenarioName, type UdpScenarioName} from './types.js'
 
 /** Every scenario name --scenarios takes: the TCP ones, the UDP ones, the applications. */
 export const ALL_SCENARIOS = [...SCENARIOS, ...UDP_SCENARIOS, ...APP_SCENARIOS]
@@ -37,35 +37,13 @@ export interface BenchOptions {
 
 export async function runBench(runner: Runner, opts: BenchOptions): Promise<BenchResult> {
   await prepareBench(runner)
-  type Outcome<M> = M | SkippedScenario | FailedScenario
   const all = await inBenchSandbox(runner, opts.say, async ({sb, workDir, signal}) => {
     const ctx: BenchContext = {runner, sb, name: sb.name, cgroup: sb.cgroup, seconds: opts.seconds, runs: opts.runs, workDir, signal, topology: {}}
     const tcp = await runTcpScenarios(ctx, opts.scenarios, opts.say)
-    /** Runs the chosen UDP scenarios one after another; a failed one is recorded, the others go on. */
-    const udpOutcomes: Outcome<UdpMeasured>[] = []
-    for (const def of UDP_SCENARIO_DEFS.filter((d) => opts.scenarios.includes(d.name))) {
-      const skipped = await def.unavailable?.()
-      if (skipped) {
-        opts.say(`${def.name}: skipped (${skipped})`)
-        udpOutcomes.push({name: def.name, skipped})
-        continue
-      }
-      opts.say(`${def.name}…`)
-      try {
-        signal.throwIfAborted()
-        const m = await def.run(ctx)
-        signal.throwIfAborted()
-        opts.say(`  ${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
-        udpOutcomes.push(m)
-      } catch (error) {
-        if (signal.aborted) throwIfInterrupted()
-        opts.say(`  failed: ${(error as Error).message}`)
-        udpOutcomes.push({name: def.name, failed: (error as Error).message})
-      }
-    }
+    const udp = await runUdpScenarios(ctx, opts.scenarios, opts.say)
     const appNames = APP_SCENARIOS.filter((n) => opts.scenarios.includes(n))
     const apps = appNames.length ? await runApps(ctx, appNames, (line) => opts.say(`  ${line}`)) : []
-    return {tcp, udp: udpOutcomes, apps}
+    return {tcp, udp, apps}
   })
   const scenarios = withRatios(all.tcp)
   const udp = udpWithRatios(all.udp)

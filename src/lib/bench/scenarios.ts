@@ -3,8 +3,8 @@
  * chosen scenario up in turn, measures one throughput run and takes it down again, so the scenarios
  * a target compares (loopback-fastpath against loopback and uds, proxy-tc against proxy-iptables)
  * are measured minutes apart at most, not a whole bench apart on a shared VM. The last round also
- * measures the round trips, the connection rate and the pinned figures. The UDP scenarios run once
- * each, after the TCP ones.
+ * measures the round trips, the connection rate and the pinned figures. The UDP scenarios run after
+ * them, in rounds too.
  */
 import type {Sandbox} from '../sandbox.js'
 import {isInstalled} from '../exec.js'
@@ -365,3 +365,48 @@ export const UDP_SCENARIO_DEFS: UdpScenarioDef[] = [
   {name: 'udp-lan-iptables', unavailable: noUdpTools, run: (ctx) => udpThroughV2ray(ctx, 'udp-lan-iptables', false, true)},
   {name: 'udp-lan-tc', unavailable: noV2ray, run: (ctx) => udpThroughV2ray(ctx, 'udp-lan-tc', true, true)},
 ]
+
+type UdpOutcome = UdpMeasured | SkippedScenario | FailedScenario
+
+/**
+ * The chosen UDP scenarios in ctx.runs rounds, like the TCP ones: each round runs every scenario once
+ * (set up, stream and round trips, taken down). A scenario's figures are those of its median round by
+ * datagrams/s, with the errors of every round; one that fails is left out of the later rounds.
+ */
+export async function runUdpScenarios(ctx: BenchContext, names: readonly string[], say: (line: string) => void): Promise<UdpOutcome[]> {
+  const defs = UDP_SCENARIO_DEFS.filter((d) => names.includes(d.name))
+  const done = new Map<UdpScenarioName, SkippedScenario | FailedScenario>()
+  const rounds = new Map<UdpScenarioName, UdpMeasured[]>(defs.map((d) => [d.name, []]))
+  for (const def of defs) {
+    const skipped = await def.unavailable?.()
+    if (skipped) {
+      say(`${def.name}: skipped (${skipped})`)
+      done.set(def.name, {name: def.name, skipped})
+    }
+  }
+  for (let round = 1; round <= ctx.runs; round++) {
+    for (const def of defs.filter((d) => !done.has(d.name))) {
+      say(`${def.name}, round ${round} of ${ctx.runs}…`)
+      try {
+        ctx.signal.throwIfAborted()
+        const m = await def.run(ctx)
+        ctx.signal.throwIfAborted()
+        say(`  ${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
+        rounds.get(def.name)!.push(m)
+      } catch (error) {
+        if (ctx.signal.aborted) throwIfInterrupted()
+        say(`  failed: ${(error as Error).message}`)
+        done.set(def.name, {name: def.name, failed: (error as Error).message})
+      }
+    }
+  }
+  return defs.map((d) => done.get(d.name) ?? medianUdp(rounds.get(d.name)!))
+}
+
+/** The median round by datagrams/s (the lower middle one for an even count), every round's rate,
+ * the errors of all rounds (the first error details kept). */
+export function medianUdp(rounds: UdpMeasured[]): UdpMeasured {
+  const median = [...rounds].sort((a, b) => a.datagramsPerSec - b.datagramsPerSec)[Math.floor((rounds.length - 1) / 2)]
+  const errorDetails = rounds.find((r) => r.errorDetails)?.errorDetails
+  return {...median, errors: rounds.reduce((n, r) => n + r.errors, 0), ...(errorDetails ? {errorDetails} : {}), datagramsPerSecRuns: rounds.map((r) => r.datagramsPerSec)}
+}

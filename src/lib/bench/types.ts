@@ -57,8 +57,11 @@ export type AppScenarioOutcome = AppScenarioResult | {name: AppScenarioName; ski
 
 export interface UdpScenarioResult {
   name: UdpScenarioName
-  /** Datagrams answered intact per second, a window of 64 in flight (build/bin/skfp-udp stream). */
+  /** Datagrams answered intact per second, a window of 64 in flight (build/bin/skfp-udp stream):
+   * the median round's (--runs rounds; its other figures are that round's too). */
   datagramsPerSec: number
+  /** Every round's datagrams/s, in the order they ran. */
+  datagramsPerSecRuns?: number[]
   /** Their payload (1200 bytes each), one way. */
   throughputMbps: number
   sent: number
@@ -71,7 +74,7 @@ export interface UdpScenarioResult {
   rttP50Us: number | null
   rttP99Us: number | null
   rttLost: number
-  /** Failed sends/receives and corrupt answers: must be 0. */
+  /** Failed sends/receives and corrupt answers, over every round: must be 0. */
   errors: number
   errorDetails?: string[]
   /** datagramsPerSec / udp-iptables's (or udp-lan-iptables's) in this run. */
