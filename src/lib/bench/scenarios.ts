@@ -242,53 +242,67 @@ export const SCENARIO_DEFS: ScenarioDef[] = [
 type TcpOutcome = Measured | SkippedScenario | FailedScenario
 
 /**
- * The chosen TCP scenarios in ctx.runs rounds (see the top of this file). A scenario that fails is
- * recorded as failed and left out of the later rounds; the others go on.
+ * Each of defs once per round, in turn, for ctx.runs rounds (step does one scenario's round). One that
+ * is unavailable is said and left out; one whose step fails is recorded as failed and left out of the
+ * later rounds, the others go on. Returns the skipped and failed ones by name.
  */
-export async function runTcpScenarios(ctx: BenchContext, names: readonly string[], say: (line: string) => void): Promise<TcpOutcome[]> {
-  const defs = SCENARIO_DEFS.filter((d) => names.includes(d.name))
-  const done = new Map<ScenarioName, TcpOutcome>()
-  const runs = new Map<ScenarioName, Throughput[]>(defs.map((d) => [d.name, []]))
-  const proxyErrors = new Map<ScenarioName, number>(defs.map((d) => [d.name, 0]))
+async function inRounds<N extends ScenarioName | UdpScenarioName>(
+  ctx: BenchContext,
+  defs: {name: N; unavailable?: () => Promise<string | undefined>}[],
+  say: (line: string) => void,
+  step: (name: N, round: number) => Promise<void>,
+): Promise<Map<N, SkippedScenario | FailedScenario>> {
+  const out = new Map<N, SkippedScenario | FailedScenario>()
   for (const def of defs) {
     const skipped = await def.unavailable?.()
     if (skipped) {
       say(`${def.name}: skipped (${skipped})`)
-      done.set(def.name, {name: def.name, skipped})
+      out.set(def.name, {name: def.name, skipped})
     }
   }
   for (let round = 1; round <= ctx.runs; round++) {
-    const last = round === ctx.runs
-    for (const def of defs.filter((d) => !done.has(d.name))) {
+    for (const def of defs.filter((d) => !out.has(d.name))) {
       say(`${def.name}, round ${round} of ${ctx.runs}…`)
       try {
         ctx.signal.throwIfAborted()
-        const s = await def.open(ctx)
-        let rest: Rest | undefined
-        let closed: Awaited<ReturnType<Session['close']>>
-        try {
-          const t = await s.throughput()
-          runs.get(def.name)!.push(t)
-          say(`  ${t.gbps.toFixed(2)} Gbit/s`)
-          if (last) rest = await s.rest()
-        } finally {
-          closed = await s.close()
-        }
+        await step(def.name, round)
         ctx.signal.throwIfAborted()
-        proxyErrors.set(def.name, proxyErrors.get(def.name)! + closed.proxyErrors)
-        if (rest) {
-          const m = measured(def.name, medianRun(runs.get(def.name)!), rest, proxyErrors.get(def.name)!, closed.redirectedBytes)
-          say(`  ${m.throughputGbps.toFixed(2)} Gbit/s (median), rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
-          done.set(def.name, m)
-        }
       } catch (error) {
         if (ctx.signal.aborted) throwIfInterrupted()
         say(`  failed: ${(error as Error).message}`)
-        done.set(def.name, {name: def.name, failed: (error as Error).message})
+        out.set(def.name, {name: def.name, failed: (error as Error).message})
       }
     }
   }
-  return defs.map((d) => done.get(d.name)!)
+  return out
+}
+
+/** The chosen TCP scenarios in ctx.runs rounds (see the top of this file). */
+export async function runTcpScenarios(ctx: BenchContext, names: readonly string[], say: (line: string) => void): Promise<TcpOutcome[]> {
+  const defs = SCENARIO_DEFS.filter((d) => names.includes(d.name))
+  const results = new Map<ScenarioName, Measured>()
+  const runs = new Map<ScenarioName, Throughput[]>(defs.map((d) => [d.name, []]))
+  const proxyErrors = new Map<ScenarioName, number>(defs.map((d) => [d.name, 0]))
+  const notMeasured = await inRounds(ctx, defs, say, async (name, round) => {
+    const s = await defs.find((d) => d.name === name)!.open(ctx)
+    let rest: Rest | undefined
+    let closed: Awaited<ReturnType<Session['close']>>
+    try {
+      const t = await s.throughput()
+      runs.get(name)!.push(t)
+      say(`  ${t.gbps.toFixed(2)} Gbit/s`)
+      if (round === ctx.runs) rest = await s.rest()
+    } finally {
+      closed = await s.close()
+    }
+    proxyErrors.set(name, proxyErrors.get(name)! + closed.proxyErrors)
+    if (rest) {
+      const m = measured(name, medianRun(runs.get(name)!), rest, proxyErrors.get(name)!, closed.redirectedBytes)
+      say(`  ${m.throughputGbps.toFixed(2)} Gbit/s (median), rtt p50 ${m.rttP50Us.toFixed(1)} µs (pinned ${m.rttP50PinnedUs.toFixed(2)}), ${m.connPerSec.toFixed(0)} conn/s, ${m.errors} errors`)
+      results.set(name, m)
+    }
+  })
+  return defs.map((d) => notMeasured.get(d.name) ?? results.get(d.name)!)
 }
 
 function measured(name: ScenarioName, t: ReturnType<typeof medianRun>, rest: Rest, proxyErrors: number, redirected: number | null | undefined): Measured {
@@ -371,36 +385,17 @@ type UdpOutcome = UdpMeasured | SkippedScenario | FailedScenario
 /**
  * The chosen UDP scenarios in ctx.runs rounds, like the TCP ones: each round runs every scenario once
  * (set up, stream and round trips, taken down). A scenario's figures are those of its median round by
- * datagrams/s, with the errors of every round; one that fails is left out of the later rounds.
+ * datagrams/s, with the errors of every round.
  */
 export async function runUdpScenarios(ctx: BenchContext, names: readonly string[], say: (line: string) => void): Promise<UdpOutcome[]> {
   const defs = UDP_SCENARIO_DEFS.filter((d) => names.includes(d.name))
-  const done = new Map<UdpScenarioName, SkippedScenario | FailedScenario>()
   const rounds = new Map<UdpScenarioName, UdpMeasured[]>(defs.map((d) => [d.name, []]))
-  for (const def of defs) {
-    const skipped = await def.unavailable?.()
-    if (skipped) {
-      say(`${def.name}: skipped (${skipped})`)
-      done.set(def.name, {name: def.name, skipped})
-    }
-  }
-  for (let round = 1; round <= ctx.runs; round++) {
-    for (const def of defs.filter((d) => !done.has(d.name))) {
-      say(`${def.name}, round ${round} of ${ctx.runs}…`)
-      try {
-        ctx.signal.throwIfAborted()
-        const m = await def.run(ctx)
-        ctx.signal.throwIfAborted()
-        say(`  ${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
-        rounds.get(def.name)!.push(m)
-      } catch (error) {
-        if (ctx.signal.aborted) throwIfInterrupted()
-        say(`  failed: ${(error as Error).message}`)
-        done.set(def.name, {name: def.name, failed: (error as Error).message})
-      }
-    }
-  }
-  return defs.map((d) => done.get(d.name) ?? medianUdp(rounds.get(d.name)!))
+  const notMeasured = await inRounds(ctx, defs, say, async (name) => {
+    const m = await defs.find((d) => d.name === name)!.run(ctx)
+    say(`  ${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
+    rounds.get(name)!.push(m)
+  })
+  return defs.map((d) => notMeasured.get(d.name) ?? medianUdp(rounds.get(d.name)!))
 }
 
 /** The median round by datagrams/s (the lower middle one for an even count), every round's rate,
