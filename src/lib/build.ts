@@ -84,11 +84,21 @@ async function compileIfStale(runner: Runner, cmd: Cmd, inputs: string[], source
   return {source, output, rebuilt: true}
 }
 
+const bpfInputs = (bpfDir: string) => filesUnder(bpfDir, (n) => n.endsWith('.c') || n.endsWith('.h'))
+
+/** One more object of bpf/SOURCE with extra defines (the bench's unguarded baseline), compiled only
+ * when it is missing or bpf/ or the command changed, like those of build(). */
+export async function buildBpfVariant(runner: Runner, source: string, output: string, defines: string[]): Promise<void> {
+  const bpfDir = join(PROJECT_ROOT, 'bpf')
+  const src = join(bpfDir, source)
+  await compileIfStale(runner, compileBpf(src, output, 'bpfel', false, defines), bpfInputs(bpfDir), src, output)
+}
+
 /** Plans only: every compile command, for freshness checks without running anything. */
 function bpfJobs(opts: BuildOptions) {
   const root = opts.root ?? PROJECT_ROOT
   const bpfDir = join(root, 'bpf')
-  const inputs = filesUnder(bpfDir, (n) => n.endsWith('.c') || n.endsWith('.h'))
+  const inputs = bpfInputs(bpfDir)
   return OBJECTS.map((o) => {
     const source = join(bpfDir, o.source)
     const output = join(objectDir(opts), o.file)

@@ -3,16 +3,14 @@
  * fastpath alone, the interception with or without the fastpath, or the unguarded fastpath.
  */
 import {FASTPATH_VARIANTS} from '../datapath.js'
-import {mkdirSync} from 'node:fs'
-import {dirname, join} from 'node:path'
-import {PROJECT_ROOT} from '../build.js'
+import {join} from 'node:path'
+import {buildBpfVariant, PROJECT_ROOT} from '../build.js'
 import type {Runner} from '../exec.js'
 import {upInstance} from '../lifecycle.js'
 import {downInstances} from '../teardown.js'
 import {observeInstance} from '../observe.js'
 import {sandboxSettings, type FastpathMode, type InterceptSettings, type UpSettings} from '../settings.js'
 import {statusOf} from '../status.js'
-import {compileBpf} from '../tools/clang.js'
 import {FWMARK, PROXY_MARK, PROXY_PORT, TABLE, UPLINK} from './topology.js'
 
 export interface InstanceContext {
@@ -71,19 +69,9 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
 
 const UNGUARDED_OBJECT = join(PROJECT_ROOT, 'build', 'bench', 'fastpath-noguard.bpf.o')
 
-let unguardedBuilt: Promise<unknown> | undefined
-
-/** The fastpath-safety benchmark's baseline: up with bpf/lib/guard.h compiled out (-DSKFP_NO_GUARD),
- * compiled once per bench (each round brings it up again). */
+/** The fastpath-safety benchmark's baseline: up with bpf/lib/guard.h compiled out (-DSKFP_NO_GUARD);
+ * compiled when bpf/ changed, not at each round. */
 export async function upUnguarded(ctx: InstanceContext, netns: string): Promise<void> {
-  unguardedBuilt ??= (async () => {
-    const cmd = compileBpf(join(PROJECT_ROOT, 'bpf', 'fastpath.bpf.c'), UNGUARDED_OBJECT, 'bpfel', false, [...FASTPATH_VARIANTS[0].defines, '-DSKFP_NO_GUARD'])
-    mkdirSync(dirname(UNGUARDED_OBJECT), {recursive: true})
-    await ctx.runner.run(cmd, {timeoutMs: 180_000})
-  })()
-  await unguardedBuilt.catch((error) => {
-    unguardedBuilt = undefined
-    throw error
-  })
+  await buildBpfVariant(ctx.runner, 'fastpath.bpf.c', UNGUARDED_OBJECT, [...FASTPATH_VARIANTS[0].defines, '-DSKFP_NO_GUARD'])
   await upInstance({...fastpathSettings(ctx, netns), fastpath: 'all'}, {...silent, fastpathObject: UNGUARDED_OBJECT}, ctx.runner)
 }

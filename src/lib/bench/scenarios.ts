@@ -246,11 +246,11 @@ type TcpOutcome = Measured | SkippedScenario | FailedScenario
  * is unavailable is said and left out; one whose step fails is recorded as failed and left out of the
  * later rounds, the others go on. Returns the skipped and failed ones by name.
  */
-async function inRounds<N extends ScenarioName | UdpScenarioName>(
+async function inRounds<N extends ScenarioName | UdpScenarioName, D extends {name: N; unavailable?: () => Promise<string | undefined>}>(
   ctx: BenchContext,
-  defs: {name: N; unavailable?: () => Promise<string | undefined>}[],
+  defs: D[],
   say: (line: string) => void,
-  step: (name: N, round: number) => Promise<void>,
+  step: (def: D, round: number) => Promise<void>,
 ): Promise<Map<N, SkippedScenario | FailedScenario>> {
   const out = new Map<N, SkippedScenario | FailedScenario>()
   for (const def of defs) {
@@ -265,7 +265,7 @@ async function inRounds<N extends ScenarioName | UdpScenarioName>(
       say(`${def.name}, round ${round} of ${ctx.runs}…`)
       try {
         ctx.signal.throwIfAborted()
-        await step(def.name, round)
+        await step(def, round)
         ctx.signal.throwIfAborted()
       } catch (error) {
         if (ctx.signal.aborted) throwIfInterrupted()
@@ -283,8 +283,8 @@ export async function runTcpScenarios(ctx: BenchContext, names: readonly string[
   const results = new Map<ScenarioName, Measured>()
   const runs = new Map<ScenarioName, Throughput[]>(defs.map((d) => [d.name, []]))
   const proxyErrors = new Map<ScenarioName, number>(defs.map((d) => [d.name, 0]))
-  const notMeasured = await inRounds(ctx, defs, say, async (name, round) => {
-    const s = await defs.find((d) => d.name === name)!.open(ctx)
+  const notMeasured = await inRounds(ctx, defs, say, async ({name, open}, round) => {
+    const s = await open(ctx)
     let rest: Rest | undefined
     let closed: Awaited<ReturnType<Session['close']>>
     try {
@@ -390,8 +390,8 @@ type UdpOutcome = UdpMeasured | SkippedScenario | FailedScenario
 export async function runUdpScenarios(ctx: BenchContext, names: readonly string[], say: (line: string) => void): Promise<UdpOutcome[]> {
   const defs = UDP_SCENARIO_DEFS.filter((d) => names.includes(d.name))
   const rounds = new Map<UdpScenarioName, UdpMeasured[]>(defs.map((d) => [d.name, []]))
-  const notMeasured = await inRounds(ctx, defs, say, async (name) => {
-    const m = await defs.find((d) => d.name === name)!.run(ctx)
+  const notMeasured = await inRounds(ctx, defs, say, async ({name, run}) => {
+    const m = await run(ctx)
     say(`  ${m.datagramsPerSec.toFixed(0)} datagrams/s (${m.throughputMbps.toFixed(0)} Mbit/s), ${m.lost} of ${m.sent} lost (${m.lossPct.toFixed(2)} %), rtt p50 ${m.rttP50Us?.toFixed(1) ?? '–'} µs, ${m.errors} errors`)
     rounds.get(name)!.push(m)
   })
