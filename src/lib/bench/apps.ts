@@ -19,6 +19,7 @@ import {VERDICT_PIN} from '../pins.js'
 import {sandboxSettings} from '../settings.js'
 import {forgetVerdict} from '../teardown.js'
 import {down, fastpathOn, upInterception, type InstanceContext} from './instance.js'
+import {lowerMedianBy} from './measure.js'
 import {PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE_ADDR} from './topology.js'
 import type {AppMode, AppScenarioName, AppScenarioResult} from './types.js'
 
@@ -148,7 +149,7 @@ async function startServers(ctx: AppContext, ns: string, defs: AppDef[], addr = 
 
 const MODES: AppMode[] = ['plain', 'defaults', 'fastpathOn']
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
+const median = (xs: number[]) => lowerMedianBy(xs, (x) => x)
 
 type Figures = Record<AppMode, number[]> & {errors: number; defaultsFastpath?: boolean; failed?: string}
 

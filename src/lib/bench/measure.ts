@@ -43,6 +43,12 @@ export interface Throughput {
   error?: string
 }
 
+/** The median item by key: the lower of the two middle ones for an even count (always an item that
+ * was measured). */
+export function lowerMedianBy<T>(items: T[], key: (item: T) => number): T {
+  return [...items].sort((a, b) => key(a) - key(b))[Math.floor((items.length - 1) / 2)]
+}
+
 /** Several runs of one throughput measurement: the median run's figures, every run's Gbit/s. */
 export interface Throughputs extends Throughput {
   runsGbps: number[]
@@ -54,7 +60,7 @@ export interface Throughputs extends Throughput {
  */
 export function medianRun(runs: Throughput[]): Throughputs {
   if (runs.length === 0) throw new Error('medianRun: no runs')
-  const median = [...runs].sort((a, b) => a.gbps - b.gbps)[Math.floor((runs.length - 1) / 2)]
+  const median = lowerMedianBy(runs, (r) => r.gbps)
   const error = runs.find((r) => r.error)?.error
   return {...median, errors: runs.reduce((n, r) => n + r.errors, 0), error, runsGbps: runs.map((r) => r.gbps)}
 }

@@ -10,7 +10,7 @@ import type {Sandbox} from '../sandbox.js'
 import {isInstalled} from '../exec.js'
 import {throwIfInterrupted} from '../interrupt.js'
 import {down, redirectedBytes, upFastpath, upInterception, upUnguarded, type InstanceContext} from './instance.js'
-import {medianRun, pinProcess, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, udpFigures, unixSocket, type ConnRate, type RoundTrips, type Throughput, type UdpFigures} from './measure.js'
+import {lowerMedianBy, medianRun, pinProcess, startEchoServers, tcpConnRate, tcpRoundTrips, throughput, udpFigures, unixSocket, type ConnRate, type RoundTrips, type Throughput, type UdpFigures} from './measure.js'
 import {iptablesTproxy, LAN_IFACE, lanClient, proxyTopology, REMOTE_ADDR, startRelay, startV2ray, type Proxy, type ProxyTopology} from './topology.js'
 import type {FailedScenario, ScenarioName, ScenarioResult, SkippedScenario, UdpScenarioName, UdpScenarioResult} from './types.js'
 
@@ -401,7 +401,7 @@ export async function runUdpScenarios(ctx: BenchContext, names: readonly string[
 /** The median round by datagrams/s (the lower middle one for an even count), every round's rate,
  * the errors of all rounds (the first error details kept). */
 export function medianUdp(rounds: UdpMeasured[]): UdpMeasured {
-  const median = [...rounds].sort((a, b) => a.datagramsPerSec - b.datagramsPerSec)[Math.floor((rounds.length - 1) / 2)]
+  const median = lowerMedianBy(rounds, (r) => r.datagramsPerSec)
   const errorDetails = rounds.find((r) => r.errorDetails)?.errorDetails
   return {...median, errors: rounds.reduce((n, r) => n + r.errors, 0), ...(errorDetails ? {errorDetails} : {}), datagramsPerSecRuns: rounds.map((r) => r.datagramsPerSec)}
 }
