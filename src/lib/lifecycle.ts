@@ -7,12 +7,12 @@ import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
-import {instanceState, observeInstance} from './observe.js'
+import {observeInstance} from './observe.js'
 import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
 import type {UpSettings} from './settings.js'
-import {decideUp, planUp} from './up.js'
+import {decideUp, planUp, refuseHalfUp} from './up.js'
 
 export interface UpResult {
   instance: string
@@ -50,7 +50,8 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   const observed = await observeInstance(runner, settings.instance)
   // everything is validated (collisions included) before `auto` may run the self-test
-  let interceptFacts = settings.intercept && instanceState(observed) === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
+  const state = refuseHalfUp(observed, settings.instance)
+  let interceptFacts = settings.intercept && state === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
   const support = opts.support ?? (await datapathSupport(runner, target))
   if (support.intercept) throw await loadRefused(runner, target, support, 'skfp cannot load', (s) => s.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
   if (settings.intercept && !opts.dryRun && !assignsReuseport()) (opts.log ?? warn)(`note: ${REUSEPORT_NOTE} (skfp doctor)`)

@@ -116,6 +116,13 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
   return steps
 }
 
+/** The instance's state, unless it is half up: then up is refused (before it probes the kernel). */
+export function refuseHalfUp(observed: ObservedInstance, instance: string): 'up' | 'down' {
+  const state = instanceState(observed)
+  if (state === 'half-up') throw conflictError(`instance ${instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${instance}\` first`)
+  return state
+}
+
 export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {kind: 'switch-fastpath'; steps: Step[]}
 
 /**
@@ -124,10 +131,8 @@ export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {ki
  * unless --replace.
  */
 export function decideUp(observed: ObservedInstance, settings: UpSettings, fastpath: boolean, replace: boolean): UpDecision {
-  const state = instanceState(observed)
+  const state = refuseHalfUp(observed, settings.instance)
   if (state === 'down') return {kind: 'plan', replace: false}
-  if (state === 'half-up')
-    throw conflictError(`instance ${settings.instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${settings.instance}\` first`)
   const record = observed.record!
   // the adaptive modes need the readers' program, attached at load (not with --fastpath all)
   const switchable = !fastpath || settings.fastpath === 'all' || readersAttached(observed)
