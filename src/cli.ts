@@ -12,7 +12,20 @@ import Down from './commands/down.js'
 import Status from './commands/status.js'
 import Template from './commands/template.js'
 import Up from './commands/up.js'
+import {Help, type Hook} from '@oclif/core'
 
 export {execute} from '@oclif/core'
 
 export const COMMANDS = {bench: Bench, build: Build, demo: Demo, doctor: Doctor, down: Down, status: Status, template: Template, up: Up}
+
+/** `skfp help [COMMAND]` is `skfp [COMMAND] --help`; `skfp NOSUCH` gets the one-line usage error
+ * every other bad command line gets (exit 2). */
+export const commandNotFound: Hook<'command_not_found'> = async function ({id, argv}) {
+  const [first, ...rest] = id.split(':')
+  const subject = [...rest, ...(argv ?? [])][0]
+  if (first === 'help' && (subject === undefined || Object.hasOwn(COMMANDS, subject))) return new Help(this.config).showHelp(subject ? [subject] : [])
+  const word = first === 'help' ? subject : first
+  const what = word.startsWith('-') ? `unknown flag ${word} before the command` : `unknown command "${word}"`
+  process.stderr.write(`skfp: ${what}: use one of ${Object.keys(COMMANDS).join(', ')}: see \`skfp --help\`\n`)
+  this.exit(2)
+}

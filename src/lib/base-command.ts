@@ -57,8 +57,12 @@ export function asSkfpError(err: unknown, signal: NodeJS.Signals | undefined, co
   if (own) return own
   const e = err as Error & {oclif?: {exit?: number}}
   if (e?.oclif?.exit === 2) {
-    // oclif's own parse errors (unknown flag, missing value …): the same one-line usage error
-    const first = String(e.message).split('\n')[0].replace(/^\s*›?\s*(Error:\s*)?/, '')
+    // oclif's own parse errors (unknown flag, missing value …): the same one-line usage error; a
+    // missing argument's message is a list under "Missing 1 required arg:", so name it instead
+    const missing = (e as {args?: {name?: string; description?: string}[]}).args?.filter((a) => a.name)
+    const first = missing?.length
+      ? `missing ${missing.map((a) => `${a.name!.toUpperCase()}${a.description ? ` (${a.description[0].toLowerCase()}${a.description.slice(1).replace(/\.$/, '')})` : ''}`).join(', ')}`
+      : String(e.message).split('\n')[0].replace(/^\s*›?\s*(Error:\s*)?/, '')
     return new SkfpError('usage', first, `see \`skfp ${command ?? ''} --help\``.replace('  ', ' '))
   }
   const what = e instanceof Error ? e.message || e.name : String(err)

@@ -1,4 +1,5 @@
-// The CLI's own surface: help with examples for every command, shell completion.
+// The CLI's own surface: help with examples for every command, shell completion, and a command line
+// it cannot parse (before any command runs: nothing on the host can change) refused in one line.
 import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -12,6 +13,28 @@ describe('the CLI', () => {
     const r = await skfp([cmd, '--help'])
     expect(r.exitCode, r.stderr).toBe(0)
     expect(r.stdout).toMatch(/^EXAMPLES\n\s+\$ skfp /m)
+  })
+
+  it.each([
+    [['bogus', 'up'], /^skfp: unknown command "bogus": use one of bench, build, demo, doctor, down, status, template, up: see `skfp --help`$/],
+    [['help', 'toString'], /^skfp: unknown command "toString": use one of .+: see `skfp --help`$/],
+    [['--bogus', 'up'], /^skfp: unknown flag --bogus before the command: use one of .+: see `skfp --help`$/],
+    [['template'], /^skfp: missing NAME \(one of: v2ray, xray, mihomo, sing-box, ss-redir, systemd, daemonset\): see `skfp template --help`$/],
+    [['template', 'v2ray', 'extra'], /^skfp: Unexpected argument: extra: see `skfp template --help`$/],
+  ])('skfp %j is refused in one line with exit 2', async (argv, line) => {
+    const r = await skfp(argv)
+    expect(r.exitCode, r.stderr).toBe(2)
+    expect(r.stderr.trimEnd().split('\n'), r.stderr).toHaveLength(1)
+    expect(r.stderr.trimEnd()).toMatch(line)
+    expect(r.stdout).toBe('')
+  })
+
+  it('skfp help [COMMAND] is skfp [COMMAND] --help', async () => {
+    for (const [argv, same] of [[['help'], ['--help']], [['help', 'up'], ['up', '--help']]]) {
+      const r = await skfp(argv)
+      expect(r.exitCode, r.stderr).toBe(0)
+      expect(r.stdout).toBe((await skfp(same)).stdout)
+    }
   })
 
   it('skfp autocomplete: bash and zsh completion of the commands and their flags', async () => {
