@@ -13,6 +13,7 @@ import Status from './commands/status.js'
 import Template from './commands/template.js'
 import Up from './commands/up.js'
 import {Help, type Hook} from '@oclif/core'
+import {usageError} from './lib/errors.js'
 
 export {execute} from '@oclif/core'
 
@@ -26,6 +27,7 @@ export const commandNotFound: Hook<'command_not_found'> = async function ({id, a
   if (first === 'help' && (subject === undefined || Object.hasOwn(COMMANDS, subject))) return new Help(this.config).showHelp(subject ? [subject] : [])
   const word = first === 'help' ? subject : first
   const what = word.startsWith('-') ? `unknown flag ${word} before the command` : `unknown command "${word}"`
-  process.stderr.write(`skfp: ${what}: use one of ${Object.keys(COMMANDS).join(', ')}: see \`skfp --help\`\n`)
-  this.exit(2)
+  const err = usageError(what, `use one of ${Object.keys(COMMANDS).join(', ')}: see \`skfp --help\``)
+  process.stderr.write(`skfp: ${err.line}\n`)
+  this.exit(err.exitCode)
 }

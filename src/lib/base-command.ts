@@ -60,11 +60,15 @@ export function asSkfpError(err: unknown, signal: NodeJS.Signals | undefined, co
     // oclif's own parse errors (unknown flag, missing value …): the same one-line usage error; a
     // missing argument's message is a list under "Missing 1 required arg:", so name it instead
     const missing = (e as {args?: {name?: string; description?: string}[]}).args?.filter((a) => a.name)
-    const first = missing?.length
-      ? `missing ${missing.map((a) => `${a.name!.toUpperCase()}${a.description ? ` (${a.description[0].toLowerCase()}${a.description.slice(1).replace(/\.$/, '')})` : ''}`).join(', ')}`
-      : String(e.message).split('\n')[0].replace(/^\s*›?\s*(Error:\s*)?/, '')
+    const first = missing?.length ? `missing ${missing.map(argumentLabel).join(', ')}` : String(e.message).split('\n')[0].replace(/^\s*›?\s*(Error:\s*)?/, '')
     return new SkfpError('usage', first, `see \`skfp ${command ?? ''} --help\``.replace('  ', ' '))
   }
   const what = e instanceof Error ? e.message || e.name : String(err)
   return new SkfpError('bug', `internal error: ${what}`, 'this is a bug in skfp: report it with the output of --verbose', {stderrTail: e instanceof Error ? e.stack : undefined})
+}
+
+/** NAME (its description, lower-cased, without the full stop), as a missing argument is named. */
+function argumentLabel(a: {name?: string; description?: string}): string {
+  const d = a.description?.replace(/\.$/, '')
+  return d ? `${a.name!.toUpperCase()} (${d[0].toLowerCase()}${d.slice(1)})` : a.name!.toUpperCase()
 }
