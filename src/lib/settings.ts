@@ -185,12 +185,19 @@ function checkLimits(s: UpSettings): void {
 
 /** Human-readable differences between two settings (for `up` on a running instance). */
 export function diffSettings(running: UpSettings, wanted: UpSettings): string[] {
-  const keys = new Set([...Object.keys(running), ...Object.keys(wanted)]) as Set<keyof UpSettings>
+  return diffObjects(running as object as Record<string, unknown>, wanted as object as Record<string, unknown>, '')
+}
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+/** By value, whatever the order of the keys (a record's settings pass through withDefaults, which
+ * orders them its own way); the interception settings one by one. */
+function diffObjects(running: Record<string, unknown>, wanted: Record<string, unknown>, prefix: string): string[] {
   const out: string[] = []
-  for (const k of keys) {
-    const a = JSON.stringify(running[k])
-    const b = JSON.stringify(wanted[k])
-    if (a !== b) out.push(`${k}: ${a ?? 'unset'} → ${b ?? 'unset'}`)
+  for (const k of new Set([...Object.keys(running), ...Object.keys(wanted)])) {
+    const [a, b] = [running[k], wanted[k]]
+    if (isRecord(a) && isRecord(b)) out.push(...diffObjects(a, b, `${prefix}${k}.`))
+    else if (JSON.stringify(a) !== JSON.stringify(b)) out.push(`${prefix}${k}: ${JSON.stringify(a) ?? 'unset'} → ${JSON.stringify(b) ?? 'unset'}`)
   }
   return out
 }

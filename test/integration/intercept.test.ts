@@ -54,7 +54,12 @@ describe('interception through v2ray', () => {
   it('bypassed CIDRs and ports go direct; the proxy never sees them', async () => {
     await withSandbox('ib', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
-      expect((await skfp(interceptArgs(sb, host, ['--bypass', `${REMOTE4}/32`, '--bypass', '2001:2::/48', '--bypass-port', '8081']))).exitCode).toBe(0)
+      const args = interceptArgs(sb, host, ['--bypass', `${REMOTE4}/32`, '--bypass', '2001:2::/48', '--bypass-port', '8081'])
+      expect((await skfp(args)).exitCode).toBe(0)
+      // up again with the same flags: nothing to do (the recorded settings are compared by value)
+      expect((await skfp(args)).json).toMatchObject({action: 'unchanged'})
+      const other = await skfp(interceptArgs(sb, host, ['--bypass-port', '8081']))
+      expect([other.exitCode, other.stderr]).toEqual([4, expect.stringMatching(/other settings \(intercept\.bypass: .*--replace/)])
       const {log} = await startV2ray(sb, host)
       await startHttp(sb, remote, 8080)
       await startHttp(sb, remote, 8081)

@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest'
 import {SkfpError} from '../../src/lib/errors.js'
 import {validateInstance} from '../../src/lib/pins.js'
-import {diffSettings, parseUpFlags, type RawUpFlags} from '../../src/lib/settings.js'
+import {diffSettings, parseUpFlags, withDefaults, type RawUpFlags} from '../../src/lib/settings.js'
 
 const base: RawUpFlags = {instance: 'default', cgroup: '', 'proxy-mark': '0', fastpath: 'auto', 'fastpath-queue': '4194304'}
 
@@ -49,5 +49,15 @@ describe('settings differences', () => {
     const b = {...a, proxyMark: 7}
     expect(diffSettings(a, b)).toEqual(['proxyMark: 0 → 7'])
     expect(diffSettings(a, a)).toEqual([])
+  })
+
+  it('compares by value whatever the order of the keys, and names the interception setting that differs', () => {
+    const a = parseUpFlags({...base, 'proxy-port': '7893', 'proxy-mark': '255', uplink: ['eth0']})
+    // a record's settings come back through withDefaults, which orders the keys its own way
+    const recorded = withDefaults(JSON.parse(JSON.stringify(a)))
+    expect(JSON.stringify(recorded.intercept)).not.toBe(JSON.stringify(a.intercept))
+    expect(diffSettings(recorded, a)).toEqual([])
+    expect(diffSettings(recorded, {...a, intercept: {...a.intercept!, proxyPort: 7894}})).toEqual(['intercept.proxyPort: 7893 → 7894'])
+    expect(diffSettings({...a, intercept: null}, a)).toEqual([`intercept: null → ${JSON.stringify(a.intercept)}`])
   })
 })
