@@ -12,7 +12,7 @@ import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
 import type {UpSettings} from './settings.js'
-import {decideUp, planUp, refuseHalfUp} from './up.js'
+import {decideUp, planFastpathAttach, planUp, refuseHalfUp} from './up.js'
 
 export interface UpResult {
   instance: string
@@ -58,8 +58,16 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const fastpath = await resolveFastpath(settings, support, runner, opts, target)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
-  if (decision.kind === 'switch-fastpath') {
-    const result = await runPlan(decision.steps, new Executor(runner), opts)
+  // what a fastpath that is on loads (resolveFastpath refused or turned it off where the kernel takes none)
+  const objects = {
+    intercept: interceptObject(target),
+    fastpath: fastpath && support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined,
+    readers: fastpath && support.fastpath && support.readersVariant && settings.fastpath !== 'all' ? readersObject(target, support.readersVariant) : undefined,
+  }
+  const fastpathVariant = objects.fastpath ? support.fastpath : null
+  if (decision.kind === 'switch-fastpath' || decision.kind === 'attach-fastpath') {
+    const steps = decision.kind === 'switch-fastpath' ? decision.steps : planFastpathAttach(observed, settings, {objects, fastpathVariant})
+    const result = await runPlan(steps, new Executor(runner), opts)
     return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
   }
   const exec = new Executor(runner)
@@ -74,12 +82,8 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
-    objects: {
-      intercept: interceptObject(target),
-      fastpath: support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined,
-      readers: support.fastpath && support.readersVariant && settings.fastpath !== 'all' ? readersObject(target, support.readersVariant) : undefined,
-    },
-    fastpathVariant: support.fastpath,
+    objects,
+    fastpathVariant,
     bootId: bootId(),
     bpffsMounted: bpffsMounted(mounts),
     mountCgroup2: cgroup2Mount(mounts) ? undefined : CGROUP2_FALLBACK,

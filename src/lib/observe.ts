@@ -19,6 +19,8 @@ export interface ObservedInstance {
   /** The config map's value size: smaller than CONFIG_SIZE for an instance of an older skfp. */
   configSize?: number
   progs: {sockops?: bpftool.ProgInfo; skMsg?: bpftool.ProgInfo; finHold?: bpftool.ProgInfo}
+  /** The fastpath object's map directory exists (its load has begun). */
+  fastpathDir?: boolean
   /** sock_ops is attached to the recorded cgroup. */
   sockopsAttached: boolean
   /** The FIN hold is attached to the recorded cgroup. */
@@ -74,6 +76,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     config,
     configSize: configBytes?.byteLength,
     progs: {sockops, skMsg, finHold},
+    fastpathDir: existsSync(pins.fastpathMaps),
     sockopsAttached,
     finHoldAttached,
     counters: counters ? decodeCounters(counters) : undefined,
@@ -89,8 +92,17 @@ export type InstanceState = 'up' | 'half-up' | 'down'
 export function instanceState(o: ObservedInstance): InstanceState {
   if (!o.exists) return 'down'
   if (!o.record) return 'half-up'
-  if (o.record.changes.some((c) => c.kind === 'sockops') && (!o.progs.sockops || !o.progs.skMsg)) return 'half-up'
+  if (fastpathProblem(o)) return 'half-up'
   return missingChanges(o.record.changes, o).length > 0 ? 'half-up' : 'up'
+}
+
+/** The recorded fastpath's programs are not all pinned (a crash in up), or the fastpath's pins are
+ * there without the record saying so (a crash while it was being attached to a running instance). */
+export function fastpathProblem(o: ObservedInstance): string | undefined {
+  const recorded = !!o.record?.changes.some((c) => c.kind === 'sockops')
+  if (recorded && (!o.progs.sockops || !o.progs.skMsg)) return 'programs are not all pinned'
+  if (o.record && !recorded && (o.progs.skMsg || o.fastpathDir)) return 'the fastpath is half attached (an interrupted switch)'
+  return undefined
 }
 
 export function listInstances(root = PIN_ROOT): string[] {

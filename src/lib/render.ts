@@ -13,7 +13,7 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
   for (const w of s.warnings ?? []) lines.push(`  ${chalk.yellow('!')} ${w}`)
   if (s.state === 'down') return lines.join('\n')
   if (s.settings) lines.push(`  cgroup     ${s.settings.cgroup}${s.settings.netns ? `\n  netns      ${s.settings.netns}` : ''}`)
-  lines.push(`  fastpath   ${s.fastpath.enabled ? (s.fastpath.adaptive ? 'on, adaptive' : 'on, every reader') : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded: this kernel takes none'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
+  lines.push(`  fastpath   ${s.fastpath.enabled ? (s.fastpath.adaptive ? 'on, adaptive' : 'on, every reader') : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
   const r = s.fastpath.readers
   if (r) {
     const k = r.keptOnTcp

@@ -4,7 +4,7 @@ import {REUSEPORT_NOTE} from './datapath.js'
 import {hookKey, missingChanges} from './changes.js'
 import type {Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
-import {instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
+import {fastpathProblem, instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
 import {validateInstance} from './pins.js'
 import {renderStatus} from './render.js'
 import type {UpSettings} from './settings.js'
@@ -65,7 +65,8 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
   const problems: string[] = []
   if (state === 'half-up') {
     if (!o.record) problems.push('no undo record (up stopped before writing it)')
-    if (o.record?.changes.some((c) => c.kind === 'sockops') && (!o.progs.sockops || !o.progs.skMsg)) problems.push('programs are not all pinned')
+    const fastpath = fastpathProblem(o)
+    if (fastpath) problems.push(fastpath)
     for (const m of missingChanges(o.record?.changes ?? [], o)) problems.push(`${m} is missing`)
   }
   const warnings: string[] = []

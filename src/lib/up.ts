@@ -6,10 +6,10 @@ import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions, stepId} from './changes.js'
-import {conflictError, environmentError} from './errors.js'
+import {conflictError} from './errors.js'
 import {attachReaders, sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
-import type {Step} from './plan.js'
+import type {Action, Step} from './plan.js'
 import type {Change, InstanceRecord} from './record.js'
 import type {UpSettings} from './settings.js'
 import {diffSettings} from './settings.js'
@@ -51,12 +51,24 @@ export function datapathConfig(settings: UpSettings, fastpath: boolean, adaptive
   }
 }
 
+/** The fastpath's attachments, in order: msg_verdict before sock_ops (a socket gets its verdict
+ * program when it enters the sockhash), the FIN hold too (it guards every socket that joins). */
+const fastpathChanges = (cgroup: string): Change[] => [{kind: 'msg-verdict'}, {kind: 'fin-hold', cgroup}, {kind: 'sockops', cgroup}]
+
 export function plannedChanges(settings: UpSettings, fastpathLoaded: boolean, intercept?: InterceptFacts): Change[] {
-  // msg_verdict before sock_ops: a socket gets its verdict program when it enters the sockhash; the
-  // FIN hold too: it guards every socket that joins
-  const changes: Change[] = fastpathLoaded ? [{kind: 'msg-verdict'}, {kind: 'fin-hold', cgroup: settings.cgroup}, {kind: 'sockops', cgroup: settings.cgroup}] : []
+  const changes: Change[] = fastpathLoaded ? fastpathChanges(settings.cgroup) : []
   if (settings.intercept && intercept) changes.push(...interceptChanges(settings.intercept, intercept))
   return changes
+}
+
+/** Loads the fastpath object beside the intercept object's maps, and attaches the readers' program
+ * when there is one (before sock_ops: it acts on the sockets of this instance's maps only). */
+function fastpathLoad(pins: InstancePins, objects: UpFacts['objects']): Action[] {
+  if (!objects.fastpath) return []
+  return [
+    bpftool.loadAll(objects.fastpath, pins.progs, pins.fastpathMaps, sharedMaps(pins.maps)),
+    ...(objects.readers ? [{fs: 'mkdir' as const, path: pins.links}, attachReaders(objects.readers, pins.links, [pins.maps, pins.fastpathMaps])] : []),
+  ]
 }
 
 export function buildRecord(settings: UpSettings, facts: Pick<UpFacts, 'bootId' | 'fastpath' | 'fastpathVariant' | 'intercept'>): InstanceRecord {
@@ -89,13 +101,8 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}], undo: [{fs: 'rm', path: pins.dir}]},
     {
       id: 'load',
-      title: facts.fastpathVariant ? `Load and pin the programs and maps (fastpath: ${facts.fastpathVariant}${facts.objects.readers ? ', adaptive' : ''})` : 'Load and pin the programs and maps (interception only: this kernel takes no fastpath)',
-      apply: [
-        bpftool.loadAll(facts.objects.intercept, pins.progs, pins.maps),
-        ...(facts.objects.fastpath && facts.fastpathVariant ? [bpftool.loadAll(facts.objects.fastpath, pins.progs, pins.fastpathMaps, sharedMaps(pins.maps))] : []),
-        // attached before sock_ops: they act on the sockets of this instance's maps only
-        ...(facts.objects.readers && facts.fastpathVariant ? [{fs: 'mkdir' as const, path: pins.links}, attachReaders(facts.objects.readers, pins.links, [pins.maps, pins.fastpathMaps])] : []),
-      ],
+      title: `Load and pin the programs and maps (${facts.fastpathVariant ? `fastpath: ${fastpathLabel(facts)}` : 'interception only: the fastpath is off'})`,
+      apply: [bpftool.loadAll(facts.objects.intercept, pins.progs, pins.maps), ...(facts.fastpathVariant ? fastpathLoad(pins, facts.objects) : [])],
       undo: [],
     },
     {
@@ -109,10 +116,7 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
       undo: [],
     },
   )
-  for (const change of record.changes) {
-    const a = changeActions(change, pins, settings.netns)
-    steps.push({id: stepId(change), title: a.title, apply: a.apply, undo: a.undo})
-  }
+  for (const change of record.changes) steps.push(changeStep(change, pins, settings.netns))
   return steps
 }
 
@@ -123,28 +127,67 @@ export function refuseHalfUp(observed: ObservedInstance, instance: string): 'up'
   return state
 }
 
-export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {kind: 'switch-fastpath'; steps: Step[]}
+function changeStep(change: Change, pins: InstancePins, netns?: string): Step {
+  const a = changeActions(change, pins, netns)
+  return {id: stepId(change), title: a.title, apply: a.apply, undo: a.undo}
+}
+
+const fastpathLabel = (facts: Pick<UpFacts, 'fastpathVariant' | 'objects'>) => `${facts.fastpathVariant}${facts.objects.readers ? ', adaptive' : ''}`
+
+export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {kind: 'switch-fastpath'; steps: Step[]} | {kind: 'attach-fastpath'}
 
 /**
  * up on a running instance: same settings → nothing to do; only the fastpath mode differs → flip it
- * in place (the kill switch: ordering-safe, live sockets are never touched); other settings → refuse
- * unless --replace.
+ * in place (the kill switch: ordering-safe, live sockets are never touched), or, on an instance that
+ * started with the fastpath off (none of its programs loaded), attach it (planFastpathAttach); other
+ * settings → refuse unless --replace.
  */
 export function decideUp(observed: ObservedInstance, settings: UpSettings, fastpath: boolean, replace: boolean): UpDecision {
   const state = refuseHalfUp(observed, settings.instance)
   if (state === 'down') return {kind: 'plan', replace: false}
   const record = observed.record!
-  // the adaptive modes need the readers' program, attached at load (not with --fastpath all)
-  const switchable = !fastpath || settings.fastpath === 'all' || readersAttached(observed)
+  const loaded = !!observed.progs.skMsg
+  // the adaptive modes need the readers' program, attached with the fastpath (not with --fastpath all)
+  const switchable = !fastpath || !loaded || settings.fastpath === 'all' || readersAttached(observed)
   const differences = diffSettings({...record.settings, fastpath: switchable ? settings.fastpath : record.settings.fastpath}, settings)
   if (differences.length > 0) {
     if (!replace) throw conflictError(`instance ${settings.instance} runs with other settings (${differences.join('; ')})`, 'pass --replace to apply them, or `skfp down` first')
     return {kind: 'plan', replace: true}
   }
   if (record.settings.fastpath === settings.fastpath && record.fastpath === fastpath) return {kind: 'noop'}
-  if (fastpath && !observed.progs.skMsg)
-    throw environmentError(`instance ${settings.instance} runs without the fastpath: this kernel loaded none`, 'run `skfp doctor` to see what the kernel lacks')
+  if (fastpath && !loaded) return {kind: 'attach-fastpath'}
   return {kind: 'switch-fastpath', steps: planFastpathSwitch(observed, settings, fastpath)}
+}
+
+/**
+ * Attaches the fastpath to a running instance that started without it, as a fresh up would have:
+ * load (its first action, creating the fastpath's map directory, is the lock against a second
+ * switch), record, then the attachments; each undone on failure or a signal, leaving the instance
+ * as it was. A crash in between leaves it half up (observe.ts), for `down`.
+ */
+export function planFastpathAttach(observed: ObservedInstance, settings: UpSettings, facts: Pick<UpFacts, 'objects' | 'fastpathVariant'>): Step[] {
+  const {pins} = observed
+  const old = observed.record!
+  const config = observed.config!
+  const changes = fastpathChanges(settings.cgroup)
+  const record: InstanceRecord = {...old, settings, fastpath: true, fastpathVariant: facts.fastpathVariant, changes: [...changes, ...old.changes]}
+  const flags = (config.flags & ~CFG_ADAPTIVE) | CFG_FASTPATH | (facts.objects.readers ? CFG_ADAPTIVE : 0)
+  return [
+    {
+      id: 'load',
+      title: `Load and pin the fastpath (${fastpathLabel(facts)})`,
+      apply: [{fs: 'mkdir', path: pins.fastpathMaps}, ...fastpathLoad(pins, facts.objects)],
+      // unpinning the readers' links detaches them; the programs go with their last reference
+      undo: [{fs: 'rm', path: pins.links}, ...[pins.prog.sockops, pins.prog.skMsg, pins.prog.finHold].map((path) => ({fs: 'rm' as const, path})), {fs: 'rm', path: pins.fastpathMaps}],
+    },
+    {
+      id: 'record',
+      title: 'Write the undo record and the configuration',
+      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}, observed.configSize))],
+      undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config, observed.configSize)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(old))],
+    },
+    ...changes.map((change) => changeStep(change, pins, settings.netns)),
+  ]
 }
 
 const readersAttached = (observed: ObservedInstance) => existsSync(observed.pins.links)

@@ -3,6 +3,7 @@
 // readers of every kind, each in its own sandbox: what was promoted, what stayed on TCP and why,
 // and every byte intact.
 import {afterAll, describe, expect, it} from 'vitest'
+import {existsSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
@@ -16,6 +17,13 @@ const READERS = join(PROJECT_ROOT, 'test', 'fixtures', 'readers.py')
 const OUTRUN = join(PROJECT_ROOT, 'test', 'fixtures', 'outrun.py')
 const MiB = 1024 * 1024
 const adaptiveArgs = (args: string[]) => args.map((a) => (a === 'all' ? 'on' : a))
+
+/** The ids of the programs pinned in an instance's progs directory. */
+async function instanceProgramIds(dir: string): Promise<number[]> {
+  const ids: number[] = []
+  for (const f of readdirSync(`${dir}/progs`)) ids.push(JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'prog', 'show', 'pinned', `${dir}/progs/${f}`]})).stdout).id)
+  return ids
+}
 
 // the defaults (--fastpath auto) run the self-test and pin its verdict
 afterAll(removeVerdict)
@@ -89,6 +97,44 @@ describe('the adaptive fastpath', () => {
       expect(refused.stderr).toMatch(/fastpath: "all" → "on"/)
       expect((await skfp([...mode('on'), '--replace'])).json).toMatchObject({action: 'replaced', fastpath: true})
       expect((await status(sb.name)).fastpath).toMatchObject({enabled: true, adaptive: true})
+    })
+  })
+
+  it('an instance up with the fastpath off runs none of its programs; up with it on attaches them in place, off again only flips the switch', async () => {
+    await withSandbox('ao', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const mode = (m: string) => upArgs(sb, ns).map((a) => (a === 'all' ? m : a))
+      const dir = `/sys/fs/bpf/skfp/${sb.name}`
+      expect((await skfp(mode('off'))).exitCode).toBe(0)
+      const off = await status(sb.name)
+      expect(off.fastpath).toMatchObject({enabled: false, variant: null, sockets: null})
+      expect(off.programs).toEqual({sockops: null, skMsg: null, finHold: null})
+      // no sk_msg, sock_ops, FIN hold or readers' tracepoint: nothing pinned, so nothing runs
+      expect(readdirSync(dir).sort()).toEqual(['maps', 'progs'])
+      expect(readdirSync(`${dir}/progs`).filter((p) => !p.startsWith('skfp_tc_'))).toEqual([])
+      const offIds = await instanceProgramIds(dir)
+      const dry = await skfp([...mode('on'), '--dry-run'])
+      expect(dry.json.plan.map((s: {id: string}) => s.id)).toEqual(['load', 'record', 'msg-verdict', 'fin-hold', 'sockops'])
+      const on = await skfp(mode('on'))
+      expect(on.json, on.stderr).toMatchObject({action: 'switched', fastpath: true})
+      const st = await status(sb.name)
+      expect(st.state).toBe('up')
+      expect(st.fastpath).toMatchObject({enabled: true, adaptive: true, variant: expect.any(String)})
+      expect(st.programs).toMatchObject({sockops: {attached: true}, skMsg: {id: expect.any(Number)}, finHold: {attached: true}})
+      expect(readdirSync(dir).sort()).toEqual(['fastpath-maps', 'links', 'maps', 'progs'])
+      // the interception programs were not touched
+      expect((await instanceProgramIds(dir)).filter((p) => offIds.includes(p))).toEqual(offIds)
+      // a connection made now: its reader promoted, the bytes after redirected, every byte intact
+      const r = await sb.run(ns, [resolveTool('python3'), READERS, 'recv', '--bytes', String(4 * MiB), '--lockstep', '3'], {allowFailure: true})
+      expect(JSON.parse(r.stdout), r.stderr).toMatchObject({received: 4 * MiB, intact: true, error: null})
+      const c = (await status(sb.name)).counters
+      expect(c.bytesRedirected, JSON.stringify(c)).toBeGreaterThan(0)
+      // off again: the kill switch (live sockets keep their programs), no unload
+      expect((await skfp(mode('off'))).json).toMatchObject({action: 'switched', fastpath: false})
+      const flipped = await status(sb.name)
+      expect(flipped).toMatchObject({state: 'up', fastpath: {enabled: false}, programs: {sockops: {attached: true}}})
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      expect(existsSync(dir)).toBe(false)
     })
   })
 

@@ -145,10 +145,12 @@ async function inFreshHost<T>(what: string, body: (c: Case) => Promise<T>): Prom
   })
 }
 
-/** The step ids of up's plan on a fresh host, and of down's plan on a running instance. */
-async function planIds(): Promise<{up: string[]; down: string[]}> {
+/** The step ids of up's plan on a fresh host, of down's plan on a running instance, and of up's plan
+ * that attaches the (adaptive) fastpath to an instance up with it off. */
+async function planIds(): Promise<{up: string[]; down: string[]; attach: string[]}> {
   requireRoot()
   return inFreshHost('cp', async ({sb, ns, cli}) => {
+    const ids = (plan: {id: string}[]) => plan.map((s) => s.id)
     const dryUp = await cli([...upArgs(sb, ns), '--dry-run'])
     expect(dryUp.exitCode, dryUp.stderr).toBe(0)
     const up = await cli(upArgs(sb, ns))
@@ -157,13 +159,18 @@ async function planIds(): Promise<{up: string[]; down: string[]}> {
     expect(dryDown.exitCode, dryDown.stderr).toBe(0)
     const down = await cli(['down', '--instance', sb.name, '--json'])
     expect(down.exitCode, down.stderr).toBe(0)
-    return {up: dryUp.json.plan.map((s: {id: string}) => s.id), down: dryDown.json.instances[0].plan.map((s: {id: string}) => s.id)}
+    expect((await cli(upArgs(sb, ns, 'off'))).exitCode).toBe(0)
+    const dryAttach = await cli([...upArgs(sb, ns, 'on'), '--dry-run'])
+    expect(dryAttach.exitCode, dryAttach.stderr).toBe(0)
+    expect((await cli(['down', '--instance', sb.name])).exitCode).toBe(0)
+    return {up: ids(dryUp.json.plan), down: ids(dryDown.json.instances[0].plan), attach: ids(dryAttach.json.plan)}
   })
 }
 
-/** up with the fastpath and interception (TCP and UDP) on the veth uplink and a LAN: every kind of step skfp has. */
-function upArgs(sb: Sandbox, ns: string): string[] {
-  return fastpathUpArgs(sb, ns, ['--proxy-port', '7893', '--proxy-mark', '255', '--uplink', 'up0', '--lan', 'lan0'])
+/** up with the fastpath (every reader, or `fastpath`) and interception (TCP and UDP) on the veth
+ * uplink and a LAN: every kind of step skfp has. */
+function upArgs(sb: Sandbox, ns: string, fastpath = 'all'): string[] {
+  return fastpathUpArgs(sb, ns, ['--proxy-port', '7893', '--proxy-mark', '255', '--uplink', 'up0', '--lan', 'lan0']).map((a) => (a === 'all' ? fastpath : a))
 }
 
 const PLANS = await planIds()
@@ -311,6 +318,42 @@ describe('crash at every step', () => {
       expect(again.exitCode, `down after a crash of down after ${step}: ${again.stderr}`).toBe(0)
       expect(pinTree(`${fresh.bpffs}/skfp`), `pins after down of a crashed down after ${step}`).toEqual(before.pins)
       await upWorksThenDownLeavesNothing(c, owned, before, `down/${step}`)
+    })
+  })
+})
+
+describe('the fastpath attached in place', () => {
+  it('the plan has the expected shape', () => {
+    expect(PLANS.attach).toEqual(['load', 'record', 'msg-verdict', 'fin-hold', 'sockops'])
+  })
+
+  it.each(PLANS.attach)('up --fastpath on, of an instance up with it off, sent SIGINT after %s rolls back to it; killed there, down cleans it', async (step) => {
+    await inFreshHost('ca', async (c) => {
+      const {sb, ns, fresh, cli} = c
+      const owned = new Owned(fresh, sb.name)
+      const before = await snapshot(fresh, sb, ns)
+      const dir = `${fresh.bpffs}/skfp/${sb.name}`
+      const state = async () => (await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]
+      expect((await cli(upArgs(sb, ns, 'off'))).exitCode).toBe(0)
+      const off = {pins: pinTree(dir), status: await state()}
+      expect(off.status.programs).toEqual({sockops: null, skMsg: null, finHold: null})
+
+      const r = await signalledAt(c, upArgs(sb, ns, 'on'), step, 'SIGINT')
+      expect(r.exitCode, r.stderr).toBe(130)
+      const back = await state()
+      expect(back, `status after SIGINT after ${step}`).toMatchObject({state: 'up', fastpath: {enabled: false, variant: null}, programs: off.status.programs})
+      expect(pinTree(dir), `pins after SIGINT after ${step}`).toEqual(off.pins)
+
+      const crashed = await cli(upArgs(sb, ns, 'on'), {SKFP_CRASH_AFTER: step})
+      expect(crashed.exitCode, `up must be killed after ${step}: ${crashed.stderr}`).toBe(-1)
+      await owned.collect()
+      const s = await state()
+      expect(s.state, `status after a crash after ${step}: ${s.problems}`).toBe(step === PLANS.attach.at(-1) ? 'up' : 'half-up')
+      const down = await cli(['down', '--instance', sb.name, '--json'])
+      expect(down.exitCode, `down after a crash after ${step}: ${down.stderr}`).toBe(0)
+      expect(await leftoversIn(fresh, sb)).toEqual([])
+      expect(await snapshot(fresh, sb, ns)).toEqual(before)
+      expect(await owned.alive(), `${step}: programs and maps of the instance still in the kernel`).toEqual([])
     })
   })
 })

@@ -140,7 +140,13 @@ describe(`kernel ${release}`, () => {
       for (const [i, r] of viaSs.entries()) expect(r, `udp ${[REMOTE4, REMOTE6][i]} via ss-redir: ${JSON.stringify(st.counters)}`).toMatchObject({count: 20, lost: 0, errors: 0})
       expect(st.counters.udpAssigned).toBe(40) // ss-redir's, in the fresh instance
       expect(st.state).toBe('up')
-      expect(st.fastpath.variant).toBe(HAS_FASTPATH ? EXPECT_FASTPATH : null)
+      // --fastpath off: interception only, none of the fastpath's programs loaded; on, they are attached in place
+      expect([st.fastpath.variant, st.programs.skMsg]).toEqual([null, null])
+      if (HAS_FASTPATH) {
+        const on = await skfp(interceptArgs(sb, host, ['--bypass', `${server}/32`]).map((a) => (a === 'off' ? 'all' : a)))
+        expect(on.json, on.stderr).toMatchObject({action: 'switched', fastpath: true})
+        expect((await status(sb.name)).fastpath).toMatchObject({enabled: true, variant: EXPECT_FASTPATH})
+      }
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       await expectRestored(before, [host], sb.cgroup)
 

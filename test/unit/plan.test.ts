@@ -9,7 +9,7 @@ import type {ObservedInstance} from '../../src/lib/observe.js'
 import {instancePins} from '../../src/lib/pins.js'
 import {previewPlan} from '../../src/lib/plan.js'
 import {renderArgv} from '../../src/lib/render.js'
-import {buildRecord, datapathConfig, decideUp, planUp} from '../../src/lib/up.js'
+import {buildRecord, datapathConfig, decideUp, planFastpathAttach, planUp} from '../../src/lib/up.js'
 import type {InterceptSettings, UpSettings} from '../../src/lib/settings.js'
 import {lineOf} from './line-of.js'
 
@@ -174,5 +174,28 @@ describe('decideUp', () => {
     expect(lineOf(() => decideUp(observed(), {...settings, proxyMark: 1}, true, false))).toMatch(/proxyMark: 255 → 1.*--replace/)
     expect(decideUp(observed(), {...settings, proxyMark: 1}, true, true)).toEqual({kind: 'plan', replace: true})
     expect(() => decideUp(observed({sockopsAttached: false}), settings, true, false)).toThrow(/half up/)
+  })
+
+  it('an instance up with the fastpath off has none of it: on attaches it, with an undo for each step; half attached, it is half up', () => {
+    const none = {...facts, objects: {intercept: objects.intercept}, fastpathVariant: null, fastpath: false}
+    const offSettings = {...settings, fastpath: 'off' as const}
+    const off = observed({record: buildRecord(offSettings, none), config: datapathConfig(offSettings, false, false), progs: {}, sockopsAttached: false, finHoldAttached: false})
+    expect(instanceState(off)).toBe('up')
+    expect(decideUp(off, offSettings, false, false)).toEqual({kind: 'noop'})
+    expect(decideUp(off, settings, true, false)).toEqual({kind: 'attach-fastpath'})
+    const steps = planFastpathAttach(off, settings, {objects: {...objects, readers: '/opt/skfp/build/bpfel/readers.bpf.o'}, fastpathVariant: 'kfunc'})
+    expect(table(steps).map((row) => row.slice(0, 2))).toEqual([
+      ['load', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab/fastpath-maps'],
+      ['record', 'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_record key hex 00 00 00 00 value hex …'],
+      ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/fastpath-maps/skfp_socks'],
+      ['fin-hold', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab ingress pinned /sys/fs/bpf/skfp/lab/progs/skfp_fin_hold multi'],
+      ['sockops', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops multi'],
+    ])
+    for (const s of steps) expect(s.undo.length, s.id).toBeGreaterThan(0)
+    // the load undone: the readers' links, the three programs, the fastpath's maps
+    expect(steps[0].undo.map((a) => ('path' in a ? a.path.split('/').pop() : ''))).toEqual(['links', 'skfp_sockops', 'skfp_sk_msg', 'skfp_fin_hold', 'fastpath-maps'])
+    // killed between load and record, or between creating the lock and loading
+    expect(instanceState({...off, progs: {skMsg: {id: 11, name: 'skfp_sk_msg', type: 'sk_msg'}}})).toBe('half-up')
+    expect(instanceState({...off, fastpathDir: true})).toBe('half-up')
   })
 })
