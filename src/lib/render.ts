@@ -13,7 +13,8 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
   for (const w of s.warnings ?? []) lines.push(`  ${chalk.yellow('!')} ${w}`)
   if (s.state === 'down') return lines.join('\n')
   if (s.settings) lines.push(`  cgroup     ${s.settings.cgroup}${s.settings.netns ? `\n  netns      ${s.settings.netns}` : ''}`)
-  lines.push(`  fastpath   ${s.fastpath.enabled ? (s.fastpath.adaptive ? 'on, adaptive' : 'on, every reader') : 'off'} (${s.fastpath.variant ? `variant ${s.fastpath.variant}` : 'not loaded'}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash`)
+  const mode = s.fastpath.enabled ? (s.fastpath.adaptive ? 'on, adaptive' : 'on, every reader') : 'off'
+  lines.push(`  fastpath   ${s.fastpath.variant ? `${mode} (variant ${s.fastpath.variant}), ${s.fastpath.sockets ?? '?'} sockets in the sockhash` : `${mode} (not loaded)`}`)
   const r = s.fastpath.readers
   if (r) {
     const k = r.keptOnTcp
@@ -22,8 +23,10 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
     if (r.barredAfterPromotion) lines.push(`             ${r.barredAfterPromotion} barred after promotion${r.stranded ? chalk.yellow(`, ${r.stranded} with redirected bytes waiting for a recv()`) : ''}`)
   }
   const p = s.programs
-  lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
-  lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
+  if (s.fastpath.variant || p.sockops || p.skMsg) {
+    lines.push(`  sock_ops   ${p.sockops ? `prog ${p.sockops.id}, ${p.sockops.attached ? 'attached' : 'NOT attached'}` : 'not loaded'}`)
+    lines.push(`  sk_msg     ${p.skMsg ? `prog ${p.skMsg.id}` : 'not loaded'}`)
+  }
   if (p.finHold) lines.push(`  fin hold   prog ${p.finHold.id}, ${p.finHold.attached ? 'attached' : 'NOT attached'} (cgroup ingress)`)
   const i = s.intercept
   if (i) {

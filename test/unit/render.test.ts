@@ -35,6 +35,13 @@ describe('status text', () => {
     expect(plain(renderStatus(up(null)))).not.toMatch(/readers|since up/)
   })
 
+  it('an instance up with the fastpath off: not loaded, no sockhash, no programs of it', () => {
+    const off = {...up(null), fastpath: {enabled: false, sockets: null, variant: null, adaptive: false, readers: null}, programs: {sockops: null, skMsg: null, finHold: null}}
+    const text = plain(renderStatus(off))
+    expect(text).toMatch(/^ {2}fastpath {3}off \(not loaded\)$/m)
+    expect(text).not.toMatch(/sockhash|fin hold|sock_ops/)
+  })
+
   it('shows the FIN hold beside sock_ops and sk_msg', () => {
     expect(plain(renderStatus(up(null)))).toContain('  fin hold   prog 9, attached (cgroup ingress)')
   })
