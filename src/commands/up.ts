@@ -6,7 +6,7 @@ import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
 
 export default class Up extends SkfpCommand {
   static summary = 'Load, pin and attach the datapath for an instance.'
-  static description = 'A plan of steps, each with its undo: any failure rolls back what was applied. On a running instance with the same settings it does nothing; with other settings it refuses unless --replace.'
+  static description = 'A plan of steps, each with its undo: any failure rolls back what was applied. On a running instance with the same settings it does nothing; with other settings it refuses; --replace takes it down and up again with these settings.'
   static examples = [
     '<%= config.bin %> up',
     '<%= config.bin %> up --instance lab --netns lab --cgroup /sys/fs/cgroup/unified/lab --fastpath on',
@@ -32,7 +32,7 @@ export default class Up extends SkfpCommand {
     'intercept-cgroup': Flags.string({multiple: true, description: 'cgroup v2 directory whose sockets (and its descendants\') are intercepted; given: only those are (repeatable).'}),
     'bypass-cgroup': Flags.string({multiple: true, description: 'cgroup v2 directory whose sockets (and its descendants\') are never intercepted (repeatable). The deepest listed cgroup of a socket decides.'}),
     'proxy-down': Flags.string({description: 'With no proxy listener: fail-fast (reset at once, default), fail-closed (drop), pass (go direct).'}),
-    replace: Flags.boolean({default: false, description: 'Apply new settings to a running instance (down, then up).'}),
+    replace: Flags.boolean({default: false, description: 'Take a running instance down and up again with these settings (whether they differ or not).'}),
     'dry-run': Flags.boolean({default: false, description: 'Print every command it would run; change nothing.'}),
     debug: Flags.boolean({default: false, description: 'Load the tracing build (skfp build --debug).'}),
   }

@@ -140,20 +140,19 @@ export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {ki
  * up on a running instance: same settings → nothing to do; only the fastpath mode differs → flip it
  * in place (the kill switch: ordering-safe, live sockets are never touched), or, on an instance that
  * started with the fastpath off (none of its programs loaded), attach it (planFastpathAttach); other
- * settings → refuse unless --replace.
+ * settings → refuse. --replace: down, then up, always.
  */
 export function decideUp(observed: ObservedInstance, settings: UpSettings, fastpath: boolean, replace: boolean): UpDecision {
   const state = refuseHalfUp(observed, settings.instance)
   if (state === 'down') return {kind: 'plan', replace: false}
+  // down, then up, whatever differs: new programs after an upgrade, a cgroup created again, fresh counters
+  if (replace) return {kind: 'plan', replace: true}
   const record = observed.record!
   const loaded = !!observed.progs.skMsg
   // the adaptive modes need the readers' program, attached with the fastpath (not with --fastpath all)
   const switchable = !fastpath || !loaded || settings.fastpath === 'all' || readersAttached(observed)
   const differences = diffSettings({...record.settings, fastpath: switchable ? settings.fastpath : record.settings.fastpath}, settings)
-  if (differences.length > 0) {
-    if (!replace) throw conflictError(`instance ${settings.instance} runs with other settings (${differences.join('; ')})`, 'pass --replace to apply them, or `skfp down` first')
-    return {kind: 'plan', replace: true}
-  }
+  if (differences.length > 0) throw conflictError(`instance ${settings.instance} runs with other settings (${differences.join('; ')})`, 'pass --replace to apply them, or `skfp down` first')
   if (record.settings.fastpath === settings.fastpath && record.fastpath === fastpath) return {kind: 'noop'}
   if (fastpath && !loaded) return {kind: 'attach-fastpath'}
   return {kind: 'switch-fastpath', steps: planFastpathSwitch(observed, settings, fastpath)}

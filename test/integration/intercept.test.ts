@@ -58,6 +58,8 @@ describe('interception through v2ray', () => {
       expect((await skfp(args)).exitCode).toBe(0)
       // up again with the same flags: nothing to do (the recorded settings are compared by value)
       expect((await skfp(args)).json).toMatchObject({action: 'unchanged'})
+      // --replace: down and up again all the same (new programs after an upgrade, a cgroup created again)
+      expect((await skfp([...args, '--replace'])).json).toMatchObject({action: 'replaced'})
       const other = await skfp(interceptArgs(sb, host, ['--bypass-port', '8081']))
       expect([other.exitCode, other.stderr]).toEqual([4, expect.stringMatching(/other settings \(intercept\.bypass: .*--replace/)])
       const {log} = await startV2ray(sb, host)

@@ -173,6 +173,8 @@ describe('decideUp', () => {
   it('refuses other settings without --replace, and a half-up instance', () => {
     expect(lineOf(() => decideUp(observed(), {...settings, proxyMark: 1}, true, false))).toMatch(/proxyMark: 255 → 1.*--replace/)
     expect(decideUp(observed(), {...settings, proxyMark: 1}, true, true)).toEqual({kind: 'plan', replace: true})
+    // --replace is down, then up, even with the same settings (new programs, a cgroup created again)
+    expect(decideUp(observed(), settings, true, true)).toEqual({kind: 'plan', replace: true})
     expect(() => decideUp(observed({sockopsAttached: false}), settings, true, false)).toThrow(/half up/)
   })
 
