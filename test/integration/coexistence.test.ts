@@ -30,6 +30,25 @@ describe('coexistence', () => {
     })
   })
 
+  it('two ups that attach the fastpath to an instance up with it off: one attaches it, the other fails cleanly and undoes nothing of the first', async () => {
+    await withSandbox('ca', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const mode = (m: string) => upArgs(sb, ns).map((a) => (a === 'all' ? m : a))
+      expect((await skfp(mode('off'))).exitCode).toBe(0)
+      // the first holds the fastpath's map directory, its lock, for a while (test-only pause)
+      const first = skfp(mode('on'), {SKFP_PAUSE_AFTER: 'load:1500'})
+      const lock = instancePins(sb.name).fastpathMaps
+      for (let i = 0; i < 250 && !existsSync(lock); i++) await new Promise((r) => setTimeout(r, 10))
+      expect(existsSync(lock), 'the first up took the lock').toBe(true)
+      const second = await skfp(mode('on'))
+      expect(second.exitCode, second.stderr).toBe(4)
+      expect(second.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up/)
+      const a = await first
+      expect(a.json, a.stderr).toMatchObject({action: 'switched', fastpath: true})
+      expect(await status(sb.name)).toMatchObject({state: 'up', fastpath: {enabled: true, adaptive: true}, programs: {sockops: {attached: true}, finHold: {attached: true}}})
+    })
+  })
+
   it('two ups of one instance started together: exactly one creates it, the other is refused or finds it up', async () => {
     await withSandbox('cr', async (sb) => {
       const ns = await sb.addNetns('a')
