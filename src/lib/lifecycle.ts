@@ -58,7 +58,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const fastpath = await resolveFastpath(settings, support, runner, opts, target)
   const decision = decideUp(observed, settings, fastpath, !!opts.replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
-  // what a fastpath that is on loads (resolveFastpath refused or turned it off where the kernel takes none)
+  // the fastpath's objects only when it is on (resolveFastpath has refused `on`, or turned `auto` off, where the kernel loads none)
   const objects = {
     intercept: interceptObject(target),
     fastpath: fastpath && support.fastpath ? (opts.fastpathObject ?? fastpathObject(target, support.fastpath)) : undefined,
