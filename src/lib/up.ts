@@ -102,7 +102,7 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     {
       id: 'load',
       title: `Load and pin the programs and maps (${facts.fastpathVariant ? `fastpath: ${fastpathLabel(facts)}` : 'interception only: the fastpath is off'})`,
-      apply: [bpftool.loadAll(facts.objects.intercept, pins.progs, pins.maps), ...(facts.fastpathVariant ? fastpathLoad(pins, facts.objects) : [])],
+      apply: [bpftool.loadAll(facts.objects.intercept, pins.progs, pins.maps), ...fastpathLoad(pins, facts.objects)],
       undo: [],
     },
     {
@@ -167,10 +167,8 @@ export function decideUp(observed: ObservedInstance, settings: UpSettings, fastp
 export function planFastpathAttach(observed: ObservedInstance, settings: UpSettings, facts: Pick<UpFacts, 'objects' | 'fastpathVariant'>): Step[] {
   const {pins} = observed
   const old = observed.record!
-  const config = observed.config!
   const changes = fastpathChanges(settings.cgroup)
   const record: InstanceRecord = {...old, settings, fastpath: true, fastpathVariant: facts.fastpathVariant, changes: [...changes, ...old.changes]}
-  const flags = (config.flags & ~CFG_ADAPTIVE) | CFG_FASTPATH | (facts.objects.readers ? CFG_ADAPTIVE : 0)
   return [
     {
       id: 'load',
@@ -179,12 +177,7 @@ export function planFastpathAttach(observed: ObservedInstance, settings: UpSetti
       // unpinning the readers' links detaches them; the programs go with their last reference
       undo: [{fs: 'rm', path: pins.links}, ...[pins.prog.sockops, pins.prog.skMsg, pins.prog.finHold].map((path) => ({fs: 'rm' as const, path})), {fs: 'rm', path: pins.fastpathMaps}],
     },
-    {
-      id: 'record',
-      title: 'Write the undo record and the configuration',
-      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}, observed.configSize))],
-      undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config, observed.configSize)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(old))],
-    },
+    rewriteStep(observed, 'record', 'Write the undo record and the configuration', record, true, !!facts.objects.readers),
     ...changes.map((change) => changeStep(change, pins, settings.netns)),
   ]
 }
@@ -194,17 +187,21 @@ const readersAttached = (observed: ObservedInstance) => existsSync(observed.pins
 /** Rewrites the record and the config flags; sock_ops stops adding sockets, sk_msg stops redirecting
  * (off), or new sockets start watched (on, auto) or promoted (all). */
 export function planFastpathSwitch(observed: ObservedInstance, settings: UpSettings, fastpath: boolean): Step[] {
-  const {pins} = observed
   const record: InstanceRecord = {...observed.record!, settings, fastpath}
+  const adaptive = settings.fastpath !== 'all' && readersAttached(observed)
+  return [rewriteStep(observed, 'switch-fastpath', `Switch the fastpath ${fastpath ? 'on' : 'off'}`, record, fastpath, adaptive)]
+}
+
+/** Writes a new record and the config with these fastpath flags (the rest as they are); its undo
+ * writes both back. */
+function rewriteStep(observed: ObservedInstance, id: string, title: string, record: InstanceRecord, fastpath: boolean, adaptive: boolean): Step {
+  const {pins} = observed
   const config = observed.config!
-  const on = fastpath ? config.flags | CFG_FASTPATH : config.flags & ~CFG_FASTPATH
-  const flags = settings.fastpath !== 'all' && readersAttached(observed) ? on | CFG_ADAPTIVE : on & ~CFG_ADAPTIVE
-  return [
-    {
-      id: 'switch-fastpath',
-      title: `Switch the fastpath ${fastpath ? 'on' : 'off'}`,
-      apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}, observed.configSize))],
-      undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config, observed.configSize)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(observed.record))],
-    },
-  ]
+  const flags = (config.flags & ~(CFG_FASTPATH | CFG_ADAPTIVE)) | (fastpath ? CFG_FASTPATH : 0) | (adaptive ? CFG_ADAPTIVE : 0)
+  return {
+    id,
+    title,
+    apply: [bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(record)), bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig({...config, flags}, observed.configSize))],
+    undo: [bpftool.mapUpdate(pins.map.config, KEY_ZERO, encodeConfig(config, observed.configSize)), bpftool.mapUpdate(pins.map.record, KEY_ZERO, encodeRecord(observed.record))],
+  }
 }

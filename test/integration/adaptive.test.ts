@@ -7,6 +7,7 @@ import {existsSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
+import * as bpftool from '../../src/lib/tools/bpftool.js'
 import * as sysctl from '../../src/lib/tools/sysctl.js'
 import {iperf, waitForOutput} from '../../src/lib/iperf.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
@@ -20,9 +21,8 @@ const adaptiveArgs = (args: string[]) => args.map((a) => (a === 'all' ? 'on' : a
 
 /** The ids of the programs pinned in an instance's progs directory. */
 async function instanceProgramIds(dir: string): Promise<number[]> {
-  const ids: number[] = []
-  for (const f of readdirSync(`${dir}/progs`)) ids.push(JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'prog', 'show', 'pinned', `${dir}/progs/${f}`]})).stdout).id)
-  return ids
+  const progs = await bpftool.readAll(runner, readdirSync(`${dir}/progs`).map((f) => bpftool.progShowPinned(`${dir}/progs/${f}`)))
+  return (progs as bpftool.ProgInfo[]).map((p) => p.id)
 }
 
 // the defaults (--fastpath auto) run the self-test and pin its verdict
