@@ -10,10 +10,13 @@ import {PIN_ROOT} from './pins.js'
 import type {Step} from './plan.js'
 import * as bpftool from './tools/bpftool.js'
 
-export function planDown(o: ObservedInstance, pinRoot = PIN_ROOT): Step[] {
+/** hold: this run's mark (holder.ts), made first so that another skfp sees who is working; the
+ * last step removes it with the rest. */
+export function planDown(o: ObservedInstance, hold: string, pinRoot = PIN_ROOT): Step[] {
   if (!o.exists) return []
   const {pins} = o
-  const steps: Step[] = []
+  // tolerant: a down that ran beside it may have removed the directory already
+  const steps: Step[] = [{id: 'hold', title: 'Mark the instance as being changed', apply: [{fs: 'mkdir', path: `${pins.dir}/${hold}`}], undo: [], tolerant: true}]
   if (o.config && o.config.flags & CFG_FASTPATH)
     steps.push({
       id: 'kill-switch',

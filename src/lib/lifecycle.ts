@@ -12,7 +12,8 @@ import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
 import type {UpSettings} from './settings.js'
-import {decideUp, planFastpathAttach, planUp, refuseHalfUp} from './up.js'
+import {decideUp, planFastpathAttach, planUp, refuseUnsettled} from './up.js'
+import {holdMark} from './holder.js'
 
 export interface UpResult {
   instance: string
@@ -50,7 +51,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   const observed = await observeInstance(runner, settings.instance)
   // everything is validated (collisions included) before `auto` may run the self-test
-  const state = refuseHalfUp(observed, settings.instance)
+  const state = refuseUnsettled(observed, settings.instance)
   let interceptFacts = settings.intercept && state === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
   const support = opts.support ?? (await datapathSupport(runner, target))
   if (support.intercept) throw await loadRefused(runner, target, support, 'skfp cannot load', (s) => s.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
@@ -65,8 +66,9 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     readers: fastpath && support.fastpath && support.readersVariant && settings.fastpath !== 'all' ? readersObject(target, support.readersVariant) : undefined,
   }
   const fastpathVariant = objects.fastpath ? support.fastpath : null
+  const hold = holdMark()
   if (decision.kind === 'switch-fastpath' || decision.kind === 'attach-fastpath') {
-    const steps = decision.kind === 'switch-fastpath' ? decision.steps : planFastpathAttach(observed, settings, {objects, fastpathVariant})
+    const steps = decision.kind === 'switch-fastpath' ? decision.steps : planFastpathAttach(observed, settings, {objects, fastpathVariant, hold})
     const result = await runPlan(steps, new Executor(runner), opts)
     return {instance: settings.instance, action: 'switched', dryRun: result.dryRun, fastpath, plan: result.preview}
   }
@@ -78,7 +80,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     const ours = old && old.settings.netns === settings.netns ? old.changes : undefined
     interceptFacts = await gatherInterceptFacts(runner, settings, ours)
   }
-  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed), exec, {...opts, finishOnSignal: true})
+  if (decision.replace && !opts.dryRun) await runPlan(planDown(observed, hold), exec, {...opts, finishOnSignal: true})
   const mounts = readMounts()
   const steps = planUp(settings, {
     pins: instancePins(settings.instance),
@@ -90,6 +92,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     pinRootExists: existsSync(PIN_ROOT),
     fastpath,
     intercept: interceptFacts,
+    hold,
   })
   const result = await runPlan(steps, exec, opts)
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}

@@ -8,6 +8,7 @@ import {withDefaults} from './settings.js'
 import {missingChanges} from './changes.js'
 import {observeIntercept, type InterceptObserved} from './intercept.js'
 import * as bpftool from './tools/bpftool.js'
+import {liveHolder} from './holder.js'
 
 export interface ObservedInstance {
   instance: string
@@ -32,6 +33,8 @@ export interface ObservedInstance {
   readers?: bpftool.ReaderStates
   /** Which recorded interception changes are still in place. */
   intercept?: InterceptObserved
+  /** Another live skfp that is changing the instance now (an up or a down: holder.ts), by pid. */
+  holder?: number
 }
 
 export async function observeInstance(runner: Runner, instance: string, root = PIN_ROOT): Promise<ObservedInstance> {
@@ -70,6 +73,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   const attached = (sockops || finHold) && cgroup && existsSync(cgroup) ? await bpftool.cgroupShow(runner, cgroup) : []
   const sockopsAttached = !!sockops && attached.some((a) => a.id === sockops.id)
   const finHoldAttached = !!finHold && attached.some((a) => a.id === finHold.id)
+  const intercept = record?.settings.intercept ? await observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined
   return {
     ...base,
     record,
@@ -82,7 +86,9 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     counters: counters ? decodeCounters(counters) : undefined,
     sockets: got.sockets(),
     readers,
-    intercept: record?.settings.intercept ? await observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined,
+    intercept,
+    // read last: a run that took the lock before the reads above has marked it by now
+    holder: liveHolder(pins.dir),
   }
 }
 

@@ -16,6 +16,9 @@ export interface InstanceStatus {
   state: InstanceState
   /** What is missing or left over when the state is half-up. */
   problems: string[]
+  /** The pid of another skfp whose up or down is at work on the instance now (holder.ts): then the
+   * problems are its work in progress. */
+  changingBy: number | null
   /** What works otherwise than asked while up (the proxy's socket refused by the kernel). */
   warnings: string[]
   settings: UpSettings | null
@@ -75,6 +78,7 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
     instance: o.instance,
     state,
     problems,
+    changingBy: o.holder ?? null,
     warnings,
     settings: o.record?.settings ?? null,
     fastpath: {

@@ -6,6 +6,8 @@ import {instanceState, listInstances, observeInstance} from './observe.js'
 import {PIN_ROOT, SUPPORT_PIN, VERDICT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
+import {holdMark} from './holder.js'
+import {busyError} from './up.js'
 
 export interface DownResult {
   instances: {instance: string; wasState: string; plan: PlanResult['preview']}[]
@@ -17,10 +19,16 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
   resolveTool('bpftool')
   const names = which.all ? listInstances() : [which.instance ?? 'default']
   const out: DownResult = {instances: [], dryRun: !!opts.dryRun}
-  for (const name of names) {
-    const observed = await observeInstance(runner, name)
-    const result = await runPlan(planDown(observed), new Executor(runner), {...opts, finishOnSignal: true})
-    out.instances.push({instance: name, wasState: instanceState(observed), plan: result.preview})
+  const observed = []
+  for (const name of names) observed.push(await observeInstance(runner, name))
+  // an up or down at work: nothing is touched (removing pins under it would leave a mess for both)
+  const busy = observed.find((o) => o.holder)
+  if (busy) throw busyError(busy.instance, busy.holder!)
+  const hold = holdMark()
+  for (const o of observed) {
+    const name = o.instance
+    const result = await runPlan(planDown(o, hold), new Executor(runner), {...opts, finishOnSignal: true})
+    out.instances.push({instance: name, wasState: instanceState(o), plan: result.preview})
   }
   if (opts.dryRun) return out
   // --all removes everything skfp pinned, the self-test verdict of this boot included

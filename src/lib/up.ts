@@ -32,6 +32,8 @@ export interface UpFacts {
   fastpath: boolean
   /** Observed in the target netns, when interception is on. */
   intercept?: InterceptFacts
+  /** This run's mark in the instance directory while it works (holder.ts). */
+  hold: string
 }
 
 /** adaptive: the readers object is attached (a reader gets redirected bytes once it has shown how it reads). */
@@ -98,7 +100,8 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     })
   if (!facts.pinRootExists) steps.push({id: 'pin-root', title: `Create ${PIN_ROOT}`, apply: [{fs: 'mkdir', path: PIN_ROOT, existOk: true}], undo: [{fs: 'rmdir-if-empty', path: PIN_ROOT}]})
   steps.push(
-    {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}], undo: [{fs: 'rm', path: pins.dir}]},
+    // the directory is the lock; the mark in it says who holds it (holder.ts)
+    {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}, {fs: 'mkdir', path: `${pins.dir}/${facts.hold}`}], undo: [{fs: 'rm', path: pins.dir}]},
     {
       id: 'load',
       title: `Load and pin the programs and maps (${facts.fastpathVariant ? `fastpath: ${fastpathLabel(facts)}` : 'interception only: the fastpath is off'})`,
@@ -117,15 +120,25 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
     },
   )
   for (const change of record.changes) steps.push(changeStep(change, pins, settings.netns))
+  steps.push(releaseStep(pins, facts.hold))
   return steps
 }
 
-/** The instance's state, unless it is half up: then up is refused (before it probes the kernel). */
-export function refuseHalfUp(observed: ObservedInstance, instance: string): 'up' | 'down' {
+/** The last step of a run that marked the instance: the mark goes (a crash before it leaves a mark
+ * whose process is gone, which means nothing). */
+export const releaseStep = (pins: InstancePins, hold: string): Step => ({id: 'release', title: 'Release the instance', apply: [{fs: 'rm', path: `${pins.dir}/${hold}`}], undo: []})
+
+/** The instance's state, unless another skfp is changing it or it is half up: then up is refused
+ * (before it probes the kernel). */
+export function refuseUnsettled(observed: ObservedInstance, instance: string): 'up' | 'down' {
+  if (observed.holder) throw busyError(instance, observed.holder)
   const state = instanceState(observed)
   if (state === 'half-up') throw conflictError(`instance ${instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${instance}\` first`)
   return state
 }
+
+export const busyError = (instance: string, pid: number) =>
+  conflictError(`instance ${instance} is being changed by another skfp (pid ${pid})`, 'wait for it to finish, or stop it (Ctrl-C rolls an up back)')
 
 function changeStep(change: Change, pins: InstancePins, netns?: string): Step {
   const a = changeActions(change, pins, netns)
@@ -143,7 +156,7 @@ export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {ki
  * settings → refuse. --replace: down, then up, always.
  */
 export function decideUp(observed: ObservedInstance, settings: UpSettings, fastpath: boolean, replace: boolean): UpDecision {
-  const state = refuseHalfUp(observed, settings.instance)
+  const state = refuseUnsettled(observed, settings.instance)
   if (state === 'down') return {kind: 'plan', replace: false}
   // down, then up, whatever differs: new programs after an upgrade, a cgroup created again, fresh counters
   if (replace) return {kind: 'plan', replace: true}
@@ -161,10 +174,11 @@ export function decideUp(observed: ObservedInstance, settings: UpSettings, fastp
 /**
  * Attaches the fastpath to a running instance that started without it, as a fresh up would have:
  * load (its first action, creating the fastpath's map directory, is the lock against a second
- * switch), record, then the attachments; each undone on failure or a signal, leaving the instance
- * as it was. A crash in between leaves it half up (observe.ts), for `down`.
+ * switch; the next marks who holds it), record, the attachments, release; each undone on failure or
+ * a signal, leaving the instance as it was. A crash in between leaves it half up (observe.ts), for
+ * `down`.
  */
-export function planFastpathAttach(observed: ObservedInstance, settings: UpSettings, facts: Pick<UpFacts, 'objects' | 'fastpathVariant'>): Step[] {
+export function planFastpathAttach(observed: ObservedInstance, settings: UpSettings, facts: Pick<UpFacts, 'objects' | 'fastpathVariant' | 'hold'>): Step[] {
   const {pins} = observed
   const old = observed.record!
   const changes = fastpathChanges(settings.cgroup)
@@ -173,12 +187,13 @@ export function planFastpathAttach(observed: ObservedInstance, settings: UpSetti
     {
       id: 'load',
       title: `Load and pin the fastpath (${fastpathLabel(facts)})`,
-      apply: [{fs: 'mkdir', path: pins.fastpathMaps}, ...fastpathLoad(pins, facts.objects)],
+      apply: [{fs: 'mkdir', path: pins.fastpathMaps}, {fs: 'mkdir', path: `${pins.dir}/${facts.hold}`}, ...fastpathLoad(pins, facts.objects)],
       // unpinning the readers' links detaches them; the programs go with their last reference
-      undo: [{fs: 'rm', path: pins.links}, ...[pins.prog.sockops, pins.prog.skMsg, pins.prog.finHold].map((path) => ({fs: 'rm' as const, path})), {fs: 'rm', path: pins.fastpathMaps}],
+      undo: [{fs: 'rm', path: pins.links}, ...[pins.prog.sockops, pins.prog.skMsg, pins.prog.finHold].map((path) => ({fs: 'rm' as const, path})), {fs: 'rm', path: pins.fastpathMaps}, {fs: 'rm', path: `${pins.dir}/${facts.hold}`}],
     },
     rewriteStep(observed, 'record', 'Write the undo record and the configuration', record, true, !!facts.objects.readers),
     ...changes.map((change) => changeStep(change, pins, settings.netns)),
+    releaseStep(pins, facts.hold),
   ]
 }
 

@@ -114,7 +114,7 @@ describe('the adaptive fastpath', () => {
       expect(readdirSync(`${dir}/progs`).filter((p) => !p.startsWith('skfp_tc_'))).toEqual([])
       const offIds = await instanceProgramIds(dir)
       const dry = await skfp([...mode('on'), '--dry-run'])
-      expect(dry.json.plan.map((s: {id: string}) => s.id)).toEqual(['load', 'record', 'msg-verdict', 'fin-hold', 'sockops'])
+      expect(dry.json.plan.map((s: {id: string}) => s.id)).toEqual(['load', 'record', 'msg-verdict', 'fin-hold', 'sockops', 'release'])
       const on = await skfp(mode('on'))
       expect(on.json, on.stderr).toMatchObject({action: 'switched', fastpath: true})
       const st = await status(sb.name)

@@ -8,44 +8,56 @@ import {expectRedirected, foreignObject, leftovers, runner, skfp, status, transf
 
 const MiB = 1024 * 1024
 
+/** The pid in the mark an up leaves in the instance directory while it works (holder.ts), once it is there. */
+async function markOf(dir: string): Promise<number> {
+  for (let i = 0; i < 3000; i++) {
+    const mark = existsSync(dir) ? readdirSync(dir).find((e) => e.startsWith('held-by-')) : undefined
+    if (mark) return Number(mark.split('-')[2])
+    await new Promise((r) => setTimeout(r, 10))
+  }
+  throw new Error(`no skfp marked ${dir} within 30 s`)
+}
+
 describe('coexistence', () => {
-  it('two ups of one instance at once: one wins, the other fails cleanly (the lock is the bpffs instance directory)', async () => {
+  it('two ups of one instance at once: one wins, the other is told who is at work and to wait; a down meanwhile too (the lock is the bpffs instance directory, marked by its holder)', async () => {
     await withSandbox('cc', async (sb) => {
       const ns = await sb.addNetns('a')
-      // the first up holds its instance directory for a while (test-only pause), the second arrives meanwhile
-      const first = skfp(upArgs(sb, ns), {SKFP_PAUSE_AFTER: 'lock:1500'})
-      // the lock is taken once the instance directory exists
-      for (let i = 0; i < 250 && !existsSync(instancePins(sb.name).dir); i++) await new Promise((r) => setTimeout(r, 10))
-      expect(existsSync(instancePins(sb.name).dir), 'the first up took the lock').toBe(true)
+      // the first up holds its instance directory for a while (test-only pause), the others arrive meanwhile
+      const first = skfp(upArgs(sb, ns), {SKFP_PAUSE_AFTER: 'lock:8000'})
+      const holder = await markOf(instancePins(sb.name).dir)
       const second = await skfp(upArgs(sb, ns))
       expect(second.exitCode, second.stderr).toBe(4)
-      expect(second.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up/)
+      expect(second.stderr.trim().split('\n').pop()).toBe(`skfp: instance ${sb.name} is being changed by another skfp (pid ${holder}): wait for it to finish, or stop it (Ctrl-C rolls an up back)`)
+      const down = await skfp(['down', '--instance', sb.name])
+      expect(down.exitCode, down.stderr).toBe(4)
+      expect(down.stderr).toContain(`is being changed by another skfp (pid ${holder})`)
+      expect(await status(sb.name)).toMatchObject({state: 'half-up', changingBy: holder})
       const a = await first
       expect(a.exitCode, a.stderr).toBe(0)
       expect(a.json.action).toBe('created')
-      expect((await status(sb.name)).state).toBe('up')
+      expect(await status(sb.name)).toMatchObject({state: 'up', changingBy: null})
+      expect(readdirSync(instancePins(sb.name).dir).filter((e) => e.startsWith('held-by-')), 'the mark is gone with the run').toEqual([])
       const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(4 * MiB), '--seed', 'cc'])
       expect(r.serverReceivedSha).toBe(expectedSha('cc-up', 4 * MiB))
       expect((await status(sb.name)).counters.socketsAdded).toBe(2)
     })
   })
 
-  it('two ups that attach the fastpath to an instance up with it off: one attaches it, the other fails cleanly and undoes nothing of the first', async () => {
+  it('two ups that attach the fastpath to an instance up with it off: one attaches it, the other is told who is at work and undoes nothing of the first', async () => {
     await withSandbox('ca', async (sb) => {
       const ns = await sb.addNetns('a')
       const mode = (m: string) => upArgs(sb, ns).map((a) => (a === 'all' ? m : a))
       expect((await skfp(mode('off'))).exitCode).toBe(0)
       // the first holds the fastpath's map directory, its lock, for a while (test-only pause)
       const first = skfp(mode('on'), {SKFP_PAUSE_AFTER: 'load:1500'})
-      const lock = instancePins(sb.name).fastpathMaps
-      for (let i = 0; i < 250 && !existsSync(lock); i++) await new Promise((r) => setTimeout(r, 10))
-      expect(existsSync(lock), 'the first up took the lock').toBe(true)
+      const holder = await markOf(instancePins(sb.name).dir)
+      expect(existsSync(instancePins(sb.name).fastpathMaps), 'the first up took the lock').toBe(true)
       const second = await skfp(mode('on'))
       expect(second.exitCode, second.stderr).toBe(4)
-      expect(second.stderr.trim().split('\n').pop()).toMatch(/already exists: another skfp is working on this instance|is half up/)
+      expect(second.stderr.trim().split('\n').pop()).toContain(`is being changed by another skfp (pid ${holder})`)
       const a = await first
       expect(a.json, a.stderr).toMatchObject({action: 'switched', fastpath: true})
-      expect(await status(sb.name)).toMatchObject({state: 'up', fastpath: {enabled: true, adaptive: true}, programs: {sockops: {attached: true}, finHold: {attached: true}}})
+      expect(await status(sb.name)).toMatchObject({state: 'up', changingBy: null, fastpath: {enabled: true, adaptive: true}, programs: {sockops: {attached: true}, finHold: {attached: true}}})
     })
   })
 

@@ -13,6 +13,7 @@ import type {Sandbox} from '../../src/lib/sandbox.js'
 import {DEFAULT_FASTPATH_QUEUE} from '../../src/lib/settings.js'
 import {compileBpf} from '../../src/lib/tools/clang.js'
 import {planUp} from '../../src/lib/up.js'
+import {holdMark} from '../../src/lib/holder.js'
 import {leftovers, runner, skfp, status, upArgs, withSandbox, socketsDrainTo0} from './helpers.js'
 
 const HOLD = programPath('skfp-hold')
@@ -85,7 +86,7 @@ describe('load', () => {
       const ns = await sb.addNetns('a')
       const settings = {instance: sb.name, cgroup: sb.cgroup, netns: ns, proxyMark: 0, fastpath: 'on' as const, fastpathQueue: DEFAULT_FASTPATH_QUEUE, intercept: null}
       const objects = {intercept: interceptObject({target: 'bpfel', debug: false}), fastpath: object}
-      const steps = planUp(settings, {pins: instancePins(sb.name), objects, fastpathVariant: variant.name, bootId: bootId(), bpffsMounted: true, pinRootExists: existsSync(PIN_ROOT), fastpath: true})
+      const steps = planUp(settings, {pins: instancePins(sb.name), objects, fastpathVariant: variant.name, bootId: bootId(), bpffsMounted: true, pinRootExists: existsSync(PIN_ROOT), fastpath: true, hold: holdMark()})
       await runPlan(steps, new Executor(runner), {renderer: 'silent', log: () => {}})
       const info = JSON.parse((await runner.run({tool: 'bpftool', args: ['-j', 'map', 'show', 'pinned', instancePins(sb.name).map.socks]})).stdout)
       expect(info.max_entries).toBe(MAX)

@@ -16,14 +16,15 @@ import {lineOf} from './line-of.js'
 const settings: UpSettings = {instance: 'lab', cgroup: '/sys/fs/cgroup/unified/lab', netns: 'labns', proxyMark: 255, fastpath: 'on', fastpathQueue: 4194304, intercept: null}
 const pins = instancePins('lab')
 const objects = {intercept: '/opt/skfp/build/bpfel/intercept.bpf.o', fastpath: '/opt/skfp/build/bpfel/fastpath.bpf.o'}
-const facts = {pins, objects, fastpathVariant: 'kfunc' as const, bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true}
+const HOLD = 'held-by-4242-777'
+const facts = {pins, objects, fastpathVariant: 'kfunc' as const, bootId: 'b', bpffsMounted: true, pinRootExists: true, fastpath: true, hold: HOLD}
 
 const table = (steps: ReturnType<typeof planUp>) => previewPlan(steps).map((s) => [s.id, ...s.argv.map((a) => renderArgv(a).replace(/ value hex .*/, ' value hex …'))])
 
 describe('planUp', () => {
-  it('loads, records, then attaches msg_verdict before sock_ops', () => {
+  it('loads, records, then attaches msg_verdict before sock_ops, marked as being changed by this run until the end', () => {
     expect(table(planUp(settings, facts))).toEqual([
-      ['lock', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab'],
+      ['lock', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab/held-by-4242-777'],
       [
         'load',
         'bpftool prog loadall /opt/skfp/build/bpfel/intercept.bpf.o /sys/fs/bpf/skfp/lab/progs pinmaps /sys/fs/bpf/skfp/lab/maps',
@@ -37,12 +38,13 @@ describe('planUp', () => {
       ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/fastpath-maps/skfp_socks'],
       ['fin-hold', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab ingress pinned /sys/fs/bpf/skfp/lab/progs/skfp_fin_hold multi'],
       ['sockops', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops multi'],
+      ['release', 'rm -r /sys/fs/bpf/skfp/lab/held-by-4242-777'],
     ])
   })
 
   it('a kernel that takes no fastpath variant: only the intercept object, no fastpath attachments', () => {
     const none = {...facts, objects: {intercept: objects.intercept}, fastpathVariant: null, fastpath: false}
-    expect(table(planUp(settings, none)).map((row) => row[0])).toEqual(['lock', 'load', 'record'])
+    expect(table(planUp(settings, none)).map((row) => row[0])).toEqual(['lock', 'load', 'record', 'release'])
     expect(planUp(settings, none).find((s) => s.id === 'load')!.apply).toHaveLength(1)
     expect(buildRecord(settings, none)).toMatchObject({fastpathVariant: null, changes: []})
   })
@@ -92,25 +94,28 @@ function observed(over: Partial<ObservedInstance> = {}): ObservedInstance {
   }
 }
 
+const down = (o: ObservedInstance) => planDown(o, HOLD)
+
 describe('planDown', () => {
   it('flips the kill switch first, detaches in reverse order, then unpins', () => {
-    const steps = planDown(observed())
-    expect(steps.map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-fin-hold', 'undo-msg-verdict', 'unpin'])
-    const kill = previewPlan(steps)[0].argv[0]
+    const steps = down(observed())
+    expect(steps.map((s) => s.id)).toEqual(['hold', 'kill-switch', 'undo-sockops', 'undo-fin-hold', 'undo-msg-verdict', 'unpin'])
+    expect(previewPlan(steps)[0].argv).toEqual([['mkdir', '-m', '0700', '/sys/fs/bpf/skfp/lab/held-by-4242-777']])
+    const kill = previewPlan(steps)[1].argv[0]
     expect(kill.slice(-CONFIG_SIZE).join('')).toBe(Buffer.from(encodeConfig({...datapathConfig(settings, false, false)})).toString('hex').match(/../g)!.join(''))
-    expect(previewPlan(steps)[1].argv[0].join(' ')).toBe('bpftool cgroup detach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops')
+    expect(previewPlan(steps)[2].argv[0].join(' ')).toBe('bpftool cgroup detach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops')
   })
 
   it('never deletes sockhash entries', () => {
-    const all = previewPlan(planDown(observed())).flatMap((s) => s.argv.map((a) => a.join(' ')))
+    const all = previewPlan(down(observed())).flatMap((s) => s.argv.map((a) => a.join(' ')))
     expect(all.some((a) => / map delete /.test(a))).toBe(false)
   })
 
   it('skips what is already gone and only unpins a half-up instance', () => {
-    expect(planDown(observed({sockopsAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-fin-hold', 'undo-msg-verdict', 'unpin'])
-    expect(planDown(observed({finHoldAttached: false})).map((s) => s.id)).toEqual(['kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
-    expect(planDown(observed({record: undefined, config: undefined})).map((s) => s.id)).toEqual(['unpin'])
-    expect(planDown(observed({exists: false}))).toEqual([])
+    expect(down(observed({sockopsAttached: false})).map((s) => s.id)).toEqual(['hold', 'kill-switch', 'undo-fin-hold', 'undo-msg-verdict', 'unpin'])
+    expect(down(observed({finHoldAttached: false})).map((s) => s.id)).toEqual(['hold', 'kill-switch', 'undo-sockops', 'undo-msg-verdict', 'unpin'])
+    expect(down(observed({record: undefined, config: undefined})).map((s) => s.id)).toEqual(['hold', 'unpin'])
+    expect(down(observed({exists: false}))).toEqual([])
   })
 })
 
@@ -140,7 +145,7 @@ describe('one presence rule for status and down', () => {
   it('every kind: in place, undone at down; taken away, named missing by status and not undone', () => {
     const full = observed({record, intercept: all})
     expect(instanceState(full)).toBe('up')
-    const undone = planDown(full).map((s) => s.id)
+    const undone = down(full).map((s) => s.id)
     for (const c of record.changes) expect(undone, stepId(c)).toContain(`undo-${stepId(c)}`)
     expect(record.changes.map(stepId).sort()).toEqual(without.map(([id]) => id).concat('tc-filter-lo-ingress', 'tc-filter-eth0-egress', 'qdisc-lo', 'rule-v4', 'route-v6').sort())
     for (const [id, over] of without) {
@@ -148,17 +153,17 @@ describe('one presence rule for status and down', () => {
       expect(instanceState(o), id).toBe('half-up')
       const missing = missingChanges(record.changes, o)
       expect(missing, id).toHaveLength(1)
-      expect(planDown(o).map((s) => s.id), id).not.toContain(`undo-${id}`)
-      expect(planDown(o).length, id).toBe(undone.length - 1)
+      expect(down(o).map((s) => s.id), id).not.toContain(`undo-${id}`)
+      expect(down(o).length, id).toBe(undone.length - 1)
     }
   })
 
   it('down leaves what it must not undo though it is in place: a qdisc with a foreign filter, a sysctl that was so before up', () => {
     const foreign = observed({record, intercept: {...all, qdiscForeignFilters: {lo: 0, eth0: 1}}})
     expect(instanceState(foreign)).toBe('up')
-    expect(planDown(foreign).map((s) => s.id)).not.toContain('undo-qdisc-eth0')
+    expect(down(foreign).map((s) => s.id)).not.toContain('undo-qdisc-eth0')
     const was = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '1', needsClsact: []}})
-    expect(planDown(observed({record: was, intercept: all})).map((s) => s.id)).not.toContain('undo-sysctl-net.ipv4.conf.lo.accept_local')
+    expect(down(observed({record: was, intercept: all})).map((s) => s.id)).not.toContain('undo-sysctl-net.ipv4.conf.lo.accept_local')
   })
 })
 
@@ -185,17 +190,18 @@ describe('decideUp', () => {
     expect(instanceState(off)).toBe('up')
     expect(decideUp(off, offSettings, false, false)).toEqual({kind: 'noop'})
     expect(decideUp(off, settings, true, false)).toEqual({kind: 'attach-fastpath'})
-    const steps = planFastpathAttach(off, settings, {objects: {...objects, readers: '/opt/skfp/build/bpfel/readers.bpf.o'}, fastpathVariant: 'kfunc'})
-    expect(table(steps).map((row) => row.slice(0, 2))).toEqual([
-      ['load', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab/fastpath-maps'],
+    const steps = planFastpathAttach(off, settings, {objects: {...objects, readers: '/opt/skfp/build/bpfel/readers.bpf.o'}, fastpathVariant: 'kfunc', hold: HOLD})
+    expect(table(steps).map((row) => row.slice(0, row[0] === 'load' ? 3 : 2))).toEqual([
+      ['load', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab/fastpath-maps', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab/held-by-4242-777'],
       ['record', 'bpftool map update pinned /sys/fs/bpf/skfp/lab/maps/skfp_record key hex 00 00 00 00 value hex …'],
       ['msg-verdict', 'bpftool prog attach pinned /sys/fs/bpf/skfp/lab/progs/skfp_sk_msg msg_verdict pinned /sys/fs/bpf/skfp/lab/fastpath-maps/skfp_socks'],
       ['fin-hold', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab ingress pinned /sys/fs/bpf/skfp/lab/progs/skfp_fin_hold multi'],
       ['sockops', 'bpftool cgroup attach /sys/fs/cgroup/unified/lab sock_ops pinned /sys/fs/bpf/skfp/lab/progs/skfp_sockops multi'],
+      ['release', 'rm -r /sys/fs/bpf/skfp/lab/held-by-4242-777'],
     ])
-    for (const s of steps) expect(s.undo.length, s.id).toBeGreaterThan(0)
-    // the load undone: the readers' links, the three programs, the fastpath's maps
-    expect(steps[0].undo.map((a) => ('path' in a ? a.path.split('/').pop() : ''))).toEqual(['links', 'skfp_sockops', 'skfp_sk_msg', 'skfp_fin_hold', 'fastpath-maps'])
+    for (const s of steps.filter((s) => s.id !== 'release')) expect(s.undo.length, s.id).toBeGreaterThan(0)
+    // the load undone: the readers' links, the three programs, the fastpath's maps, the mark
+    expect(steps[0].undo.map((a) => ('path' in a ? a.path.split('/').pop() : ''))).toEqual(['links', 'skfp_sockops', 'skfp_sk_msg', 'skfp_fin_hold', 'fastpath-maps', HOLD])
     // killed between load and record, or between creating the lock and loading
     expect(instanceState({...off, progs: {skMsg: {id: 11, name: 'skfp_sk_msg', type: 'sk_msg'}}})).toBe('half-up')
     expect(instanceState({...off, fastpathDir: true})).toBe('half-up')

@@ -10,6 +10,7 @@ function up(readers: InstanceStatus['fastpath']['readers']): InstanceStatus {
     instance: 'lab',
     state: 'up',
     problems: [],
+    changingBy: null,
     warnings: [],
     settings: null,
     fastpath: {enabled: true, sockets: 3, variant: 'kfunc', adaptive: readers !== null, readers},
@@ -40,6 +41,15 @@ describe('status text', () => {
     const text = plain(renderStatus(off))
     expect(text).toMatch(/^ {2}fastpath {3}off \(not loaded\)$/m)
     expect(text).not.toMatch(/sockhash|fin hold|sock_ops/)
+  })
+
+  it('half up while another skfp works on it: who, and to wait; not to run down', () => {
+    const busy = {...up(null), state: 'half-up' as const, problems: ['no undo record (up stopped before writing it)'], changingBy: 4242}
+    const text = plain(renderStatus(busy))
+    expect(text).toContain('  ! being changed by skfp pid 4242 (an up or a down at work) — wait for it')
+    expect(text).toContain('  ! no undo record (up stopped before writing it)\n')
+    expect(text).not.toMatch(/skfp down/)
+    expect(plain(renderStatus({...busy, changingBy: null}))).toContain('no undo record (up stopped before writing it) — run `skfp down --instance lab`')
   })
 
   it('shows the FIN hold beside sock_ops and sk_msg', () => {

@@ -1,0 +1,47 @@
+/**
+ * Who is changing an instance right now. An `up` or `down` marks the instance directory with a
+ * directory of its own, `held-by-PID-START` (START: the process's start time in clock ticks since boot,
+ * from /proc/PID/stat, so a reused pid is never taken for it), in the same step that takes the lock,
+ * and removes it at the end. A mark whose process is gone (a crash) means nothing: the instance is
+ * then half up, for `down`. Another skfp that finds a live mark says who is working and to wait,
+ * instead of calling the instance half up. A mark made in another pid namespace (a container without
+ * the host's pids) looks gone from here: then it is the half-up message, as before.
+ */
+import {readdirSync, readFileSync} from 'node:fs'
+
+const MARK = /^held-by-(\d+)-(\d+)$/
+
+/** The process's start time (field 22 of /proc/PID/stat), or undefined when it is gone. */
+export function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // the command name (field 2) is in parentheses and may hold spaces or parentheses itself
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+  } catch {
+    return undefined
+  }
+}
+
+/** This process's mark: a directory name under the instance directory. */
+export function holdMark(pid = process.pid): string {
+  const start = processStart(pid)
+  if (start === undefined) throw new Error(`cannot read /proc/${pid}/stat`)
+  return `held-by-${pid}-${start}`
+}
+
+/** The pid of another live process that marked this instance directory, if any. */
+export function liveHolder(dir: string): number | undefined {
+  let entries: string[]
+  try {
+    entries = readdirSync(dir)
+  } catch {
+    return undefined
+  }
+  for (const name of entries) {
+    const m = MARK.exec(name)
+    if (!m) continue
+    const pid = Number(m[1])
+    if (pid !== process.pid && processStart(pid) === m[2]) return pid
+  }
+  return undefined
+}
