@@ -11,12 +11,14 @@ import {readdirSync, readFileSync} from 'node:fs'
 
 const MARK = /^held-by-(\d+)-(\d+)$/
 
-/** The process's start time (field 22 of /proc/PID/stat), or undefined when it is gone. */
+/** The process's start time (field 22 of /proc/PID/stat), or undefined when it is gone (or a
+ * zombie: it has exited, its parent has not reaped it yet). */
 export function processStart(pid: number): string | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     // the command name (field 2) is in parentheses and may hold spaces or parentheses itself
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return fields[0] === 'Z' || fields[0] === 'X' ? undefined : fields[19]
   } catch {
     return undefined
   }

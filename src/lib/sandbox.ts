@@ -11,6 +11,8 @@ import {ownNetns, startProgram, runProgram, netnsPath, type Runner, type RunResu
 import {cgroup2Mount} from './host.js'
 import {downInstances} from './teardown.js'
 import {listInstances} from './observe.js'
+import {liveHolder, processStart} from './holder.js'
+import {instancePins} from './pins.js'
 import * as ip from './tools/ip.js'
 import * as sysctl from './tools/sysctl.js'
 
@@ -120,13 +122,37 @@ export class Sandbox {
 export async function removeLeftovers(runner: Runner, prefix: string): Promise<void> {
   checkName(prefix)
   const instances = listInstances().filter((n) => n.startsWith(prefix))
-  for (const instance of instances) await downInstances({instance}, {renderer: 'silent', log: () => {}}, runner)
+  for (const instance of instances) {
+    // a sandbox's instance is its own: an up still at work on it is a run that outlived its test
+    // (down would refuse it); stopped, it rolls back what it applied
+    const holder = liveHolder(instancePins(instance).dir)
+    if (holder) await stopProcess(holder)
+    await downInstances({instance}, {renderer: 'silent', log: () => {}}, runner)
+  }
   for (const ns of (await ip.netnsList(runner)).filter((n) => n.startsWith(prefix))) await runner.run(ip.netnsDel(ns), {allowFailure: true})
   const files = join(tmpdir(), FILES)
   if (existsSync(files)) for (const dir of readdirSync(files).filter((n) => n.startsWith(prefix))) rmSync(join(files, dir), {recursive: true, force: true})
   const root = cgroup2Mount()
   if (!root) return
   for (const dir of readdirSync(root).filter((n) => n.startsWith(prefix))) killCgroup(join(root, dir))
+}
+
+/** SIGTERM, then SIGKILL if it has not exited within 30 s; returns once it is gone. */
+async function stopProcess(pid: number): Promise<void> {
+  const start = processStart(pid)
+  const alive = () => start !== undefined && processStart(pid) === start
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(pid, sig)
+    } catch {
+      // gone already
+    }
+  }
+  signal('SIGTERM')
+  for (let i = 0; alive() && i < 600; i++) await new Promise((r) => setTimeout(r, 50))
+  if (!alive()) return
+  signal('SIGKILL')
+  while (alive()) await new Promise((r) => setTimeout(r, 50))
 }
 
 /** Where a sandbox program runs: outside any cgroup of the sandbox, or in one of its child cgroups. */

@@ -1,6 +1,7 @@
 // Concurrency, neighbours and foreign state: skfp shares the host with itself and with others.
 import {existsSync, readdirSync, rmSync, statSync} from 'node:fs'
 import {instancePins} from '../../src/lib/pins.js'
+import {removeLeftovers} from '../../src/lib/sandbox.js'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {expectedSha} from '../fixtures/transfer.mjs'
@@ -58,6 +59,20 @@ describe('coexistence', () => {
       const a = await first
       expect(a.json, a.stderr).toMatchObject({action: 'switched', fastpath: true})
       expect(await status(sb.name)).toMatchObject({state: 'up', changingBy: null, fastpath: {enabled: true, adaptive: true}, programs: {sockops: {attached: true}, finHold: {attached: true}}})
+    })
+  })
+
+  it('a sandbox swept while an up of its instance is still at work: the up is stopped, rolls back, and nothing is left', async () => {
+    await withSandbox('cs', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const up = skfp(upArgs(sb, ns), {SKFP_PAUSE_AFTER: 'record:60000'})
+      const holder = await markOf(instancePins(sb.name).dir)
+      expect((await status(sb.name)).changingBy).toBe(holder)
+      await removeLeftovers(runner, sb.name)
+      const r = await up
+      expect(r.exitCode, r.stderr).toBe(143)
+      expect(r.stderr).toContain('stopped by SIGTERM')
+      expect(await leftovers(sb)).toEqual([])
     })
   })
 

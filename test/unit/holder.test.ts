@@ -1,7 +1,7 @@
 // Who is changing an instance: the mark an up or a down leaves in its directory while it works, and
 // how another skfp reads it (a live process with the same start time, never itself, never a dead one).
 import {execa} from 'execa'
-import {existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
@@ -41,6 +41,20 @@ describe('the mark of who is changing an instance', () => {
       await child
     }
     expect(processStart(child.pid!)).toBeUndefined()
+  })
+
+  it('a zombie (exited, not reaped yet) is gone', async () => {
+    // python's child exits at once and its parent never waits for it
+    const parent = execa('python3', ['-c', 'import os, time\npid = os.fork()\nif pid == 0: os._exit(0)\nprint(pid, flush=True)\ntime.sleep(600)'], {reject: false})
+    const pid = await new Promise<number>((resolve) => parent.stdout!.once('data', (d) => resolve(Number(String(d).trim()))))
+    try {
+      for (let i = 0; i < 100 && readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] !== 'Z'; i++) await new Promise((r) => setTimeout(r, 10))
+      expect(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0]).toBe('Z')
+      expect(processStart(pid)).toBeUndefined()
+    } finally {
+      parent.kill('SIGKILL')
+      await parent
+    }
   })
 
   it('a live other process with the same start time holds it; itself, a reused pid or a dead process does not', async () => {
