@@ -2,7 +2,7 @@
 import {existsSync, readdirSync, rmdirSync, rmSync} from 'node:fs'
 import {ExecaRunner, resolveTool, type Runner} from './exec.js'
 import {requireRoot} from './host.js'
-import {instanceState, listInstances, observeInstance} from './observe.js'
+import {instanceState, listInstances, observeInstance, type ObservedInstance} from './observe.js'
 import {PIN_ROOT, SUPPORT_PIN, VERDICT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
@@ -19,14 +19,17 @@ export async function downInstances(which: {instance?: string; all?: boolean}, o
   resolveTool('bpftool')
   const names = which.all ? listInstances() : [which.instance ?? 'default']
   const out: DownResult = {instances: [], dryRun: !!opts.dryRun}
-  const observed = []
-  for (const name of names) observed.push(await observeInstance(runner, name))
-  // an up or down at work: nothing is touched (removing pins under it would leave a mess for both)
-  const busy = observed.find((o) => o.holder)
-  if (busy) throw busyError(busy.instance, busy.holder!)
+  // an up or down at work: nothing is touched (removing pins under it would leave a mess for both);
+  // with --all, checked for every instance before the first is taken down, and again for each right
+  // before its own plan (what it observed then is what its plan undoes)
+  const refuseBusy = (o: ObservedInstance) => {
+    if (o.holder) throw busyError(o.instance, o.holder)
+  }
+  if (names.length > 1) for (const name of names) refuseBusy(await observeInstance(runner, name))
   const hold = holdMark()
-  for (const o of observed) {
-    const name = o.instance
+  for (const name of names) {
+    const o = await observeInstance(runner, name)
+    refuseBusy(o)
     const result = await runPlan(planDown(o, hold), new Executor(runner), {...opts, finishOnSignal: true})
     out.instances.push({instance: name, wasState: instanceState(o), plan: result.preview})
   }

@@ -327,6 +327,39 @@ describe('crash at every step', () => {
   })
 })
 
+describe('down --all beside an up at work', () => {
+  it('refuses before it takes any instance down, naming the one being changed; once that up is stopped, it removes both', async () => {
+    await inFreshHost('cw', async (c) => {
+      const {sb, ns, fresh, cli} = c
+      const before = await snapshot(fresh, sb, ns)
+      expect((await cli(upArgs(sb, ns))).exitCode).toBe(0)
+      const dir = `${fresh.bpffs}/skfp/${sb.name}`
+      const idle = {pins: pinTree(dir), status: (await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]}
+      // sorted after the idle one: without the check up front, down --all would take that down first
+      const busy = `${sb.name}-z`
+      const argv = [process.execPath, join(PROJECT_ROOT, 'bin', 'run.js'), 'up', '--instance', busy, '--netns', ns, '--cgroup', sb.cgroup, '--fastpath', 'off', '--json']
+      const up = execa(fresh.wrapper[0], [...fresh.wrapper.slice(1), ...argv], {reject: false, env: {NODE_ENV: 'production', SKFP_PAUSE_AFTER: 'lock:60000'}})
+      await new Promise<void>((resolve, reject) => {
+        let err = ''
+        up.stderr!.on('data', (d) => (err += String(d)).includes('skfp: paused after lock') && resolve())
+        up.on('exit', () => reject(new Error(`up exited before its pause: ${err}`)))
+      })
+      const refused = await cli(['down', '--all'])
+      expect(refused.exitCode, refused.stderr).toBe(4)
+      expect(refused.stderr.trim()).toMatch(new RegExp(`^skfp: instance ${busy} is being changed by another skfp \\(pid \\d+\\): wait for it to finish`))
+      expect(pinTree(dir), 'the idle instance is untouched').toEqual(idle.pins)
+      expect((await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]).toEqual(idle.status)
+      up.kill('SIGTERM')
+      expect((await up).exitCode).toBe(143)
+      const down = await cli(['down', '--all', '--json'])
+      expect(down.exitCode, down.stderr).toBe(0)
+      expect(down.json.instances.map((i: {instance: string}) => i.instance)).toEqual([sb.name])
+      expect(await leftoversIn(fresh, sb)).toEqual([])
+      expect(await snapshot(fresh, sb, ns)).toEqual(before)
+    })
+  })
+})
+
 describe('the fastpath attached in place', () => {
   it('the plan has the expected shape', () => {
     expect(PLANS.attach).toEqual(['load', 'record', 'msg-verdict', 'fin-hold', 'sockops', 'release'])
