@@ -32,7 +32,7 @@ export default class Up extends SkfpCommand {
     'intercept-cgroup': Flags.string({multiple: true, description: 'cgroup v2 directory whose sockets (and its descendants\') are intercepted; given: only those are (repeatable).'}),
     'bypass-cgroup': Flags.string({multiple: true, description: 'cgroup v2 directory whose sockets (and its descendants\') are never intercepted (repeatable). The deepest listed cgroup of a socket decides.'}),
     'proxy-down': Flags.string({description: 'With no proxy listener: fail-fast (reset at once, default), fail-closed (drop), pass (go direct).'}),
-    replace: Flags.boolean({default: false, description: 'Take a running instance down and up again with these settings (whether they differ or not).'}),
+    replace: Flags.boolean({default: false, description: 'Take a running or half-up instance down and up again with these settings (whether they differ or not).'}),
     'dry-run': Flags.boolean({default: false, description: 'Print every command it would run; change nothing.'}),
     debug: Flags.boolean({default: false, description: 'Load the tracing build (skfp build --debug).'}),
   }

@@ -51,7 +51,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   const observed = await observeInstance(runner, settings.instance)
   // everything is validated (collisions included) before `auto` may run the self-test
-  const state = refuseUnsettled(observed, settings.instance)
+  const state = refuseUnsettled(observed, settings.instance, !!opts.replace)
   let interceptFacts = settings.intercept && state === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
   const support = opts.support ?? (await datapathSupport(runner, target))
   if (support.intercept) throw await loadRefused(runner, target, support, 'skfp cannot load', (s) => s.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')

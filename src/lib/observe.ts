@@ -102,6 +102,17 @@ export function instanceState(o: ObservedInstance): InstanceState {
   return missingChanges(o.record.changes, o).length > 0 ? 'half-up' : 'up'
 }
 
+/** What makes the instance half up (nothing when it is not): for status, and for up's refusal. */
+export function halfUpProblems(o: ObservedInstance): string[] {
+  if (instanceState(o) !== 'half-up') return []
+  const problems: string[] = []
+  if (!o.record) problems.push('no undo record (up stopped before writing it)')
+  const fastpath = fastpathProblem(o)
+  if (fastpath) problems.push(fastpath)
+  for (const m of missingChanges(o.record?.changes ?? [], o)) problems.push(`${m} is missing`)
+  return problems
+}
+
 /** The recorded fastpath's programs are not all pinned (a crash in up), or the fastpath's pins are
  * there without the record saying so (a crash while it was being attached to a running instance). */
 export function fastpathProblem(o: ObservedInstance): string | undefined {

@@ -1,10 +1,10 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
 import {CFG_ADAPTIVE, CFG_FASTPATH, type Counters} from './config.js'
 import {REUSEPORT_NOTE} from './datapath.js'
-import {hookKey, missingChanges} from './changes.js'
+import {hookKey} from './changes.js'
 import type {Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
-import {fastpathProblem, instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
+import {halfUpProblems, instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
 import {validateInstance} from './pins.js'
 import {renderStatus} from './render.js'
 import type {UpSettings} from './settings.js'
@@ -65,13 +65,7 @@ export interface InstanceStatus {
 
 export function statusOf(o: ObservedInstance): InstanceStatus {
   const state = instanceState(o)
-  const problems: string[] = []
-  if (state === 'half-up') {
-    if (!o.record) problems.push('no undo record (up stopped before writing it)')
-    const fastpath = fastpathProblem(o)
-    if (fastpath) problems.push(fastpath)
-    for (const m of missingChanges(o.record?.changes ?? [], o)) problems.push(`${m} is missing`)
-  }
+  const problems = halfUpProblems(o)
   const warnings: string[] = []
   if (o.counters?.assignRefused) warnings.push(`the kernel refused the proxy's socket ${o.counters.assignRefused} times: ${REUSEPORT_NOTE}`)
   return {

@@ -15,7 +15,7 @@ import type {UpSettings} from './settings.js'
 import {diffSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 import type {ObservedInstance} from './observe.js'
-import {instanceState} from './observe.js'
+import {halfUpProblems, instanceState, type InstanceState} from './observe.js'
 
 export interface UpFacts {
   pins: InstancePins
@@ -128,12 +128,17 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
  * whose process is gone, which means nothing). */
 export const releaseStep = (pins: InstancePins, hold: string): Step => ({id: 'release', title: 'Release the instance', apply: [{fs: 'rm', path: `${pins.dir}/${hold}`}], undo: []})
 
-/** The instance's state, unless another skfp is changing it or it is half up: then up is refused
- * (before it probes the kernel). */
-export function refuseUnsettled(observed: ObservedInstance, instance: string): 'up' | 'down' {
+/** The instance's state, unless another skfp is changing it, or it is half up and this is no
+ * --replace (down, then up, which finishes a half-up instance as `down` does): then up is refused,
+ * naming what is missing (before it probes the kernel). */
+export function refuseUnsettled(observed: ObservedInstance, instance: string, replace = false): InstanceState {
   if (observed.holder) throw busyError(instance, observed.holder)
   const state = instanceState(observed)
-  if (state === 'half-up') throw conflictError(`instance ${instance} is half up (left by a crash or an interrupted run)`, `run \`skfp down --instance ${instance}\` first`)
+  if (state === 'half-up' && !replace) {
+    const problems = halfUpProblems(observed)
+    const shown = problems.slice(0, 2).join('; ') + (problems.length > 2 ? `; ${problems.length - 2} more (skfp status)` : '')
+    throw conflictError(`instance ${instance} is half up: ${shown}`, `run \`skfp down --instance ${instance}\` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace`)
+  }
   return state
 }
 
@@ -156,7 +161,7 @@ export type UpDecision = {kind: 'noop'} | {kind: 'plan'; replace: boolean} | {ki
  * settings → refuse. --replace: down, then up, always.
  */
 export function decideUp(observed: ObservedInstance, settings: UpSettings, fastpath: boolean, replace: boolean): UpDecision {
-  const state = refuseUnsettled(observed, settings.instance)
+  const state = refuseUnsettled(observed, settings.instance, replace)
   if (state === 'down') return {kind: 'plan', replace: false}
   // down, then up, whatever differs: new programs after an upgrade, a cgroup created again, fresh counters
   if (replace) return {kind: 'plan', replace: true}

@@ -224,16 +224,30 @@ describe('lifecycle edges', () => {
     })
   })
 
-  it('a half-done up (killed after a step) shows as half-up and is cleaned by down', async () => {
+  it('a half-done up (killed after a step) shows as half-up, up names what is missing, and down or up --replace finishes it', async () => {
     await withSandbox('hu', async (sb) => {
       const ns = await sb.addNetns('a')
+      const missing = {load: 'no undo record (up stopped before writing it)', 'msg-verdict': `the FIN hold on ${sb.cgroup} ingress is missing; sock_ops on ${sb.cgroup} is missing`}
       for (const step of ['load', 'msg-verdict', 'sockops']) {
         const crashed = await skfp(upArgs(sb, ns), {SKFP_CRASH_AFTER: step})
         expect(crashed.exitCode).not.toBe(0)
         const s = await status(sb.name)
         expect(s.state, step).toBe(step === 'sockops' ? 'up' : 'half-up')
-        const refused = await skfp(upArgs(sb, ns))
-        if (step !== 'sockops') expect(refused.exitCode).toBe(4)
+        const again = await skfp(upArgs(sb, ns))
+        if (step === 'sockops') expect(again.json.action).toBe('unchanged')
+        else {
+          expect(again.exitCode).toBe(4)
+          expect(again.stderr.trim(), step).toBe(`skfp: instance ${sb.name} is half up: ${missing[step as keyof typeof missing]}: run \`skfp down --instance ${sb.name}\` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace`)
+        }
+        if (step === 'msg-verdict') {
+          // down, then up, in one: the instance works again
+          const replaced = await skfp([...upArgs(sb, ns), '--replace'])
+          expect(replaced.json, replaced.stderr).toMatchObject({action: 'replaced'})
+          expect(await status(sb.name)).toMatchObject({state: 'up', problems: []})
+          const r = await transfer(sb, ns, ['pair', '--addr', '127.0.0.1', '--port', '0', '--bytes', String(MiB), '--seed', 'hu'])
+          expect(r.clientReceivedSha).toBe(expectedSha('hu-down', MiB))
+          expect((await status(sb.name)).counters.bytesRedirected).toBeGreaterThan(0)
+        }
         expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
         expect(await leftovers(sb)).toEqual([])
       }

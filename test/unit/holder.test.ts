@@ -80,7 +80,7 @@ describe('the mark of who is changing an instance', () => {
     const crashed = await observeInstance(none, 'lab', root)
     expect(instanceState(crashed)).toBe('half-up')
     expect(crashed.holder).toBeUndefined()
-    expect(lineOf(() => refuseUnsettled(crashed, 'lab'))).toMatch(/is half up .* run `skfp down --instance lab` first/)
+    expect(lineOf(() => refuseUnsettled(crashed, 'lab'))).toMatch(/is half up: no undo record .*: run `skfp down --instance lab` first/)
 
     const child = oddChild()
     try {

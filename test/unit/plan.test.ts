@@ -180,7 +180,12 @@ describe('decideUp', () => {
     expect(decideUp(observed(), {...settings, proxyMark: 1}, true, true)).toEqual({kind: 'plan', replace: true})
     // --replace is down, then up, even with the same settings (new programs, a cgroup created again)
     expect(decideUp(observed(), settings, true, true)).toEqual({kind: 'plan', replace: true})
-    expect(() => decideUp(observed({sockopsAttached: false}), settings, true, false)).toThrow(/half up/)
+    // half up: the refusal names what is missing; --replace (down, then up) finishes it instead
+    expect(lineOf(() => decideUp(observed({sockopsAttached: false}), settings, true, false))).toBe(
+      'instance lab is half up: sock_ops on /sys/fs/cgroup/unified/lab is missing: run `skfp down --instance lab` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace',
+    )
+    expect(lineOf(() => decideUp(observed({record: undefined}), settings, true, false))).toMatch(/is half up: no undo record \(up stopped before writing it\): run/)
+    expect(decideUp(observed({sockopsAttached: false}), settings, true, true)).toEqual({kind: 'plan', replace: true})
   })
 
   it('an instance up with the fastpath off has none of it: on attaches it, with an undo for each step; half attached, it is half up', () => {
