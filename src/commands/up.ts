@@ -6,7 +6,7 @@ import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
 
 export default class Up extends SkfpCommand {
   static summary = 'Load, pin and attach the datapath for an instance.'
-  static description = 'A plan of steps, each with its undo: any failure rolls back what was applied. On a running instance with the same settings it does nothing; with other settings it refuses; --replace takes it down and up again with these settings.'
+  static description = 'A plan of steps, each with its undo: any failure rolls back what was applied. On a running instance with the same settings it does nothing (half up with only tc filters gone, as when an interface was created again, it puts them back); with other settings it refuses; --replace takes it down and up again with these settings.'
   static examples = [
     '<%= config.bin %> up',
     '<%= config.bin %> up --instance lab --netns lab --cgroup /sys/fs/cgroup/unified/lab --fastpath on',
@@ -44,6 +44,7 @@ export default class Up extends SkfpCommand {
     if (result.dryRun) this.say(renderPlan(result.plan))
     else if (result.action === 'unchanged') this.say(`instance ${result.instance} is already up with these settings`)
     else if (result.action === 'switched') this.say(`instance ${result.instance}: fastpath switched ${result.fastpath ? 'on' : 'off'}`)
+    else if (result.action === 'repaired') this.say(`instance ${result.instance} is up again: ${result.plan.filter((s) => s.id !== 'hold' && s.id !== 'release').length} missing change(s) put back`)
     else this.say(`instance ${result.instance} is up (fastpath ${result.fastpath ? 'on' : 'off'})`)
     return result
   }

@@ -7,17 +7,20 @@ import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
 import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
-import {observeInstance} from './observe.js'
+import {instanceState, observeInstance, type ObservedInstance} from './observe.js'
 import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
 import {Executor, runPlan, type PlanResult, type RunPlanOptions} from './plan.js'
 import {planDown} from './down.js'
-import type {UpSettings} from './settings.js'
-import {decideUp, planFastpathAttach, planUp, refuseUnsettled} from './up.js'
+import {diffSettings, type UpSettings} from './settings.js'
+import type {Change} from './record.js'
+import * as ip from './tools/ip.js'
+import * as tc from './tools/tc.js'
+import {busyError, decideUp, halfUpError, planFastpathAttach, planRepair, planUp, refuseUnsettled, repairableChanges} from './up.js'
 import {holdMark} from './holder.js'
 
 export interface UpResult {
   instance: string
-  action: 'created' | 'replaced' | 'switched' | 'unchanged'
+  action: 'created' | 'replaced' | 'switched' | 'repaired' | 'unchanged'
   dryRun: boolean
   fastpath: boolean
   plan: PlanResult['preview']
@@ -50,6 +53,9 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const settings = await resolveUplinks(runner, preflight(wanted, tools))
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   const observed = await observeInstance(runner, settings.instance)
+  if (observed.holder) throw busyError(settings.instance, observed.holder)
+  // half up with only tc changes gone, the same settings: they are put back (nothing to load)
+  if (instanceState(observed) === 'half-up' && !opts.replace) return repair(observed, settings, opts, runner)
   // everything is validated (collisions included) before `auto` may run the self-test
   const state = refuseUnsettled(observed, settings.instance, !!opts.replace)
   let interceptFacts = settings.intercept && state === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
@@ -96,6 +102,29 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   })
   const result = await runPlan(steps, exec, opts)
   return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}
+}
+
+/** A half-up instance whose only missing changes are tc ones (repairableChanges), asked again with
+ * its own settings, on interfaces that exist: those changes go back. Else the half-up refusal. */
+async function repair(observed: ObservedInstance, settings: UpSettings, opts: UpOptions, runner: Runner): Promise<UpResult> {
+  const changes = repairableChanges(observed)
+  const record = observed.record
+  if (!changes || !record || diffSettings(record.settings, settings).length > 0 || !(await interfacesReady(runner, changes, record.settings.netns)))
+    throw halfUpError(observed, settings.instance)
+  const result = await runPlan(planRepair(observed, changes, holdMark()), new Executor(runner), opts)
+  return {instance: settings.instance, action: 'repaired', dryRun: result.dryRun, fastpath: record.fastpath, plan: result.preview}
+}
+
+/** Each interface of these changes exists, and one whose filter goes back without its qdisc has a
+ * clsact qdisc (someone else's, which skfp never recorded). */
+async function interfacesReady(runner: Runner, changes: Change[], netns?: string): Promise<boolean> {
+  const names = new Set((await ip.links(runner, netns)).map((l) => l.ifname))
+  for (const c of changes) {
+    if (c.kind !== 'qdisc' && c.kind !== 'tc-filter') return false
+    if (!names.has(c.dev)) return false
+    if (c.kind === 'tc-filter' && !changes.some((q) => q.kind === 'qdisc' && q.dev === c.dev) && !tc.hasClsact(await tc.qdiscs(runner, c.dev, netns))) return false
+  }
+  return true
 }
 
 const DEFAULT_TARGET: BuildOptions = {target: 'bpfel', debug: false}

@@ -5,7 +5,7 @@
 import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
-import {changeActions, stepId} from './changes.js'
+import {changeActions, present, stepId} from './changes.js'
 import {conflictError} from './errors.js'
 import {attachReaders, sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
@@ -15,7 +15,7 @@ import type {UpSettings} from './settings.js'
 import {diffSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 import type {ObservedInstance} from './observe.js'
-import {halfUpProblems, instanceState, type InstanceState} from './observe.js'
+import {fastpathProblem, halfUpProblems, instanceState, type InstanceState} from './observe.js'
 
 export interface UpFacts {
   pins: InstancePins
@@ -134,12 +134,34 @@ export const releaseStep = (pins: InstancePins, hold: string): Step => ({id: 're
 export function refuseUnsettled(observed: ObservedInstance, instance: string, replace = false): InstanceState {
   if (observed.holder) throw busyError(instance, observed.holder)
   const state = instanceState(observed)
-  if (state === 'half-up' && !replace) {
-    const problems = halfUpProblems(observed)
-    const shown = problems.slice(0, 2).join('; ') + (problems.length > 2 ? `; ${problems.length - 2} more (skfp status)` : '')
-    throw conflictError(`instance ${instance} is half up: ${shown}`, `run \`skfp down --instance ${instance}\` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace`)
-  }
+  if (state === 'half-up' && !replace) throw halfUpError(observed, instance)
   return state
+}
+
+export function halfUpError(observed: ObservedInstance, instance: string) {
+  const problems = halfUpProblems(observed)
+  const shown = problems.slice(0, 2).join('; ') + (problems.length > 2 ? `; ${problems.length - 2} more (skfp status)` : '')
+  return conflictError(`instance ${instance} is half up: ${shown}`, `run \`skfp down --instance ${instance}\` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace`)
+}
+
+/** The recorded changes an `up` with the same settings puts back on a half-up instance: when each
+ * missing one is a clsact qdisc or a tc filter (an interface deleted and created again, a crash among
+ * up's tc steps) and everything else is in place. undefined: not so (then `down` or `--replace`). */
+export function repairableChanges(o: ObservedInstance): Change[] | undefined {
+  if (!o.record || fastpathProblem(o)) return undefined
+  const missing = o.record.changes.filter((c) => !present(c, o))
+  return missing.length > 0 && missing.every((c) => c.kind === 'qdisc' || c.kind === 'tc-filter') ? missing : undefined
+}
+
+/** Puts those changes back, in the recorded order (a qdisc before its filters), each with its undo;
+ * marked like any up (holder.ts). */
+export function planRepair(o: ObservedInstance, changes: Change[], hold: string): Step[] {
+  const {pins} = o
+  return [
+    {id: 'hold', title: 'Mark the instance as being changed', apply: [{fs: 'mkdir', path: `${pins.dir}/${hold}`}], undo: [{fs: 'rm', path: `${pins.dir}/${hold}`}]},
+    ...changes.map((change) => changeStep(change, pins, o.record!.settings.netns)),
+    releaseStep(pins, hold),
+  ]
 }
 
 export const busyError = (instance: string, pid: number) =>

@@ -291,9 +291,15 @@ describe('crash at every step', () => {
       expect(s.state, `status after a crash after ${step}`).toBe(complete ? 'up' : PLANS.up.indexOf(step) < PLANS.up.indexOf('lock') ? 'down' : 'half-up')
       if (s.state === 'half-up') {
         expect(s.changingBy, 'the killed run is gone: its mark means nothing').toBeNull()
-        const refused = await cli(upArgs(sb, ns))
-        expect(refused.exitCode, 'up on a half-up instance is refused').toBe(4)
-        expect(refused.stderr).toMatch(/half up.*skfp down/)
+        const again = await cli(upArgs(sb, ns))
+        if (PLANS.up.indexOf(step) >= PLANS.up.indexOf('route-v6')) {
+          // killed among its tc steps: only tc changes are missing, and up puts them back
+          expect(again.json?.action, again.stderr).toBe('repaired')
+          expect((await cli(['status', '--instance', sb.name, '--json'])).json.instances[0]).toMatchObject({state: 'up', problems: []})
+        } else {
+          expect(again.exitCode, 'up on a half-up instance is refused').toBe(4)
+          expect(again.stderr).toMatch(/half up.*skfp down/)
+        }
       }
       const down = await cli(['down', '--instance', sb.name, '--json'])
       expect(down.exitCode, `down after a crash after ${step}: ${down.stderr}`).toBe(0)

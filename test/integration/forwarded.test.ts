@@ -152,7 +152,7 @@ describe('--lan: LAN clients and containers through the proxy', () => {
 })
 
 describe('--lan: the bridge deleted and created again (a container runtime restarting it)', () => {
-  it('the instance is half up naming the filter that went with the bridge, up says so, and up --replace puts the container back through the proxy', async () => {
+  it('while the bridge is gone the instance is half up naming its filter and up refuses; once it is back, up puts the filter back and the container goes through the proxy again', async () => {
     await withSandbox('lb', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
@@ -165,15 +165,7 @@ describe('--lan: the bridge deleted and created again (a container runtime resta
       expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
       expect(viaProxy()).toBe(1)
 
-      // the bridge goes, and comes back with the same name and address; the container's port joins it again
       await sb.cmd(host, ['link', 'del', 'br0'])
-      await sb.cmd(host, ['link', 'add', 'br0', 'type', 'bridge'])
-      await sb.cmd(host, ['addr', 'add', '198.18.4.1/24', 'dev', 'br0'])
-      await sb.cmd(host, ['link', 'set', 'br0', 'up'])
-      await sb.cmd(host, ['link', 'set', 'vc0', 'master', 'br0'])
-      // meanwhile its connections go direct (forwarded and masqueraded): nothing watches for the bridge
-      expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
-      expect(viaProxy(), 'not through the proxy while its filter is gone').toBe(1)
       const half = await status(sb.name)
       expect(half.state).toBe('half-up')
       expect(half.problems).toEqual(['the clsact qdisc of br0 is missing', 'tc filter on br0 ingress is missing'])
@@ -182,13 +174,26 @@ describe('--lan: the bridge deleted and created again (a container runtime resta
       expect(refused.exitCode).toBe(4)
       expect(refused.stderr.trim()).toBe(`skfp: instance ${sb.name} is half up: the clsact qdisc of br0 is missing; tc filter on br0 ingress is missing: run \`skfp down --instance ${sb.name}\` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace`)
 
-      const replaced = await skfp([...args, '--replace'])
-      expect(replaced.json, replaced.stderr).toMatchObject({action: 'replaced'})
+      // it comes back with the same name and address; the container's port joins it again
+      await sb.cmd(host, ['link', 'add', 'br0', 'type', 'bridge'])
+      await sb.cmd(host, ['addr', 'add', '198.18.4.1/24', 'dev', 'br0'])
+      await sb.cmd(host, ['link', 'set', 'br0', 'up'])
+      await sb.cmd(host, ['link', 'set', 'vc0', 'master', 'br0'])
+      // meanwhile its connections go direct (forwarded and masqueraded): nothing watches for the bridge
+      expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
+      expect(viaProxy(), 'not through the proxy while its filter is gone').toBe(1)
+
+      const before = await status(sb.name)
+      const again = await skfp(args)
+      expect(again.json, again.stderr).toMatchObject({action: 'repaired'})
+      expect(again.json.plan.map((p: {id: string}) => p.id)).toEqual(['hold', 'qdisc-br0', 'tc-filter-br0-ingress', 'release'])
       const st = await status(sb.name)
-      expect(st).toMatchObject({state: 'up', problems: []})
+      expect(st).toMatchObject({state: 'up', problems: [], changingBy: null})
       expect(st.intercept.lan).toEqual([{dev: 'br0', attached: true}])
+      expect(st.programs, 'nothing else was touched').toEqual(before.programs)
       expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
       expect(viaProxy(), 'the container goes through the proxy again').toBe(2)
+      expect((await skfp(args)).json.action).toBe('unchanged')
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       expect((await status(sb.name)).state).toBe('down')
     })

@@ -9,7 +9,7 @@ import type {ObservedInstance} from '../../src/lib/observe.js'
 import {instancePins} from '../../src/lib/pins.js'
 import {previewPlan} from '../../src/lib/plan.js'
 import {renderArgv} from '../../src/lib/render.js'
-import {buildRecord, datapathConfig, decideUp, planFastpathAttach, planUp} from '../../src/lib/up.js'
+import {buildRecord, datapathConfig, decideUp, planFastpathAttach, planRepair, planUp, repairableChanges} from '../../src/lib/up.js'
 import type {InterceptSettings, UpSettings} from '../../src/lib/settings.js'
 import {lineOf} from './line-of.js'
 
@@ -156,6 +156,25 @@ describe('one presence rule for status and down', () => {
       expect(down(o).map((s) => s.id), id).not.toContain(`undo-${id}`)
       expect(down(o).length, id).toBe(undone.length - 1)
     }
+  })
+
+  it('up puts back what only tc lost (an interface created again, a crash among the tc steps); anything else missing is for down or --replace', () => {
+    const br = observed({record, intercept: {...all, qdiscs: {lo: true, eth0: false}, filters: {...all.filters, 'eth0 egress': false, 'eth0 ingress': false}}})
+    expect(instanceState(br)).toBe('half-up')
+    const changes = repairableChanges(br)!
+    expect(changes.map(stepId)).toEqual(['qdisc-eth0', 'tc-filter-eth0-egress', 'tc-filter-eth0-ingress'])
+    expect(table(planRepair(br, changes, HOLD))).toEqual([
+      ['hold', 'mkdir -m 0700 /sys/fs/bpf/skfp/lab/held-by-4242-777'],
+      ['qdisc-eth0', 'tc -n labns qdisc add dev eth0 clsact'],
+      ['tc-filter-eth0-egress', 'nsenter --net=/run/netns/labns -- tc filter add dev eth0 egress prio 1487 handle 0x5cf0 bpf direct-action object-pinned /sys/fs/bpf/skfp/lab/progs/skfp_tc_egress'],
+      ['tc-filter-eth0-ingress', 'nsenter --net=/run/netns/labns -- tc filter add dev eth0 ingress prio 1487 handle 0x5cf0 bpf direct-action object-pinned /sys/fs/bpf/skfp/lab/progs/skfp_tc_uplink_ingress'],
+      ['release', 'rm -r /sys/fs/bpf/skfp/lab/held-by-4242-777'],
+    ])
+    for (const s of planRepair(br, changes, HOLD).slice(0, -1)) expect(s.undo.length, s.id).toBeGreaterThan(0)
+    expect(repairableChanges(observed({record, intercept: all})), 'nothing missing').toBeUndefined()
+    expect(repairableChanges(observed({record, intercept: {...all, rules: {4: true, 6: false}}})), 'a rule').toBeUndefined()
+    expect(repairableChanges(observed({record, intercept: {...all, filters: {...all.filters, 'eth0 ingress': false}}, sockopsAttached: false})), 'and sock_ops').toBeUndefined()
+    expect(repairableChanges(observed({record: undefined})), 'no record').toBeUndefined()
   })
 
   it('down leaves what it must not undo though it is in place: a qdisc with a foreign filter, a sysctl that was so before up', () => {
