@@ -228,7 +228,7 @@ function systemdTemplate(flags: TemplateFlags, upFlags: Record<string, FlagDef>)
   return readTemplate('systemd.service')
     .replaceAll('{{instance}}', () => instance)
     .replace('{{after}}\n', () => proxyUnits)
-    .replace('{{execStart}}', () => execLine([...skfp, 'up', ...upArgv(values, upFlags)]))
+    .replaceAll('{{execStart}}', () => execLine([...skfp, 'up', ...upArgv(values, upFlags)]))
     .replace('{{execStop}}', () => execLine([...skfp, 'down', `--instance=${instance}`]))
 }
 

@@ -56,6 +56,8 @@ describe('skfp template systemd', () => {
     const unit = await render(['systemd'])
     expect(valuesOf(unit, 'ExecStart')).toEqual([`${defaultSkfp} up --instance=default`])
     expect(valuesOf(unit, 'ExecStop')).toEqual([`${defaultSkfp} down --instance=default`])
+    // reload: up again with the same settings (puts back what a re-created interface lost)
+    expect(valuesOf(unit, 'ExecReload')).toEqual(valuesOf(unit, 'ExecStart'))
     expect(valuesOf(unit, 'Type')).toEqual(['oneshot'])
     expect(valuesOf(unit, 'RemainAfterExit')).toEqual(['yes'])
     expect(valuesOf(unit, 'After')).toEqual(['network-online.target'])
