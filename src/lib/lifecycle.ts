@@ -115,10 +115,11 @@ async function repair(observed: ObservedInstance, settings: UpSettings, opts: Up
   return {instance: settings.instance, action: 'repaired', dryRun: result.dryRun, fastpath: record.fastpath, plan: result.preview}
 }
 
-/** Each interface of these changes exists, and one whose filter goes back without its qdisc has a
- * clsact qdisc (someone else's, which skfp never recorded). */
+/** Each interface of these changes exists and is an Ethernet one (as up requires: the programs read
+ * Ethernet headers), and one whose filter goes back without its qdisc has a clsact qdisc (someone
+ * else's, which skfp never recorded). */
 async function interfacesReady(runner: Runner, changes: Change[], netns?: string): Promise<boolean> {
-  const names = new Set((await ip.links(runner, netns)).map((l) => l.ifname))
+  const names = new Set((await ip.links(runner, netns)).filter((l) => l.ifname === 'lo' || l.link_type === 'ether').map((l) => l.ifname))
   for (const c of changes) {
     if (c.kind !== 'qdisc' && c.kind !== 'tc-filter') return false
     if (!names.has(c.dev)) return false

@@ -15,14 +15,26 @@ import {curl, interceptArgs, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2
 
 const MiB = 1024 * 1024
 
-/** A "container" namespace on a bridge br0 of the host, masqueraded on the uplink (Docker's rule). */
-async function natContainer(sb: Sandbox, host: string): Promise<string> {
-  const c = await sb.addNetns('c')
+/** The proxy topology (topology.ts) with the host forwarding, v4 and v6. */
+async function forwardingTopology(sb: Sandbox) {
+  const t = await proxyTopology(sb)
+  for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: t.host})
+  return t
+}
+
+/** The host's bridge br0 (198.18.4.1/24, fd00:4::1/64), up. */
+async function addBridge(sb: Sandbox, host: string): Promise<void> {
   await sb.cmd(host, ['link', 'add', 'br0', 'type', 'bridge'])
   await runner.run({tool: 'sysctl', args: ['-qw', 'net.ipv6.conf.br0.accept_dad=0'], netns: host})
   await sb.cmd(host, ['addr', 'add', '198.18.4.1/24', 'dev', 'br0'])
   await sb.cmd(host, ['-6', 'addr', 'add', 'fd00:4::1/64', 'dev', 'br0', 'nodad'])
   await sb.cmd(host, ['link', 'set', 'br0', 'up'])
+}
+
+/** A "container" namespace on a bridge br0 of the host, masqueraded on the uplink (Docker's rule). */
+async function natContainer(sb: Sandbox, host: string): Promise<string> {
+  const c = await sb.addNetns('c')
+  await addBridge(sb, host)
   await sb.link({netns: host, dev: 'vc0', addrs: []}, {netns: c, dev: 'eth0', addrs: ['198.18.4.2/24', 'fd00:4::2/64']})
   await sb.cmd(host, ['link', 'set', 'vc0', 'master', 'br0'])
   // the bridge's link-local address comes with its first port's carrier: wait for it, so that a
@@ -58,8 +70,7 @@ async function remoteTransferServer(sb: Sandbox, remote: string, addr: string, p
 describe('forwarded traffic while interception is up', () => {
   it('a container behind a NAT bridge and a routed neighbour keep their TCP, v4 and v6; the host itself is still intercepted', async () => {
     await withSandbox('fw', async (sb) => {
-      const {host, remote} = await proxyTopology(sb)
-      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const {host, remote} = await forwardingTopology(sb)
       const c = await natContainer(sb, host)
       const n = await routedNeighbour(sb, host, remote)
       const up = await skfp(interceptArgs(sb, host))
@@ -99,8 +110,7 @@ const UDP = join(PROJECT_ROOT, 'test', 'fixtures', 'udp.py')
 describe('--lan: LAN clients and containers through the proxy', () => {
   it('a container behind a NAT bridge goes through the proxy with its own address (TCP and UDP, v4 and v6); the gateway itself and proxy-down stay right; down restores the host', async () => {
     await withSandbox('ln', async (sb) => {
-      const {host, remote} = await proxyTopology(sb)
-      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const {host, remote} = await forwardingTopology(sb)
       const c = await natContainer(sb, host)
       const before = await hostSnapshot([host], sb.cgroup)
       const up = await skfp(interceptArgs(sb, host, ['--lan', 'br0']))
@@ -154,8 +164,7 @@ describe('--lan: LAN clients and containers through the proxy', () => {
 describe('--lan: the bridge deleted and created again (a container runtime restarting it)', () => {
   it('while the bridge is gone the instance is half up naming its filter and up refuses; once it is back, up puts the filter back and the container goes through the proxy again', async () => {
     await withSandbox('lb', async (sb) => {
-      const {host, remote} = await proxyTopology(sb)
-      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const {host, remote} = await forwardingTopology(sb)
       const c = await natContainer(sb, host)
       const args = interceptArgs(sb, host, ['--lan', 'br0'])
       expect((await skfp(args)).exitCode).toBe(0)
@@ -174,10 +183,12 @@ describe('--lan: the bridge deleted and created again (a container runtime resta
       expect(refused.exitCode).toBe(4)
       expect(refused.stderr.trim()).toBe(`skfp: instance ${sb.name} is half up: the clsact qdisc of br0 is missing; tc filter on br0 ingress is missing: run \`skfp down --instance ${sb.name}\` first (it removes what is left: of a crash, an interrupted run, or changes removed under it), or up again with --replace`)
 
+      // an interface of that name that is no Ethernet one (a tun device) does not take the filter back
+      await sb.cmd(host, ['tuntap', 'add', 'br0', 'mode', 'tun'])
+      expect((await skfp(args)).stderr.trim()).toBe(refused.stderr.trim())
+      await sb.cmd(host, ['link', 'del', 'br0'])
       // it comes back with the same name and address; the container's port joins it again
-      await sb.cmd(host, ['link', 'add', 'br0', 'type', 'bridge'])
-      await sb.cmd(host, ['addr', 'add', '198.18.4.1/24', 'dev', 'br0'])
-      await sb.cmd(host, ['link', 'set', 'br0', 'up'])
+      await addBridge(sb, host)
       await sb.cmd(host, ['link', 'set', 'vc0', 'master', 'br0'])
       // meanwhile its connections go direct (forwarded and masqueraded): nothing watches for the bridge
       expect((await curl(sb, c, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
@@ -203,8 +214,7 @@ describe('--lan: the bridge deleted and created again (a container runtime resta
 describe('coexistence with the host firewall and other policy routing', () => {
   it("Docker's NAT and filter rules and another program's fwmark rule keep working through up and down, untouched", async () => {
     await withSandbox('dk', async (sb) => {
-      const {host, remote} = await proxyTopology(sb)
-      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const {host, remote} = await forwardingTopology(sb)
       const c = await natContainer(sb, host)
       // Docker's filter rules: FORWARD dropped but for the bridge's own traffic and its answers
       for (const tool of ['iptables', 'ip6tables'] as const)
