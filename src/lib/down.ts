@@ -9,6 +9,7 @@ import type {ObservedInstance} from './observe.js'
 import {PIN_ROOT} from './pins.js'
 import type {Step} from './plan.js'
 import * as bpftool from './tools/bpftool.js'
+import {markPath} from './holder.js'
 
 /** hold: this run's mark (holder.ts), made first so that another skfp sees who is working; the
  * last step removes it with the rest. */
@@ -16,7 +17,7 @@ export function planDown(o: ObservedInstance, hold: string, pinRoot = PIN_ROOT):
   if (!o.exists) return []
   const {pins} = o
   // tolerant: a down that ran beside it may have removed the directory already
-  const steps: Step[] = [{id: 'hold', title: 'Mark the instance as being changed', apply: [{fs: 'mkdir', path: `${pins.dir}/${hold}`}], undo: [], tolerant: true}]
+  const steps: Step[] = [{id: 'hold', title: 'Mark the instance as being changed', apply: [{fs: 'mkdir', path: markPath(pins.dir, hold)}], undo: [], tolerant: true}]
   if (o.config && o.config.flags & CFG_FASTPATH)
     steps.push({
       id: 'kill-switch',

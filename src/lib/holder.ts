@@ -31,6 +31,9 @@ export function holdMark(pid = process.pid): string {
   return `held-by-${pid}-${start}`
 }
 
+/** Where a run's mark goes in an instance directory. */
+export const markPath = (dir: string, mark: string) => `${dir}/${mark}`
+
 /** The pid of another live process that marked this instance directory, if any. */
 export function liveHolder(dir: string): number | undefined {
   let entries: string[]

@@ -14,6 +14,7 @@ import type {Change, InstanceRecord} from './record.js'
 import type {UpSettings} from './settings.js'
 import {diffSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
+import {markPath} from './holder.js'
 import type {ObservedInstance} from './observe.js'
 import {fastpathProblem, halfUpProblems, instanceState, type InstanceState} from './observe.js'
 
@@ -101,7 +102,7 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
   if (!facts.pinRootExists) steps.push({id: 'pin-root', title: `Create ${PIN_ROOT}`, apply: [{fs: 'mkdir', path: PIN_ROOT, existOk: true}], undo: [{fs: 'rmdir-if-empty', path: PIN_ROOT}]})
   steps.push(
     // the directory is the lock; the mark in it says who holds it (holder.ts)
-    {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}, {fs: 'mkdir', path: `${pins.dir}/${facts.hold}`}], undo: [{fs: 'rm', path: pins.dir}]},
+    {id: 'lock', title: `Create the instance directory ${pins.dir}`, apply: [{fs: 'mkdir', path: pins.dir}, {fs: 'mkdir', path: markPath(pins.dir, facts.hold)}], undo: [{fs: 'rm', path: pins.dir}]},
     {
       id: 'load',
       title: `Load and pin the programs and maps (${facts.fastpathVariant ? `fastpath: ${fastpathLabel(facts)}` : 'interception only: the fastpath is off'})`,
@@ -126,7 +127,7 @@ export function planUp(settings: UpSettings, facts: UpFacts): Step[] {
 
 /** The last step of a run that marked the instance: the mark goes (a crash before it leaves a mark
  * whose process is gone, which means nothing). */
-export const releaseStep = (pins: InstancePins, hold: string): Step => ({id: 'release', title: 'Release the instance', apply: [{fs: 'rm', path: `${pins.dir}/${hold}`}], undo: []})
+export const releaseStep = (pins: InstancePins, hold: string): Step => ({id: 'release', title: 'Release the instance', apply: [{fs: 'rm', path: markPath(pins.dir, hold)}], undo: []})
 
 /** The instance's state, unless another skfp is changing it, or it is half up and this is no
  * --replace (down, then up, which finishes a half-up instance as `down` does): then up is refused,
@@ -158,7 +159,7 @@ export function repairableChanges(o: ObservedInstance): Change[] | undefined {
 export function planRepair(o: ObservedInstance, changes: Change[], hold: string): Step[] {
   const {pins} = o
   return [
-    {id: 'hold', title: 'Mark the instance as being changed', apply: [{fs: 'mkdir', path: `${pins.dir}/${hold}`}], undo: [{fs: 'rm', path: `${pins.dir}/${hold}`}]},
+    {id: 'hold', title: 'Mark the instance as being changed', apply: [{fs: 'mkdir', path: markPath(pins.dir, hold)}], undo: [{fs: 'rm', path: markPath(pins.dir, hold)}]},
     ...changes.map((change) => changeStep(change, pins, o.record!.settings.netns)),
     releaseStep(pins, hold),
   ]
@@ -214,9 +215,9 @@ export function planFastpathAttach(observed: ObservedInstance, settings: UpSetti
     {
       id: 'load',
       title: `Load and pin the fastpath (${fastpathLabel(facts)})`,
-      apply: [{fs: 'mkdir', path: pins.fastpathMaps}, {fs: 'mkdir', path: `${pins.dir}/${facts.hold}`}, ...fastpathLoad(pins, facts.objects)],
+      apply: [{fs: 'mkdir', path: pins.fastpathMaps}, {fs: 'mkdir', path: markPath(pins.dir, facts.hold)}, ...fastpathLoad(pins, facts.objects)],
       // unpinning the readers' links detaches them; the programs go with their last reference
-      undo: [{fs: 'rm', path: pins.links}, ...[pins.prog.sockops, pins.prog.skMsg, pins.prog.finHold].map((path) => ({fs: 'rm' as const, path})), {fs: 'rm', path: pins.fastpathMaps}, {fs: 'rm', path: `${pins.dir}/${facts.hold}`}],
+      undo: [{fs: 'rm', path: pins.links}, ...[pins.prog.sockops, pins.prog.skMsg, pins.prog.finHold].map((path) => ({fs: 'rm' as const, path})), {fs: 'rm', path: pins.fastpathMaps}, {fs: 'rm', path: markPath(pins.dir, facts.hold)}],
     },
     rewriteStep(observed, 'record', 'Write the undo record and the configuration', record, true, !!facts.objects.readers),
     ...changes.map((change) => changeStep(change, pins, settings.netns)),
