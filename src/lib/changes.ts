@@ -128,9 +128,9 @@ const KINDS: {[K in Change['kind']]: Kind<Of<K>>} = {
     undo: (c, _, netns) => [tc.qdiscDelClsact(c.dev, netns)],
     name: (c) => `the clsact qdisc of ${c.dev}`,
     async observe(runner, c, o, netns) {
-      o.qdiscs[c.dev] = tc.hasClsact(await tc.qdiscs(runner, c.dev, netns))
-      const all = [...(await tc.filters(runner, c.dev, 'ingress', netns)), ...(await tc.filters(runner, c.dev, 'egress', netns))]
-      o.qdiscForeignFilters[c.dev] = tc.foreignFilters(all).length
+      const [qdiscs, ingress, egress] = await Promise.all([tc.qdiscs(runner, c.dev, netns), tc.filters(runner, c.dev, 'ingress', netns), tc.filters(runner, c.dev, 'egress', netns)])
+      o.qdiscs[c.dev] = tc.hasClsact(qdiscs)
+      o.qdiscForeignFilters[c.dev] = tc.foreignFilters([...ingress, ...egress]).length
     },
     present: (c, o) => !!o.intercept?.qdiscs[c.dev],
     undoable: (c, o) => o.intercept?.qdiscForeignFilters[c.dev] === 0, // skfp created it; it goes only when nobody else's filter is on it

@@ -66,6 +66,17 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
   const i = settings.intercept!
   const ns = settings.netns
   const has = (c: Change) => ours.some((o) => Object.entries(c).every(([k, v]) => (o as Record<string, unknown>)[k] === v))
+  const recorded = ours.find((c): c is Extract<Change, {kind: 'sysctl'}> => c.kind === 'sysctl' && c.key === ACCEPT_LOCAL)
+  // every read started at once (each is a program run); the checks below take them in their order,
+  // so the first problem named stays the same (a read that failed throws where it is taken)
+  const reads = onceEach(runner)
+  await Promise.allSettled([
+    ...families(i).flatMap((family) => [ip.rules(reads, family, ns), ip.routes(reads, family, String(i.table), ns)]),
+    ...interceptHooks(i).flatMap(({dev, direction}) => [tc.filters(reads, dev, direction, ns), tc.qdiscs(reads, dev, ns)]),
+    ...(recorded ? [] : [sysctl.get(reads, ACCEPT_LOCAL, ns)]),
+    ip.links(reads, ns),
+  ])
+  runner = reads
   const links = await ip.links(runner, ns)
   for (const [flag, devs] of [['--uplink', i.uplinks], ['--lan', i.lan]] as const)
     for (const dev of devs) {
@@ -94,7 +105,6 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
     const clsactGoes = has({kind: 'qdisc', dev})
     if ((clsactGoes || !tc.hasClsact(await tc.qdiscs(runner, dev, ns))) && !needsClsact.includes(dev)) needsClsact.push(dev)
   }
-  const recorded = ours.find((c): c is Extract<Change, {kind: 'sysctl'}> => c.kind === 'sysctl' && c.key === ACCEPT_LOCAL)
   const oldAcceptLocal = recorded?.old ?? (await sysctl.get(runner, ACCEPT_LOCAL, ns))
   if (oldAcceptLocal === undefined) throw usageError(`cannot read ${ACCEPT_LOCAL}`, 'the target namespace needs IPv4 on lo')
   return {loIfindex: lo.ifindex, oldAcceptLocal, needsClsact}
@@ -161,11 +171,11 @@ export async function observeIntercept(runner: Runner, i: InterceptSettings, cha
     f === 4
       ? !!i.proxyAddr4 && list.some((a) => a === `${i.proxyAddr4}${port}` || a === `0.0.0.0${port}` || a === `*${port}`)
       : !!i.proxyAddr6 && list.some((a) => a === `[${i.proxyAddr6}]${port}` || a === `[::]${port}` || a === `*${port}`)
-  const {tcp, udp} = await ip.listeners(runner, netns)
-  for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(tcp, f), i.udp && on(udp, f)]
-  // each hook's filters are read once, for its qdisc and its filter alike
+  // each hook's filters are read once, for its qdisc and its filter alike; the reads run at once
+  // (each change writes its own keys of o)
   const reads = onceEach(runner)
-  for (const c of changes) await observeChange(reads, c, o, netns)
+  const [{tcp, udp}] = await Promise.all([ip.listeners(runner, netns), ...changes.map((c) => observeChange(reads, c, o, netns))])
+  for (const f of [4, 6] as const) [o.listening[f], o.udpListening[f]] = [on(tcp, f), i.udp && on(udp, f)]
   return o
 }
 

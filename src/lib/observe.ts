@@ -68,12 +68,15 @@ export async function observeInstance(runner: Runner, instance: string, root = P
   const [sockops, skMsg, finHold, configBytes, counters] = [got.sockops(), got.skMsg(), got.finHold(), got.config(), got.counters()]
   const config = configBytes ? decodeConfig(configBytes) : undefined
   // one entry per live socket of the sockhash: read only where they mean something
-  const readers = config && config.flags & CFG_ADAPTIVE && existsSync(pins.map.readers) ? await bpftool.read(runner, bpftool.readerStates(pins.map.readers)) : undefined
   const cgroup = record?.settings.cgroup
-  const attached = (sockops || finHold) && cgroup && existsSync(cgroup) ? await bpftool.cgroupShow(runner, cgroup) : []
+  // independent reads, at once: each is a program started (status is run often, and by every up and down)
+  const [readers, attached, intercept] = await Promise.all([
+    config && config.flags & CFG_ADAPTIVE && existsSync(pins.map.readers) ? bpftool.read(runner, bpftool.readerStates(pins.map.readers)) : undefined,
+    (sockops || finHold) && cgroup && existsSync(cgroup) ? bpftool.cgroupShow(runner, cgroup) : [],
+    record?.settings.intercept ? observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined,
+  ])
   const sockopsAttached = !!sockops && attached.some((a) => a.id === sockops.id)
   const finHoldAttached = !!finHold && attached.some((a) => a.id === finHold.id)
-  const intercept = record?.settings.intercept ? await observeIntercept(runner, record.settings.intercept, record.changes, record.settings.netns) : undefined
   return {
     ...base,
     record,
