@@ -1,10 +1,15 @@
 // The fastpath's hazards, probed for real: the self-test verdict, --fastpath auto following it,
 // and the memory guard holding a slow reader's queue to its bound over 1 GiB each way.
-import {existsSync} from 'node:fs'
+import {execa} from 'execa'
+import {existsSync, readdirSync} from 'node:fs'
+import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
-import {programPath} from '../../src/lib/build.js'
-import {VERDICT_PIN} from '../../src/lib/pins.js'
-import {removeVerdict, requireRoot, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
+import {DOCTOR_NAME} from '../../src/lib/doctor.js'
+import {cgroup2Mount} from '../../src/lib/host.js'
+import {PIN_ROOT, VERDICT_PIN} from '../../src/lib/pins.js'
+import * as ip from '../../src/lib/tools/ip.js'
+import {removeVerdict, requireRoot, runner, skfp, status, upArgs, withSandbox} from './helpers.js'
 
 // what the memory guard promises to keep equal to plain TCP (splice, MSG_WAITALL and the rare
 // EAGAIN of a blocking recv after a demotion are kernel behaviours the guard cannot change)
@@ -45,6 +50,62 @@ describe('kernel self-test', () => {
         for (const hazard of v.hazards) expect(line).toContain(hazard)
         expect((await status(sb.name)).fastpath.enabled).toBe(false)
       }
+    })
+  })
+})
+
+/** The CLI with args, sent `signal` once `line` shows on its stdout or stderr (the self-test's first
+ * probe passed: the second one is running); its exit code and both outputs. */
+async function interruptedAt(args: string[], line: RegExp, signal: NodeJS.Signals) {
+  const child = execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: 120_000})
+  let all = ''
+  await new Promise<void>((resolve, reject) => {
+    child.all!.on('data', (d) => {
+      all += String(d)
+      if (line.test(all)) resolve()
+    })
+    child.on('exit', () => reject(new Error(`exited before ${line}: ${all}`)))
+  })
+  child.kill(signal)
+  const r = await child
+  return {exitCode: r.exitCode ?? -1, all: String(r.all)}
+}
+
+/** What a self-test leaves when it is stopped: its namespaces, cgroup, pins; and a verdict. */
+async function selfTestLeftovers(): Promise<string[]> {
+  const cg = cgroup2Mount()
+  return [
+    ...(await ip.netnsList(runner)).filter((n) => n.startsWith(DOCTOR_NAME)).map((n) => `netns ${n}`),
+    ...(cg && existsSync(join(cg, DOCTOR_NAME)) ? [`cgroup ${DOCTOR_NAME}`] : []),
+    ...(existsSync(PIN_ROOT) ? readdirSync(PIN_ROOT).map((p) => `pin ${p}`) : []),
+  ]
+}
+
+describe('the self-test stopped by a signal', () => {
+  it('doctor sent SIGINT mid-probe: exits 130, reports no probe failed for it, pins no verdict, leaves nothing', async () => {
+    requireRoot()
+    removeVerdict()
+    const r = await interruptedAt(['doctor', '--rerun'], /^pass {2}splice$/m, 'SIGINT')
+    expect(r.exitCode, r.all).toBe(130)
+    expect(r.all).toContain('skfp: stopped by SIGINT')
+    // the probe it killed has no result: before, it was printed as `FAIL  waitall: no result (exit -1)`
+    expect(r.all).not.toMatch(/^FAIL/m)
+    expect(existsSync(VERDICT_PIN), 'an interrupted self-test pins no verdict').toBe(false)
+    expect(await selfTestLeftovers()).toEqual([])
+  })
+
+  it('up --fastpath auto sent SIGTERM during the self-test it runs first: exits 143, the instance down, nothing left', async () => {
+    requireRoot()
+    removeVerdict()
+    await withSandbox('ai', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const r = await interruptedAt(upArgs(sb, ns).filter((a) => a !== '--json').map((a) => (a === 'all' ? 'auto' : a)), /^pass {2}splice$/m, 'SIGTERM')
+      expect(r.exitCode, r.all).toBe(143)
+      expect(r.all).toContain('skfp: stopped by SIGTERM')
+      expect(r.all).not.toMatch(/^FAIL/m)
+      expect((await status(sb.name)).state).toBe('down')
+      expect(existsSync(VERDICT_PIN)).toBe(false)
+      expect(await selfTestLeftovers()).toEqual([])
     })
   })
 })
