@@ -3,10 +3,12 @@
  * scenario completed with 0 errors and positive figures, and that the host is clean afterwards.
  * The speed targets belong to the benchmark itself, not to the test suite.
  */
+import {execa} from 'execa'
 import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
+import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {cgroup2Mount} from '../../src/lib/host.js'
 import * as ip from '../../src/lib/tools/ip.js'
 import {VERDICT_PIN} from '../../src/lib/pins.js'
@@ -89,6 +91,29 @@ describe('skfp bench', () => {
     expect(readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
     expect(existsSync('/sys/fs/bpf/skfp/skfp-bench')).toBe(false)
     expect(existsSync(VERDICT_PIN)).toBe(false)
+    expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
+  })
+
+  it('Ctrl-C in the middle of a measurement: exits 130, writes no report, leaves nothing behind', async () => {
+    requireRoot()
+    const rulesBefore = await ip.rules(runner, 4)
+    const dir = join(out, 'interrupted')
+    const argv = [process.execPath, join(PROJECT_ROOT, 'bin', 'run.js'), 'bench', '--duration', '2', '--runs', '1', '--scenarios', 'loopback,proxy-tc-fastpath', '--out', dir]
+    const child = execa(argv[0], argv.slice(1), {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: 120_000})
+    let all = ''
+    // the second scenario is measured through interception and the fastpath: an instance is up then
+    await new Promise<void>((resolve, reject) => {
+      child.all!.on('data', (d) => (all += String(d)).includes('proxy-tc-fastpath, round 1 of 1') && resolve())
+      child.on('exit', () => reject(new Error(`bench exited before its second scenario: ${all}`)))
+    })
+    child.kill('SIGINT')
+    const r = await child
+    expect(r.exitCode, String(r.all)).toBe(130)
+    expect(String(r.all)).toContain('skfp: stopped by SIGINT')
+    expect(existsSync(dir), 'no report of an interrupted run').toBe(false)
+    expect((await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
+    expect(readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
+    expect(existsSync('/sys/fs/bpf/skfp/skfp-bench')).toBe(false)
     expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
   })
 
