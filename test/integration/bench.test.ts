@@ -3,20 +3,27 @@
  * scenario completed with 0 errors and positive figures, and that the host is clean afterwards.
  * The speed targets belong to the benchmark itself, not to the test suite.
  */
-import {execa} from 'execa'
 import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
-import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {cgroup2Mount} from '../../src/lib/host.js'
 import * as ip from '../../src/lib/tools/ip.js'
 import {VERDICT_PIN} from '../../src/lib/pins.js'
-import {removeVerdict, requireRoot, runner, skfp} from './helpers.js'
+import {interruptedAt, removeVerdict, requireRoot, runner, skfp} from './helpers.js'
 
 const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath', 'lan-iptables', 'lan-tc']
 const UDP = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp-lan-tc']
 const APPS = ['redis-get', 'redis-get-pipelined', 'nginx-small-c1', 'nginx-large-c8', 'gorelay-nginx-large-c1']
+
+/** What a bench run could leave: its namespaces, cgroup and instance (all named skfp-bench). */
+async function benchLeftovers(): Promise<string[]> {
+  return [
+    ...(await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench')).map((n) => `netns ${n}`),
+    ...readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench')).map((n) => `cgroup ${n}`),
+    ...(existsSync('/sys/fs/bpf/skfp/skfp-bench') ? ['pins /sys/fs/bpf/skfp/skfp-bench'] : []),
+  ]
+}
 
 describe('skfp bench', () => {
   const out = mkdtempSync(join(tmpdir(), 'skfp-tt-bench-'))
@@ -87,9 +94,7 @@ describe('skfp bench', () => {
 
     // nothing named skfp-bench is left, and the host's own routing rules are as they were
     expect(clean).toBe(true)
-    expect((await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
-    expect(readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
-    expect(existsSync('/sys/fs/bpf/skfp/skfp-bench')).toBe(false)
+    expect(await benchLeftovers()).toEqual([])
     expect(existsSync(VERDICT_PIN)).toBe(false)
     expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
   })
@@ -98,22 +103,12 @@ describe('skfp bench', () => {
     requireRoot()
     const rulesBefore = await ip.rules(runner, 4)
     const dir = join(out, 'interrupted')
-    const argv = [process.execPath, join(PROJECT_ROOT, 'bin', 'run.js'), 'bench', '--duration', '2', '--runs', '1', '--scenarios', 'loopback,proxy-tc-fastpath', '--out', dir]
-    const child = execa(argv[0], argv.slice(1), {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: 120_000})
-    let all = ''
     // the second scenario is measured through interception and the fastpath: an instance is up then
-    await new Promise<void>((resolve, reject) => {
-      child.all!.on('data', (d) => (all += String(d)).includes('proxy-tc-fastpath, round 1 of 1') && resolve())
-      child.on('exit', () => reject(new Error(`bench exited before its second scenario: ${all}`)))
-    })
-    child.kill('SIGINT')
-    const r = await child
-    expect(r.exitCode, String(r.all)).toBe(130)
-    expect(String(r.all)).toContain('skfp: stopped by SIGINT')
+    const r = await interruptedAt(['bench', '--duration', '2', '--runs', '1', '--scenarios', 'loopback,proxy-tc-fastpath', '--out', dir], /proxy-tc-fastpath, round 1 of 1/, 'SIGINT')
+    expect(r.exitCode, r.all).toBe(130)
+    expect(r.all).toContain('skfp: stopped by SIGINT')
     expect(existsSync(dir), 'no report of an interrupted run').toBe(false)
-    expect((await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
-    expect(readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench'))).toEqual([])
-    expect(existsSync('/sys/fs/bpf/skfp/skfp-bench')).toBe(false)
+    expect(await benchLeftovers()).toEqual([])
     expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
   })
 

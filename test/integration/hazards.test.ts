@@ -1,15 +1,14 @@
 // The fastpath's hazards, probed for real: the self-test verdict, --fastpath auto following it,
 // and the memory guard holding a slow reader's queue to its bound over 1 GiB each way.
-import {execa} from 'execa'
 import {existsSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
-import {PROJECT_ROOT, programPath} from '../../src/lib/build.js'
+import {programPath} from '../../src/lib/build.js'
 import {DOCTOR_NAME} from '../../src/lib/doctor.js'
 import {cgroup2Mount} from '../../src/lib/host.js'
 import {PIN_ROOT, VERDICT_PIN} from '../../src/lib/pins.js'
 import * as ip from '../../src/lib/tools/ip.js'
-import {removeVerdict, requireRoot, runner, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {interruptedAt, removeVerdict, requireRoot, runner, skfp, status, upArgs, withSandbox} from './helpers.js'
 
 // what the memory guard promises to keep equal to plain TCP (splice, MSG_WAITALL and the rare
 // EAGAIN of a blocking recv after a demotion are kernel behaviours the guard cannot change)
@@ -53,23 +52,6 @@ describe('kernel self-test', () => {
     })
   })
 })
-
-/** The CLI with args, sent `signal` once `line` shows on its stdout or stderr (the self-test's first
- * probe passed: the second one is running); its exit code and both outputs. */
-async function interruptedAt(args: string[], line: RegExp, signal: NodeJS.Signals) {
-  const child = execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: 120_000})
-  let all = ''
-  await new Promise<void>((resolve, reject) => {
-    child.all!.on('data', (d) => {
-      all += String(d)
-      if (line.test(all)) resolve()
-    })
-    child.on('exit', () => reject(new Error(`exited before ${line}: ${all}`)))
-  })
-  child.kill(signal)
-  const r = await child
-  return {exitCode: r.exitCode ?? -1, all: String(r.all)}
-}
 
 /** What a self-test leaves when it is stopped: its namespaces, cgroup, pins; and a verdict. */
 async function selfTestLeftovers(): Promise<string[]> {

@@ -120,3 +120,20 @@ export async function expectRedirected(instance: string, sockets: number): Promi
   expect(s.counters.socketsAdded).toBe(sockets)
   expect(s.counters.bytesRedirected).toBeGreaterThan(0)
 }
+
+/** The CLI with args, sent `signal` once `line` shows on its stdout or stderr (a step it says it
+ * is at); its exit code and both outputs. */
+export async function interruptedAt(args: string[], line: RegExp, signal: NodeJS.Signals) {
+  const child = execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: 120_000})
+  let all = ''
+  await new Promise<void>((resolve, reject) => {
+    child.all!.on('data', (d) => {
+      all += String(d)
+      if (line.test(all)) resolve()
+    })
+    child.on('exit', () => reject(new Error(`exited before ${line}: ${all}`)))
+  })
+  child.kill(signal)
+  const r = await child
+  return {exitCode: r.exitCode ?? -1, all: String(r.all)}
+}
