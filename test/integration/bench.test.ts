@@ -3,27 +3,17 @@
  * scenario completed with 0 errors and positive figures, and that the host is clean afterwards.
  * The speed targets belong to the benchmark itself, not to the test suite.
  */
-import {existsSync, mkdtempSync, readFileSync, readdirSync, rmSync} from 'node:fs'
+import {existsSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
-import {cgroup2Mount} from '../../src/lib/host.js'
 import * as ip from '../../src/lib/tools/ip.js'
 import {VERDICT_PIN} from '../../src/lib/pins.js'
-import {interruptedAt, removeVerdict, requireRoot, runner, skfp} from './helpers.js'
+import {interruptedAt, namedLeftovers, removeVerdict, requireRoot, runner, skfp} from './helpers.js'
 
 const SCENARIOS = ['loopback', 'loopback-fastpath', 'uds', 'proxy-iptables', 'proxy-tc', 'proxy-tc-fastpath', 'lan-iptables', 'lan-tc']
 const UDP = ['udp-iptables', 'udp-tc', 'udp-lan-iptables', 'udp-lan-tc']
 const APPS = ['redis-get', 'redis-get-pipelined', 'nginx-small-c1', 'nginx-large-c8', 'gorelay-nginx-large-c1']
-
-/** What a bench run could leave: its namespaces, cgroup and instance (all named skfp-bench). */
-async function benchLeftovers(): Promise<string[]> {
-  return [
-    ...(await ip.netnsList(runner)).filter((n) => n.startsWith('skfp-bench')).map((n) => `netns ${n}`),
-    ...readdirSync(cgroup2Mount()!).filter((n) => n.startsWith('skfp-bench')).map((n) => `cgroup ${n}`),
-    ...(existsSync('/sys/fs/bpf/skfp/skfp-bench') ? ['pins /sys/fs/bpf/skfp/skfp-bench'] : []),
-  ]
-}
 
 describe('skfp bench', () => {
   const out = mkdtempSync(join(tmpdir(), 'skfp-tt-bench-'))
@@ -94,7 +84,7 @@ describe('skfp bench', () => {
 
     // nothing named skfp-bench is left, and the host's own routing rules are as they were
     expect(clean).toBe(true)
-    expect(await benchLeftovers()).toEqual([])
+    expect(await namedLeftovers('skfp-bench')).toEqual([])
     expect(existsSync(VERDICT_PIN)).toBe(false)
     expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
   })
@@ -108,7 +98,7 @@ describe('skfp bench', () => {
     expect(r.exitCode, r.all).toBe(130)
     expect(r.all).toContain('skfp: stopped by SIGINT')
     expect(existsSync(dir), 'no report of an interrupted run').toBe(false)
-    expect(await benchLeftovers()).toEqual([])
+    expect(await namedLeftovers('skfp-bench')).toEqual([])
     expect(await ip.rules(runner, 4)).toEqual(rulesBefore)
   })
 

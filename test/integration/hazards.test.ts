@@ -1,14 +1,11 @@
 // The fastpath's hazards, probed for real: the self-test verdict, --fastpath auto following it,
 // and the memory guard holding a slow reader's queue to its bound over 1 GiB each way.
 import {existsSync, readdirSync} from 'node:fs'
-import {join} from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
 import {programPath} from '../../src/lib/build.js'
 import {DOCTOR_NAME} from '../../src/lib/doctor.js'
-import {cgroup2Mount} from '../../src/lib/host.js'
 import {PIN_ROOT, VERDICT_PIN} from '../../src/lib/pins.js'
-import * as ip from '../../src/lib/tools/ip.js'
-import {interruptedAt, removeVerdict, requireRoot, runner, skfp, status, upArgs, withSandbox} from './helpers.js'
+import {interruptedAt, namedLeftovers, removeVerdict, requireRoot, skfp, status, upArgs, withSandbox} from './helpers.js'
 
 // what the memory guard promises to keep equal to plain TCP (splice, MSG_WAITALL and the rare
 // EAGAIN of a blocking recv after a demotion are kernel behaviours the guard cannot change)
@@ -55,12 +52,7 @@ describe('kernel self-test', () => {
 
 /** What a self-test leaves when it is stopped: its namespaces, cgroup, pins; and a verdict. */
 async function selfTestLeftovers(): Promise<string[]> {
-  const cg = cgroup2Mount()
-  return [
-    ...(await ip.netnsList(runner)).filter((n) => n.startsWith(DOCTOR_NAME)).map((n) => `netns ${n}`),
-    ...(cg && existsSync(join(cg, DOCTOR_NAME)) ? [`cgroup ${DOCTOR_NAME}`] : []),
-    ...(existsSync(PIN_ROOT) ? readdirSync(PIN_ROOT).map((p) => `pin ${p}`) : []),
-  ]
+  return [...(await namedLeftovers(DOCTOR_NAME)), ...(existsSync(PIN_ROOT) ? readdirSync(PIN_ROOT).map((p) => `pin ${p}`) : [])]
 }
 
 describe('the self-test stopped by a signal', () => {

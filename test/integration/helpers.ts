@@ -6,6 +6,8 @@ import {join} from 'node:path'
 import {expect} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {ExecaRunner} from '../../src/lib/exec.js'
+import {cgroup2Mount} from '../../src/lib/host.js'
+import * as ip from '../../src/lib/tools/ip.js'
 import {forgetVerdict} from '../../src/lib/teardown.js'
 import {Sandbox} from '../../src/lib/sandbox.js'
 import {multiarchInclude} from '../../src/lib/tools/clang.js'
@@ -136,4 +138,15 @@ export async function interruptedAt(args: string[], line: RegExp, signal: NodeJS
   child.kill(signal)
   const r = await child
   return {exitCode: r.exitCode ?? -1, all: String(r.all)}
+}
+
+/** What a run of skfp's own sandbox NAME (doctor's skfp-doctor, bench's skfp-bench) could leave:
+ * its namespaces, its cgroup, its instance's pins. */
+export async function namedLeftovers(name: string): Promise<string[]> {
+  const cg = cgroup2Mount()
+  return [
+    ...(await ip.netnsList(runner)).filter((n) => n.startsWith(name)).map((n) => `netns ${n}`),
+    ...(cg ? readdirSync(cg).filter((n) => n.startsWith(name)).map((n) => `cgroup ${n}`) : []),
+    ...(existsSync(`/sys/fs/bpf/skfp/${name}`) ? [`pins /sys/fs/bpf/skfp/${name}`] : []),
+  ]
 }
