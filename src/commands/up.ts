@@ -1,6 +1,8 @@
 import {Flags} from '@oclif/core'
 import {SkfpCommand} from '../lib/base-command.js'
 import {renderPlan} from '../lib/render.js'
+import {usageError} from '../lib/errors.js'
+import {followInstance} from '../lib/follow.js'
 import {upInstance, type UpResult} from '../lib/lifecycle.js'
 import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
 
@@ -35,17 +37,28 @@ export default class Up extends SkfpCommand {
     replace: Flags.boolean({default: false, description: 'Take a running or half-up instance down and up again with these settings (whether they differ or not).'}),
     'dry-run': Flags.boolean({default: false, description: 'Print every command it would run; change nothing.'}),
     debug: Flags.boolean({default: false, description: 'Load the tracing build (skfp build --debug).'}),
+    follow: Flags.boolean({default: false, description: 'Stay in the foreground after up: when an interface comes back or the default routes move, put the instance right as up with the same flags would; Ctrl-C or SIGTERM stop following and leave the instance up; a down ends it.'}),
   }
 
   async run(): Promise<UpResult> {
     const {flags} = await this.parse(Up)
     const settings = parseUpFlags({...flags, cgroup: flags.cgroup ?? ''})
-    const result = await upInstance(settings, {...this.planOptions(flags['dry-run']), replace: flags.replace, debugObject: flags.debug}, this.runner())
+    if (flags.follow && (flags['dry-run'] || this.jsonEnabled())) throw usageError(`--follow does not go with --${flags['dry-run'] ? 'dry-run' : 'json'}`, 'it stays in the foreground and says what it does in lines of text (run it from a terminal or a service)')
+    if (flags.follow && !settings.intercept) throw usageError('--follow needs --proxy-port', 'an instance without interception has no interfaces or routes to follow')
+    const runner = this.runner()
+    const opts = {...this.planOptions(flags['dry-run']), debugObject: flags.debug}
+    const result = await upInstance(settings, {...opts, replace: flags.replace}, runner)
     if (result.dryRun) this.say(renderPlan(result.plan))
     else if (result.action === 'unchanged') this.say(`instance ${result.instance} is already up with these settings`)
     else if (result.action === 'switched') this.say(`instance ${result.instance}: fastpath switched ${result.fastpath ? 'on' : 'off'}`)
+    else if (result.uplinksMoved) this.say(`instance ${result.instance} follows the default routes: uplinks ${result.uplinksMoved.from.join(', ')} → ${result.uplinksMoved.to.join(', ')} (taken down and up again)`)
     else if (result.action === 'repaired') this.say(`instance ${result.instance} is up again: ${result.plan.filter((s) => s.id !== 'hold' && s.id !== 'release').length} missing change(s) put back`)
     else this.say(`instance ${result.instance} is up (fastpath ${result.fastpath ? 'on' : 'off'})`)
+    if (flags.follow) {
+      this.say(`following the links and routes of ${settings.netns ? `netns ${settings.netns}` : 'the host'}: Ctrl-C stops (the instance stays up)`)
+      const end = await followInstance(settings, opts, runner, (line) => this.say(line))
+      this.say(end === 'down' ? `instance ${result.instance} was taken down: no longer following` : `stopped following: instance ${result.instance} stays up (skfp down takes it down)`)
+    }
     return result
   }
 }

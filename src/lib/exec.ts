@@ -170,6 +170,22 @@ export class ExecaRunner implements Runner {
   }
 }
 
+/** A tool that runs until it is stopped (ip monitor): each line of its output handed over as it
+ * comes. `ended` settles when it exits, which before stop() is a failure. */
+export function watchTool(cmd: Cmd, onLine: (line: string) => void): {ended: Promise<RunResult>; stop(): void} {
+  const [file, ...args] = argvOf(cmd, (t) => resolveTool(t))
+  const child = execa(file, args, {shell: false, reject: false, stdin: 'ignore', env: {...TOOL_ENV, ...cmd.env}, extendEnv: false, buffer: {stdout: false, stderr: true}})
+  let partial = ''
+  child.stdout!.setEncoding('utf8')
+  child.stdout!.on('data', (chunk: string) => {
+    const lines = (partial + chunk).split('\n')
+    partial = lines.pop()!
+    for (const line of lines) onLine(line)
+  })
+  const ended = child.then((r) => ({stdout: '', stderr: String(r.stderr ?? ''), exitCode: r.exitCode ?? -1}))
+  return {ended, stop: () => void child.kill()}
+}
+
 /** A program skfp built or found itself (absolute path), e.g. build/bin/skfp-run, iperf3, v2ray. */
 export function startProgram(argv: string[], opts: {timeoutMs?: number} = {}) {
   if (!argv[0]?.startsWith('/')) throw new SkfpError('bug', `program path must be absolute: ${argv[0]}`, 'report this')

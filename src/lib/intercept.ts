@@ -10,7 +10,7 @@ import {onceEach, type Cmd, type Runner} from './exec.js'
 import {parseCidr} from './net.js'
 import type {InstancePins} from './pins.js'
 import type {Change, TcProg} from './record.js'
-import type {InterceptSettings, UpSettings} from './settings.js'
+import {diffSettings, type InterceptSettings, type UpSettings} from './settings.js'
 import * as bpftool from './tools/bpftool.js'
 import * as ip from './tools/ip.js'
 import * as sysctl from './tools/sysctl.js'
@@ -29,14 +29,33 @@ export interface InterceptFacts {
   needsClsact: string[]
 }
 
+/** The devices the default routes of the target netns leave by, both families (each next hop of a
+ * multipath one), sorted. */
+export async function defaultRouteDevs(runner: Runner, netns?: string): Promise<string[]> {
+  const devs = new Set<string>()
+  const tables = await Promise.all(([4, 6] as const).map((family) => ip.routes(runner, family, 'main', netns)))
+  for (const r of tables.flat()) if (r.dst === 'default') for (const dev of [r.dev, ...(r.nexthops ?? []).map((h) => h.dev)]) if (dev) devs.add(dev)
+  return [...devs].sort()
+}
+
 /** The uplinks: as given, or the devices of the default routes in the target netns. */
 export async function resolveUplinks(runner: Runner, settings: UpSettings): Promise<UpSettings> {
   const i = settings.intercept
   if (!i || i.uplinks.length > 0) return settings
-  const devs = new Set<string>()
-  for (const family of [4, 6] as const) for (const r of await ip.routes(runner, family, 'main', settings.netns)) if (r.dst === 'default' && r.dev) devs.add(r.dev)
-  if (devs.size === 0) throw usageError(`no default route in ${settings.netns ? `netns ${settings.netns}` : 'the host namespace'}`, 'name the interfaces to intercept with --uplink')
-  return {...settings, intercept: {...i, uplinks: [...devs].sort()}}
+  const devs = await defaultRouteDevs(runner, settings.netns)
+  if (devs.length === 0) throw usageError(`no default route in ${settings.netns ? `netns ${settings.netns}` : 'the host namespace'}`, 'name the interfaces to intercept with --uplink')
+  return {...settings, intercept: {...i, uplinks: devs}}
+}
+
+/** Uplinks taken from the default routes (no --uplink) that are no longer the recorded ones: the
+ * routes moved (another network, an interface gone), and up follows them. undefined: they did not,
+ * or the uplinks were given, or something else differs too (then the usual refusal lists it all). */
+export function movedUplinks(recorded: UpSettings | undefined, wanted: UpSettings, resolved: UpSettings): {from: string[]; to: string[]} | undefined {
+  const [was, now] = [recorded?.intercept, resolved.intercept]
+  if (!was || !now || (wanted.intercept?.uplinks.length ?? 1) > 0) return undefined
+  if (JSON.stringify(was.uplinks) === JSON.stringify(now.uplinks)) return undefined
+  if (diffSettings({...recorded!, fastpath: resolved.fastpath, intercept: {...was, uplinks: now.uplinks}}, resolved).length > 0) return undefined
+  return {from: was.uplinks, to: now.uplinks}
 }
 
 /** Where interception's tc programs sit: lo's ingress, each uplink's egress and, with UDP, its

@@ -9,6 +9,12 @@ import {SkfpError} from './errors.js'
 const controller = new AbortController()
 let received: NodeJS.Signals | undefined
 let installed = false
+let stopping = 'stopping, then undoing what was done…'
+
+/** What the first signal is said to do, where that is not undoing (up --follow leaves the instance up). */
+export function sayOnSignal(text: string): void {
+  stopping = text
+}
 
 /** Aborted on the first signal: long-running programs (probes, iperf3, proxies) are killed with it. */
 export const interruptSignal: AbortSignal = controller.signal
@@ -22,7 +28,7 @@ export function installSignalHandlers(say: (line: string) => void = (l) => proce
       return
     }
     received = signal
-    say(`skfp: ${signal}: stopping, then undoing what was done…`)
+    say(`skfp: ${signal}: ${stopping}`)
     controller.abort()
   }
   process.on('SIGINT', handle)

@@ -5,7 +5,7 @@ import {build, fastpathObject, interceptObject, isBuilt, objectDir, readersObjec
 import {assignsReuseport, pinnableSupport, probeDatapath, refusals, REUSEPORT_NOTE, supportKey, type DatapathSupport, type LoadRefusal} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
-import {gatherInterceptFacts, resolveUplinks} from './intercept.js'
+import {gatherInterceptFacts, movedUplinks, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
 import {instanceState, observeInstance, type ObservedInstance} from './observe.js'
 import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
@@ -20,10 +20,13 @@ import {holdMark} from './holder.js'
 
 export interface UpResult {
   instance: string
-  action: 'created' | 'replaced' | 'switched' | 'repaired' | 'unchanged'
+  /** down: the instance is not up and keepDown was asked (up --follow after a down). */
+  action: 'created' | 'replaced' | 'switched' | 'repaired' | 'unchanged' | 'down'
   dryRun: boolean
   fastpath: boolean
   plan: PlanResult['preview']
+  /** The uplinks followed the default routes to other interfaces (no --uplink given): replaced. */
+  uplinksMoved?: {from: string[]; to: string[]}
 }
 
 export interface UpOptions extends RunPlanOptions {
@@ -31,6 +34,9 @@ export interface UpOptions extends RunPlanOptions {
   debugObject?: boolean
   /** Another fastpath object (the benchmark's unguarded build, a test's small sockhash). */
   fastpathObject?: string
+  /** Only put right an instance that is there: one that is down stays down (up --follow, which a
+   * down ends). */
+  keepDown?: boolean
   /** What the kernel loads, when this process has found it already (the self-test's up). */
   support?: DatapathSupport
 }
@@ -50,20 +56,26 @@ export function preflight(settings: UpSettings, tools: Parameters<typeof resolve
 
 export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runner: Runner = new ExecaRunner()): Promise<UpResult> {
   const tools: Tool[] = ['bpftool', 'mount', 'umount', ...(wanted.netns ? (['nsenter'] as const) : []), ...(wanted.intercept ? (['tc', 'ip', 'sysctl'] as const) : [])]
-  const settings = await resolveUplinks(runner, preflight(wanted, tools))
+  const checked = preflight(wanted, tools)
+  const observed = await observeInstance(runner, checked.instance)
+  if (observed.holder) throw busyError(checked.instance, observed.holder)
+  if (opts.keepDown && !observed.exists) return {instance: checked.instance, action: 'down', dryRun: !!opts.dryRun, fastpath: false, plan: []}
+  const settings = await resolveUplinks(runner, checked)
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
-  const observed = await observeInstance(runner, settings.instance)
-  if (observed.holder) throw busyError(settings.instance, observed.holder)
+  // no --uplink: the uplinks are the default routes' interfaces, and follow them when they move
+  // (another network, the recorded interface gone): down and up again on the new ones
+  const uplinksMoved = movedUplinks(observed.record?.settings, wanted, settings)
+  const replace = !!opts.replace || !!uplinksMoved
   // half up with only tc changes gone, the same settings: they are put back (nothing to load)
-  if (instanceState(observed) === 'half-up' && !opts.replace) return repair(observed, settings, opts, runner)
+  if (instanceState(observed) === 'half-up' && !replace) return repair(observed, settings, opts, runner)
   // everything is validated (collisions included) before `auto` may run the self-test
-  const state = refuseUnsettled(observed, settings.instance, !!opts.replace)
+  const state = refuseUnsettled(observed, settings.instance, replace)
   let interceptFacts = settings.intercept && state === 'down' ? await gatherInterceptFacts(runner, settings) : undefined
   const support = opts.support ?? (await datapathSupport(runner, target))
   if (support.intercept) throw await loadRefused(runner, target, support, 'skfp cannot load', (s) => s.intercept, 'it needs Linux 5.10 or later with BTF; `skfp doctor` lists what this kernel lacks')
   if (settings.intercept && !opts.dryRun && !assignsReuseport()) (opts.log ?? warn)(`note: ${REUSEPORT_NOTE} (skfp doctor)`)
   const fastpath = await resolveFastpath(settings, support, runner, opts, target)
-  const decision = decideUp(observed, settings, fastpath, !!opts.replace)
+  const decision = decideUp(observed, settings, fastpath, replace)
   if (decision.kind === 'noop') return {instance: settings.instance, action: 'unchanged', dryRun: !!opts.dryRun, fastpath, plan: []}
   // the fastpath's objects only when it is on (resolveFastpath has refused `on`, or turned `auto` off, where the kernel loads none)
   const objects = {
@@ -101,7 +113,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     hold,
   })
   const result = await runPlan(steps, exec, opts)
-  return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview}
+  return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview, ...(uplinksMoved && {uplinksMoved})}
 }
 
 /** A half-up instance whose only missing changes are tc ones (repairableChanges), asked again with

@@ -1,7 +1,9 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
 import {CFG_ADAPTIVE, CFG_FASTPATH, type Counters} from './config.js'
 import {REUSEPORT_NOTE} from './datapath.js'
+import {existsSync} from 'node:fs'
 import {hookKey} from './changes.js'
+import {defaultRouteDevs} from './intercept.js'
 import type {Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
 import {halfUpProblems, instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
@@ -58,16 +60,23 @@ export interface InstanceStatus {
     /** UDP interception, and the proxy's UDP sockets (null when UDP is off or the family is not proxied). */
     udp: {enabled: boolean; listening: {v4: boolean | null; v6: boolean | null}}
     proxyDown: string
+    /** The interfaces the netns's default routes leave by now (null: not read). One that is no
+     * uplink is a warning: what leaves by it is not intercepted. */
+    defaultRoutes: string[] | null
   } | null
   counters: Counters | null
   pinDir: string
 }
 
-export function statusOf(o: ObservedInstance): InstanceStatus {
+/** defaultRoutes: the devices of the instance netns's default routes, where they were read. */
+export function statusOf(o: ObservedInstance, defaultRoutes?: string[]): InstanceStatus {
   const state = instanceState(o)
   const problems = halfUpProblems(o)
   const warnings: string[] = []
   if (o.counters?.assignRefused) warnings.push(`the kernel refused the proxy's socket ${o.counters.assignRefused} times: ${REUSEPORT_NOTE}`)
+  const uplinks = o.record?.settings.intercept?.uplinks
+  const unhooked = uplinks ? (defaultRoutes ?? []).filter((d) => !uplinks.includes(d)) : []
+  if (unhooked.length > 0) warnings.push(`the default route leaves by ${unhooked.join(', ')}, which is not intercepted (uplinks: ${uplinks!.join(', ')}): run \`skfp up\` again with the same flags (with no --uplink it takes the default routes' interfaces), or --replace with --uplink`)
   return {
     instance: o.instance,
     state,
@@ -87,7 +96,7 @@ export function statusOf(o: ObservedInstance): InstanceStatus {
       skMsg: o.progs.skMsg ? {id: o.progs.skMsg.id} : null,
       finHold: o.progs.finHold ? {id: o.progs.finHold.id, attached: o.finHoldAttached} : null,
     },
-    intercept: interceptStatus(o),
+    intercept: interceptStatus(o, defaultRoutes),
     counters: o.counters ?? null,
     pinDir: o.pins.dir,
   }
@@ -106,7 +115,7 @@ function readersOf(o: ObservedInstance): InstanceStatus['fastpath']['readers'] {
   }
 }
 
-function interceptStatus(o: ObservedInstance): InstanceStatus['intercept'] {
+function interceptStatus(o: ObservedInstance, defaultRoutes?: string[]): InstanceStatus['intercept'] {
   const i = o.record?.settings.intercept
   const seen = o.intercept
   if (!i || !seen) return null
@@ -120,13 +129,22 @@ function interceptStatus(o: ObservedInstance): InstanceStatus['intercept'] {
     proxy: {port: i.proxyPort, addr4: i.proxyAddr4, addr6: i.proxyAddr6, listening: {v4: fam(4, seen.listening), v6: fam(6, seen.listening)}},
     udp: {enabled: i.udp, listening: i.udp ? {v4: fam(4, seen.udpListening), v6: fam(6, seen.udpListening)} : {v4: null, v6: null}},
     proxyDown: i.proxyDown,
+    defaultRoutes: defaultRoutes ?? null,
   }
 }
 
 /** The status of one instance, or of every instance. */
 export async function instanceStatuses(runner: Runner, which: {instance: string; all: boolean}): Promise<InstanceStatus[]> {
   const names = which.all ? listInstances() : [validateInstance(which.instance)]
-  return Promise.all(names.map(async (n) => statusOf(await observeInstance(runner, n))))
+  return Promise.all(
+    names.map(async (n) => {
+      const o = await observeInstance(runner, n)
+      const s = o.record?.settings
+      // where an interception instance's netns is (gone with it: nothing to warn of)
+      const routes = s?.intercept && (!s.netns || existsSync(`/run/netns/${s.netns}`)) ? await defaultRouteDevs(runner, s.netns) : undefined
+      return statusOf(o, routes)
+    }),
+  )
 }
 
 /** Counter increase per second between two readings of the same instance. */

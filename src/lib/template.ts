@@ -224,13 +224,43 @@ function systemdTemplate(flags: TemplateFlags, upFlags: Record<string, FlagDef>)
       '# starts (until then --proxy-down applies); stopped only after skfp has taken interception down\n' +
       `After=${after.join(' ')}\n`
     : ''
+  const up = execLine([...skfp, 'up', ...upArgv(values, upFlags)])
+  const down = execLine([...skfp, 'down', `--instance=${instance}`])
   // replacer functions: a `$` in a value is no replacement pattern
   return readTemplate('systemd.service')
     .replaceAll('{{instance}}', () => instance)
     .replace('{{after}}\n', () => proxyUnits)
-    .replaceAll('{{execStart}}', () => execLine([...skfp, 'up', ...upArgv(values, upFlags)]))
-    .replace('{{execStop}}', () => execLine([...skfp, 'down', `--instance=${instance}`]))
+    .replace('{{service}}', () => (flags['proxy-port'] === undefined ? oneshotService(up, down) : followingService(up, down)))
 }
+
+/** The fastpath alone: nothing to follow. */
+const oneshotService = (up: string, down: string) => `# The instance lives in the kernel (its pins in /sys/fs/bpf), not in a process, and bpffs does not
+# survive a reboot: each boot runs up once, and the unit stays active until stop runs down.
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=${up}
+# systemctl reload: up again with the same settings, which changes nothing on an instance that is up
+ExecReload=${up}
+ExecStop=${down}`
+
+/** Interception: up, then up --follow as the main process, which puts the instance right when an
+ * interface comes back or the default routes move. */
+const followingService = (up: string, down: string) => `# The instance lives in the kernel (its pins in /sys/fs/bpf), and bpffs does not survive a reboot:
+# each boot runs up once (the unit counts as started, and the units ordered after it start, once it is
+# done). Then the same up with --follow stays as the main process: when an interface comes back (a
+# container runtime's bridge created again) or the default routes move to other interfaces (another
+# network; with no --uplink the uplinks are the default routes' interfaces), it puts the instance
+# right, as up again with the same settings would. Stop: SIGTERM ends the follower, which leaves the
+# instance up, then down takes it down.
+Type=exec
+ExecStartPre=${up}
+ExecStart=${up} --follow
+# systemctl reload: up again with the same settings, which changes nothing on an instance that is up
+ExecReload=${up}
+ExecStopPost=${down}
+# the follower ends with an error only when ip monitor does: down, then up again
+Restart=on-failure
+RestartSec=5s`
 
 // ---- Kubernetes
 

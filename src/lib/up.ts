@@ -6,7 +6,7 @@ import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
 import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
 import {changeActions, present, stepId} from './changes.js'
-import {conflictError} from './errors.js'
+import {conflictError, SkfpError} from './errors.js'
 import {attachReaders, sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'
 import type {Action, Step} from './plan.js'
@@ -165,8 +165,14 @@ export function planRepair(o: ObservedInstance, changes: Change[], hold: string)
   ]
 }
 
-export const busyError = (instance: string, pid: number) =>
-  conflictError(`instance ${instance} is being changed by another skfp (pid ${pid})`, 'wait for it to finish, or stop it (Ctrl-C rolls an up back)')
+/** Another live skfp is changing the instance (holder.ts): a refusal that ends when it is done. */
+export class BusyError extends SkfpError {
+  constructor(instance: string, readonly pid: number) {
+    super('conflict', `instance ${instance} is being changed by another skfp (pid ${pid})`, 'wait for it to finish, or stop it (Ctrl-C rolls an up back)')
+  }
+}
+
+export const busyError = (instance: string, pid: number) => new BusyError(instance, pid)
 
 function changeStep(change: Change, pins: InstancePins, netns?: string): Step {
   const a = changeActions(change, pins, netns)

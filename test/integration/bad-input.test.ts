@@ -66,6 +66,8 @@ export const cases: Case[] = [
   ['300 bypass ports (the bypass map)', (c) => [...ix(c), ...Array.from({length: 300}, (_, i) => `--bypass-port=${1000 + i}`)], 2, /300 --bypass-port entries: at most 256 fit/],
   ['--no-udp without interception', (c) => up(c, {}, ['--no-udp']), 2, /--udp needs --proxy-port/],
   ['--lan without interception', (c) => up(c, {lan: 'up0'}), 2, /--lan needs --proxy-port/],
+  ['--follow without interception', (c) => up(c, {}, ['--follow']), 2, /^skfp: --follow needs --proxy-port: an instance without interception has no interfaces or routes to follow$/],
+  ['--follow with --dry-run', (c) => [...ix(c), '--follow', '--dry-run'], 2, /^skfp: --follow does not go with --dry-run: it stays in the foreground/],
   ['--lan lo', (c) => ix(c, {lan: 'lo'}), 2, /--lan lo is not a LAN interface: give the interface \(or bridge\) the LAN clients/],
   ['--lan that is the uplink', (c) => ix(c, {lan: 'up0'}), 2, /up0 is given as both --lan and --uplink/],
   ['--lan interface that does not exist', (c) => ix(c, {lan: 'nope1'}), 2, /interface nope1 does not exist in netns .*: check `ip link` and pass an existing interface with --lan/],

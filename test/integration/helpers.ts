@@ -123,18 +123,38 @@ export async function expectRedirected(instance: string, sockets: number): Promi
   expect(s.counters.bytesRedirected).toBeGreaterThan(0)
 }
 
+/** The CLI with args, running: its stdout and stderr as they come, and a wait for a line there. */
+export function startCli(args: string[], timeoutMs = 120_000) {
+  const child = execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: timeoutMs})
+  let all = ''
+  const waiters = new Set<() => void>()
+  child.all!.on('data', (d) => {
+    all += String(d)
+    for (const w of waiters) w()
+  })
+  child.on('exit', () => {
+    for (const w of waiters) w()
+  })
+  /** Resolves once re matches the output so far; rejects if the CLI exits first. */
+  const waitFor = (re: RegExp) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (re.test(all)) resolve()
+        else if (child.exitCode !== null || child.signalCode !== null) reject(new Error(`exited before ${re}: ${all}`))
+        else return
+        waiters.delete(check)
+      }
+      waiters.add(check)
+      check()
+    })
+  return {child, waitFor, output: () => all}
+}
+
 /** The CLI with args, sent `signal` once `line` shows on its stdout or stderr (a step it says it
  * is at); its exit code and both outputs. */
 export async function interruptedAt(args: string[], line: RegExp, signal: NodeJS.Signals) {
-  const child = execa(process.execPath, [join(PROJECT_ROOT, 'bin', 'run.js'), ...args], {reject: false, all: true, env: {NODE_ENV: 'production'}, timeout: 120_000})
-  let all = ''
-  await new Promise<void>((resolve, reject) => {
-    child.all!.on('data', (d) => {
-      all += String(d)
-      if (line.test(all)) resolve()
-    })
-    child.on('exit', () => reject(new Error(`exited before ${line}: ${all}`)))
-  })
+  const {child, waitFor} = startCli(args)
+  await waitFor(line)
   child.kill(signal)
   const r = await child
   return {exitCode: r.exitCode ?? -1, all: String(r.all)}

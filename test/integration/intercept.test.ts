@@ -3,9 +3,9 @@ import {readFileSync} from 'node:fs'
 import {describe, expect, it} from 'vitest'
 import {programPath} from '../../src/lib/build.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
-import {FIXTURE, foreignObject, runner, skfp, status, transfer, withSandbox} from './helpers.js'
+import {FIXTURE, foreignObject, runner, skfp, startCli, status, transfer, withSandbox} from './helpers.js'
 import {expectRestored, hostSnapshot} from './snapshot.js'
-import {curl, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray} from './topology.js'
+import {addUplink, curl, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray} from './topology.js'
 
 const MiB = 1024 * 1024
 const BIG = 256 * MiB
@@ -80,6 +80,109 @@ describe('interception through v2ray', () => {
       expect((await status(sb.name)).counters.tcAssignedListener).toBe(1)
       expect(readFileSync(log, 'utf8')).toContain(`tcp:${REMOTE4}:8080`)
       expect(readFileSync(log, 'utf8')).not.toContain(':8081')
+    })
+  })
+
+  it('with no --uplink the uplinks follow the default routes: status warns when they leave by another interface, up moves the hooks there (routes moved, the uplink deleted)', async () => {
+    await withSandbox('iu', async (sb) => {
+      const {host, remote} = await proxyTopology(sb)
+      // a second way out, up1, to the same remote
+      await addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2'])
+      const defaultVia = async (gw4: string, gw6: string) => {
+        await sb.cmd(host, ['route', 'replace', 'default', 'via', gw4])
+        await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'via', gw6])
+      }
+      const args = interceptArgs(sb, host)
+      expect((await skfp(args)).json).toMatchObject({action: 'created'})
+      const {log} = await startV2ray(sb, host)
+      await startHttp(sb, remote)
+      const urls = [`http://${REMOTE4}:8080/`, `http://[${REMOTE6}]:8080/`]
+      // both families fetched; how many of those fetches the proxy saw
+      const proxiedOf = async () => {
+        for (const url of urls) expect((await curl(sb, host, url)).stdout, url).toBe('200')
+        const lines = readFileSync(log, 'utf8').split('\n')
+        return [`tcp:${REMOTE4}:8080`, `tcp:[${REMOTE6}]:8080`].map((dst) => lines.filter((l) => l.includes(dst)).length)
+      }
+      let st = await status(sb.name)
+      expect(st.intercept).toMatchObject({uplinks: [{dev: 'up0', attached: true}], defaultRoutes: ['up0']})
+      expect(st.warnings).toEqual([])
+      expect(await proxiedOf()).toEqual([1, 1])
+
+      // another network: the default routes leave by up1, whose traffic skfp does not see
+      await defaultVia('198.18.0.6', 'fd00:19::2')
+      st = await status(sb.name)
+      expect(st).toMatchObject({state: 'up', intercept: {uplinks: [{dev: 'up0', attached: true}], defaultRoutes: ['up1']}})
+      expect(st.warnings).toEqual([expect.stringMatching(/^the default route leaves by up1, which is not intercepted \(uplinks: up0\): run `skfp up` again with the same flags/)])
+      expect(await proxiedOf(), 'direct, as the warning says').toEqual([1, 1])
+      const moved = await skfp(args)
+      expect(moved.json, moved.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up0'], to: ['up1']}})
+      st = await status(sb.name)
+      expect(st).toMatchObject({state: 'up', warnings: [], intercept: {uplinks: [{dev: 'up1', attached: true}], defaultRoutes: ['up1']}})
+      expect(await proxiedOf()).toEqual([2, 2])
+      expect((await skfp(args)).json.action).toBe('unchanged')
+
+      // the uplink itself goes (a USB adapter unplugged): half up; up follows the routes back to up0
+      await sb.cmd(host, ['link', 'del', 'up1'])
+      await defaultVia('198.18.0.2', 'fd00:18::2')
+      expect((await status(sb.name)).problems).toEqual(['the clsact qdisc of up1 is missing', 'tc filter on up1 egress is missing', 'tc filter on up1 ingress is missing'])
+      const back = await skfp(args)
+      expect(back.json, back.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up1'], to: ['up0']}})
+      expect(await status(sb.name)).toMatchObject({state: 'up', problems: [], warnings: [], intercept: {uplinks: [{dev: 'up0', attached: true}]}})
+      expect(await proxiedOf()).toEqual([3, 3])
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      expect((await status(sb.name)).state).toBe('down')
+    })
+  })
+
+  it('up --follow moves the uplinks with the default routes and puts back the filters of an uplink created again, by itself; SIGTERM leaves the instance up; a down ends it', async () => {
+    await withSandbox('if', async (sb) => {
+      const {host, remote} = await proxyTopology(sb)
+      await addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2'])
+      const defaultVia = async (gw4: string, gw6: string) => {
+        await sb.cmd(host, ['route', 'replace', 'default', 'via', gw4])
+        await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'via', gw6])
+      }
+      const args = interceptArgs(sb, host).filter((a) => a !== '--json')
+      const refused = await skfp([...args, '--follow', '--json'])
+      expect([refused.exitCode, refused.json?.error.message]).toEqual([2, '--follow does not go with --json'])
+      const follower = startCli([...args, '--follow'], 170_000)
+      await follower.waitFor(/following the links and routes of netns skfp-t/)
+      const {log} = await startV2ray(sb, host)
+      await startHttp(sb, remote)
+      const proxied = () => readFileSync(log, 'utf8').split('\n').filter((l) => l.includes(`tcp:${REMOTE4}:8080`)).length
+      expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
+      expect(proxied()).toBe(1)
+
+      await defaultVia('198.18.0.6', 'fd00:19::2')
+      await follower.waitFor(/uplinks up0 → up1 \(the default routes moved\)/)
+      expect(await status(sb.name)).toMatchObject({state: 'up', warnings: [], intercept: {uplinks: [{dev: 'up1', attached: true}]}})
+      expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
+      expect(proxied()).toBe(2)
+
+      // up1 deleted, then made again: no default route meanwhile (said once), its filters back after
+      await sb.cmd(host, ['link', 'del', 'up1'])
+      await follower.waitFor(/skfp: no default route in netns skfp-t/)
+      await addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2'])
+      await defaultVia('198.18.0.6', 'fd00:19::2')
+      await follower.waitFor(/instance skfp-t\S+: 3 missing change\(s\) put back/)
+      expect(follower.output().match(/no default route/g)).toHaveLength(1)
+      expect(await status(sb.name)).toMatchObject({state: 'up', problems: [], intercept: {uplinks: [{dev: 'up1', attached: true}]}})
+      expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
+      expect(proxied()).toBe(3)
+
+      // SIGTERM (a service stopped): it stops following, the instance stays up
+      follower.child.kill('SIGTERM')
+      const stopped = await follower.child
+      expect([stopped.exitCode, stopped.stdout]).toEqual([0, expect.stringMatching(/stopped following: instance \S+ stays up/)])
+      expect((await status(sb.name)).state).toBe('up')
+      // a down from elsewhere ends a follower
+      const again = startCli([...args, '--follow'], 170_000)
+      await again.waitFor(/following the links/)
+      expect(again.output()).toContain(`instance ${sb.name} is already up with these settings`)
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      const ended = await again.child
+      expect([ended.exitCode, ended.stdout]).toEqual([0, expect.stringMatching(/instance \S+ was taken down: no longer following/)])
+      expect((await status(sb.name)).state).toBe('down')
     })
   })
 

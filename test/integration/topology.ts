@@ -26,18 +26,23 @@ export async function waitForListener(sb: Sandbox, netns: string, port: number, 
 export async function proxyTopology(sb: Sandbox): Promise<{host: string; remote: string}> {
   const host = await sb.addNetns('h')
   const remote = await sb.addNetns('r')
-  await sb.link({netns: host, dev: 'up0', addrs: ['198.18.0.1/30', 'fd00:18::1/64']}, {netns: remote, dev: 'up0', addrs: ['198.18.0.2/30', 'fd00:18::2/64']})
+  await addUplink(sb, host, remote, 'up0', ['198.18.0.1', 'fd00:18::1'], ['198.18.0.2', 'fd00:18::2'])
   await sb.cmd(host, ['route', 'add', 'default', 'via', '198.18.0.2'])
   await sb.cmd(host, ['-6', 'route', 'add', 'default', 'via', 'fd00:18::2'])
   await sb.cmd(remote, ['addr', 'add', `${REMOTE4}/32`, 'dev', 'lo'])
   await sb.cmd(remote, ['-6', 'addr', 'add', `${REMOTE6}/128`, 'dev', 'lo'])
-  // neighbours fixed up front: neighbour discovery on a brand-new veth can take a second, which
-  // would show up as a SYN retransmit in the timing tests
-  const mac = async (ns: string) => JSON.parse((await sb.cmd(ns, ['-j', 'link', 'show', 'up0'])).stdout)[0].address
-  const [hostMac, remoteMac] = [await mac(host), await mac(remote)]
-  for (const gw of ['198.18.0.2', 'fd00:18::2']) await sb.cmd(host, ['neigh', 'replace', gw, 'lladdr', remoteMac, 'dev', 'up0', 'nud', 'permanent'])
-  for (const h of ['198.18.0.1', 'fd00:18::1']) await sb.cmd(remote, ['neigh', 'replace', h, 'lladdr', hostMac, 'dev', 'up0', 'nud', 'permanent'])
   return {host, remote}
+}
+
+/** A veth dev between host and remote: a /30 and a /64 ([v4, v6] of each end), neighbours fixed up
+ * front (neighbour discovery on a brand-new veth can take a second, which would show up as a SYN
+ * retransmit in the timing tests). */
+export async function addUplink(sb: Sandbox, host: string, remote: string, dev: string, hostAddrs: [string, string], remoteAddrs: [string, string]): Promise<void> {
+  await sb.link({netns: host, dev, addrs: [`${hostAddrs[0]}/30`, `${hostAddrs[1]}/64`]}, {netns: remote, dev, addrs: [`${remoteAddrs[0]}/30`, `${remoteAddrs[1]}/64`]})
+  const mac = async (ns: string) => JSON.parse((await sb.cmd(ns, ['-j', 'link', 'show', dev])).stdout)[0].address
+  const [hostMac, remoteMac] = [await mac(host), await mac(remote)]
+  for (const gw of remoteAddrs) await sb.cmd(host, ['neigh', 'replace', gw, 'lladdr', remoteMac, 'dev', dev, 'nud', 'permanent'])
+  for (const h of hostAddrs) await sb.cmd(remote, ['neigh', 'replace', h, 'lladdr', hostMac, 'dev', dev, 'nud', 'permanent'])
 }
 
 export function interceptArgs(sb: Sandbox, host: string, extra: string[] = []): string[] {

@@ -1,7 +1,8 @@
 import {describe, expect, it} from 'vitest'
 import {SkfpError} from '../../src/lib/errors.js'
 import {validateInstance} from '../../src/lib/pins.js'
-import {diffSettings, parseUpFlags, withDefaults, type RawUpFlags} from '../../src/lib/settings.js'
+import {movedUplinks} from '../../src/lib/intercept.js'
+import {diffSettings, parseUpFlags, withDefaults, type RawUpFlags, type UpSettings} from '../../src/lib/settings.js'
 
 const base: RawUpFlags = {instance: 'default', cgroup: '', 'proxy-mark': '0', fastpath: 'auto', 'fastpath-queue': '4194304'}
 
@@ -59,5 +60,30 @@ describe('settings differences', () => {
     expect(diffSettings(recorded, a)).toEqual([])
     expect(diffSettings(recorded, {...a, intercept: {...a.intercept!, proxyPort: 7894}})).toEqual(['intercept.proxyPort: 7893 → 7894'])
     expect(diffSettings({...a, intercept: null}, a)).toEqual([`intercept: null → ${JSON.stringify(a.intercept)}`])
+  })
+})
+
+describe('uplinks that follow the default routes', () => {
+  const intercept = {...base, 'proxy-port': '7893', 'proxy-mark': '255'}
+  const withUplinks = (s: UpSettings, uplinks: string[]): UpSettings => ({...s, intercept: {...s.intercept!, uplinks}})
+  const wanted = parseUpFlags(intercept) // no --uplink
+  const recorded = withDefaults(JSON.parse(JSON.stringify(withUplinks(wanted, ['wlan0']))))
+
+  it('move with the routes when no --uplink was given and nothing else differs', () => {
+    expect(movedUplinks(recorded, wanted, withUplinks(wanted, ['eth0']))).toEqual({from: ['wlan0'], to: ['eth0']})
+    expect(movedUplinks(recorded, wanted, withUplinks(wanted, ['eth0', 'wlan0']))).toEqual({from: ['wlan0'], to: ['eth0', 'wlan0']})
+    // a fastpath mode asked at the same time comes with the replace
+    expect(movedUplinks(recorded, {...wanted, fastpath: 'off'}, withUplinks({...wanted, fastpath: 'off'}, ['eth0']))).toEqual({from: ['wlan0'], to: ['eth0']})
+  })
+
+  it('stay when the routes did not move, the uplinks were given, something else differs, or nothing is recorded', () => {
+    expect(movedUplinks(recorded, wanted, withUplinks(wanted, ['wlan0']))).toBeUndefined()
+    const given = parseUpFlags({...intercept, uplink: ['eth0']})
+    expect(movedUplinks(recorded, given, given)).toBeUndefined()
+    const other = parseUpFlags({...intercept, 'bypass-port': ['22']})
+    expect(movedUplinks(recorded, other, withUplinks(other, ['eth0']))).toBeUndefined()
+    expect(movedUplinks(undefined, wanted, withUplinks(wanted, ['eth0']))).toBeUndefined()
+    const plain = parseUpFlags(base)
+    expect(movedUplinks(plain, plain, plain)).toBeUndefined()
   })
 })

@@ -52,7 +52,7 @@ const valuesOf = (unit: string, key: string) => settingsOf(unit).filter(([k]) =>
 const defaultSkfp = `${systemdWord(process.execPath, true)} ${systemdWord(join(PROJECT_ROOT, 'bin', 'run.js'))}`
 
 describe('skfp template systemd', () => {
-  it('runs up at boot and down at stop, as a oneshot that stays active', async () => {
+  it('runs up at boot and down at stop, as a oneshot that stays active (the fastpath alone)', async () => {
     const unit = await render(['systemd'])
     expect(valuesOf(unit, 'ExecStart')).toEqual([`${defaultSkfp} up --instance=default`])
     expect(valuesOf(unit, 'ExecStop')).toEqual([`${defaultSkfp} down --instance=default`])
@@ -65,15 +65,21 @@ describe('skfp template systemd', () => {
     expect(valuesOf(unit, 'WantedBy')).toEqual(['multi-user.target'])
   })
 
-  it("passes up's flags that differ from their defaults, and orders itself after the proxy's units", async () => {
+  it("passes up's flags that differ from their defaults, orders itself after the proxy's units, and with interception follows links and routes", async () => {
     const unit = await render([
       'systemd', '--instance', 'lab', '--proxy-port', '7894', '--proxy-mark', '6666', '--after', 'mihomo.service', '--after', 'sing-box.service',
       '--bypass', '192.0.2.0/24', '--bypass', '198.51.100.0/24', '--no-bypass-private', '--fastpath', 'off', '--fastpath-queue', '4194304', '--skfp', '/usr/local/bin/skfp',
     ])
-    expect(valuesOf(unit, 'ExecStart')).toEqual([
-      '/usr/local/bin/skfp up --instance=lab --proxy-mark=6666 --fastpath=off --proxy-port=7894 --bypass=192.0.2.0/24 --bypass=198.51.100.0/24 --no-bypass-private',
-    ])
-    expect(valuesOf(unit, 'ExecStop')).toEqual(['/usr/local/bin/skfp down --instance=lab'])
+    const up = '/usr/local/bin/skfp up --instance=lab --proxy-mark=6666 --fastpath=off --proxy-port=7894 --bypass=192.0.2.0/24 --bypass=198.51.100.0/24 --no-bypass-private'
+    // with interception: up, then the same up following links and routes as the main process
+    expect(valuesOf(unit, 'Type')).toEqual(['exec'])
+    expect(valuesOf(unit, 'ExecStartPre')).toEqual([up])
+    expect(valuesOf(unit, 'ExecStart')).toEqual([`${up} --follow`])
+    expect(valuesOf(unit, 'ExecReload')).toEqual([up])
+    expect(valuesOf(unit, 'ExecStop')).toEqual([])
+    expect(valuesOf(unit, 'ExecStopPost')).toEqual(['/usr/local/bin/skfp down --instance=lab'])
+    expect(valuesOf(unit, 'Restart')).toEqual(['on-failure'])
+    expect(valuesOf(unit, 'RemainAfterExit')).toEqual([])
     expect(valuesOf(unit, 'After')).toEqual(['network-online.target', 'mihomo.service sing-box.service'])
     expect(valuesOf(unit, 'Description')).toEqual(['skfp eBPF datapath, instance lab'])
   })

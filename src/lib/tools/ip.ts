@@ -39,6 +39,8 @@ export interface Route {
   gateway?: string
   type?: string
   table?: string
+  /** A multipath route's next hops (then it has no dev of its own). */
+  nexthops?: {dev?: string}[]
 }
 
 async function json<T>(runner: Runner, args: string[], item: Check, netns?: string): Promise<T[]> {
@@ -55,6 +57,8 @@ export async function routes(runner: Runner, family: 4 | 6, table: string, netns
   if (/table does not exist/.test(r.stderr)) return []
   throw new SkfpError('tool', `ip route show table ${table} failed (exit ${r.exitCode})`, tail(r.stderr, 1), {stderrTail: tail(r.stderr)})
 }
+/** `ip monitor link route`: a line for each change of an interface or a route, both families. */
+export const monitorLinksAndRoutes = (netns?: string): Cmd => ip(['-o', 'monitor', 'link', 'route'], netns)
 export const netnsList = async (runner: Runner) => (await json<{name: string}>(runner, ['netns', 'list'], hasFields({name: 'string'}))).map((n) => n.name)
 
 export interface Listeners {

@@ -1,0 +1,88 @@
+/**
+ * `up --follow`: after up, in the foreground until a signal or the instance's down. What `up` with
+ * the same flags puts right on a running instance (the tc changes an interface took with it when it
+ * was deleted, uplinks that follow the default routes to other interfaces) it puts right when the
+ * kernel reports a change of a link or a route in the instance's netns (`ip monitor`), once the
+ * changes have been quiet for a moment (an interface comes with its addresses and routes, DHCP with
+ * several). It never brings up an instance that was taken down: that ends it.
+ */
+import {SkfpError} from './errors.js'
+import {watchTool, type Runner} from './exec.js'
+import {interruptSignal, interrupted, sayOnSignal} from './interrupt.js'
+import {upInstance, type UpOptions, type UpResult} from './lifecycle.js'
+import type {UpSettings} from './settings.js'
+import * as ip from './tools/ip.js'
+import {BusyError} from './up.js'
+
+/** How long the links and routes must stay unchanged before the instance is looked at. */
+export const QUIET_MS = 500
+
+export type FollowEnd = 'down' | 'signal'
+
+export async function followInstance(wanted: UpSettings, opts: UpOptions, runner: Runner, say: (line: string) => void): Promise<FollowEnd> {
+  sayOnSignal('stopping to follow (an up at work is undone; the instance stays up)…')
+  // one look at once: what changed between up's end and the monitor's start
+  let changes = 1
+  let failed: SkfpError | undefined
+  let wake: (() => void) | undefined
+  const monitor = watchTool(ip.monitorLinksAndRoutes(wanted.netns), () => {
+    changes++
+    wake?.()
+  })
+  monitor.ended.then((r) => {
+    failed ??= new SkfpError('tool', `ip monitor stopped (exit ${r.exitCode})`, r.stderr.trim().split('\n').pop() || 'run skfp up --follow again')
+    wake?.()
+  })
+  const nudge = () => wake?.()
+  interruptSignal.addEventListener('abort', nudge)
+  const pause = (ms?: number) =>
+    new Promise<void>((resolve) => {
+      const timer = ms === undefined ? undefined : setTimeout(() => resolve(), ms)
+      wake = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  let lastError = ''
+  try {
+    for (;;) {
+      if (!changes && !interrupted() && !failed) await pause()
+      // quiet: no change for QUIET_MS
+      for (let seen = -1; seen !== changes && !interrupted() && !failed; ) {
+        seen = changes
+        await pause(QUIET_MS)
+      }
+      if (interrupted()) return 'signal'
+      if (failed) throw failed
+      changes = 0
+      try {
+        // an instance taken down stays down
+        const r = await upInstance(wanted, {...opts, keepDown: true}, runner)
+        if (r.action === 'down') return 'down'
+        if (r.action !== 'unchanged') say(followLine(r))
+        lastError = ''
+      } catch (e) {
+        // another up or down at work (a reload, the unit's stop): look again after it
+        if (e instanceof BusyError) {
+          changes++
+          continue
+        }
+        // a refusal (an interface still gone, other settings) waits for the next change; a signal,
+        // a rollback that failed or a bug ends the follow
+        if (interrupted() || !(e instanceof SkfpError) || e.kind === 'partial' || e.kind === 'bug') throw e
+        // the same refusal again at each change: said once
+        if (e.line !== lastError) say(`skfp: ${e.line}`)
+        lastError = e.line
+      }
+    }
+  } finally {
+    interruptSignal.removeEventListener('abort', nudge)
+    monitor.stop()
+  }
+}
+
+function followLine(r: UpResult): string {
+  if (r.uplinksMoved) return `instance ${r.instance}: uplinks ${r.uplinksMoved.from.join(', ')} → ${r.uplinksMoved.to.join(', ')} (the default routes moved)`
+  if (r.action === 'repaired') return `instance ${r.instance}: ${r.plan.filter((s) => s.id !== 'hold' && s.id !== 'release').length} missing change(s) put back`
+  return `instance ${r.instance}: ${r.action}`
+}
