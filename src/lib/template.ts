@@ -319,6 +319,8 @@ export interface DaemonSetOptions {
   selfTest: boolean
   /** --netns: the host's named namespaces are mounted in. */
   netns: boolean
+  /** Interception: the pod's container follows links and routes (up --follow) instead of waiting. */
+  follow: boolean
 }
 
 const DAEMONSET_HEADER = `# skfp instance "{{instance}}" on every node, as Cilium and Merbridge deploy their datapaths: made by
@@ -339,6 +341,7 @@ export function daemonSetManifest(o: DaemonSetOptions): Record<string, unknown> 
   const container = (name: string, command: unknown, securityContext: unknown = {privileged: true, runAsUser: 0}) => ({name, image: o.image, command, securityContext, volumeMounts})
   // no shell in the image is assumed: node is there for skfp
   const waitForever = ['node', '-e', "process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1 << 30)"]
+  const up = (...extra: string[]) => (o.selfTest ? ['nsenter', '--cgroup=/proc/1/ns/cgroup', '--', ...skfp('up', ...o.up, ...extra)] : skfp('up', ...o.up, ...extra))
   const isUp = `const out = require('node:child_process').execFileSync(${JSON.stringify(o.skfp[0])}, ${JSON.stringify([...o.skfp.slice(1), 'status', `--instance=${o.instance}`, '--json'])}, {encoding: 'utf8'}); process.exit(JSON.parse(out).instances[0].state === 'up' ? 0 : 1)`
   return {
     apiVersion: 'apps/v1',
@@ -384,12 +387,22 @@ export function daemonSetManifest(o: DaemonSetOptions): Record<string, unknown> 
                   {privileged: true, runAsUser: 0},
                 ),
               ),
-              container('skfp-up', o.selfTest ? ['nsenter', '--cgroup=/proc/1/ns/cgroup', '--', ...skfp('up', ...o.up)] : skfp('up', ...o.up)),
+              container('skfp-up', up()),
             ],
           ),
           containers: [
             {
-              ...container('skfp', why('waits, shell-free; PID 1 ignores SIGTERM unless it handles it', waitForever)),
+              ...container(
+                'skfp',
+                o.follow
+                  ? why(
+                      'interception: the same up, following links and routes (a CNI bridge created again, the default\n' +
+                        'routes moved) until SIGTERM, which leaves the instance to the preStop; a down ends it (then the\n' +
+                        'container restarts and brings the instance up again)',
+                      up('--follow'),
+                    )
+                  : why('waits, shell-free; PID 1 ignores SIGTERM unless it handles it', waitForever),
+              ),
               lifecycle: why('the pod goes, the instance goes: runs before the SIGTERM', {preStop: {exec: {command: down}}}),
               readinessProbe: why(
                 'ready while the instance is up: skfp status exits 0 when it is down too, so node reads its state',
@@ -423,7 +436,7 @@ export function daemonSetOptions(flags: TemplateFlags, upFlags: Record<string, F
   // always --cgroup: inside a pod, the cgroup v2 mount skfp would find by itself is the pod's own
   const values = {...flags, cgroup}
   const settings = parseUpFlags(values)
-  return {instance: settings.instance, image: flags.image, skfp: [flags.skfp ?? 'skfp'], up: upArgv(values, upFlags), selfTest: settings.fastpath === 'auto', netns: !!settings.netns}
+  return {instance: settings.instance, image: flags.image, skfp: [flags.skfp ?? 'skfp'], up: upArgv(values, upFlags), selfTest: settings.fastpath === 'auto', netns: !!settings.netns, follow: !!settings.intercept}
 }
 
 function daemonSetTemplate(flags: TemplateFlags, upFlags: Record<string, FlagDef>): string {

@@ -200,6 +200,8 @@ describe('skfp template daemonset', () => {
     expect(pod.initContainers[0].command).toEqual(['skfp', 'down', '--instance=edge'])
     expect(pod.initContainers[1].command).toEqual(['skfp', 'up', '--instance=edge', '--cgroup=/sys/fs/cgroup', '--proxy-mark=255', '--fastpath=off', '--proxy-port=7893'])
     const main = pod.containers[0]
+    // interception: the pod's process is the same up, following links and routes
+    expect(main.command).toEqual([...pod.initContainers[1].command, '--follow'])
     expect(main.lifecycle).toEqual({preStop: {exec: {command: ['skfp', 'down', '--instance=edge']}}})
     expect(main.readinessProbe.exec.command.slice(0, 2)).toEqual(['node', '-e'])
   })
@@ -208,6 +210,8 @@ describe('skfp template daemonset', () => {
     const pod = (await manifestOf([...image, '--cgroup', '/sys/fs/cgroup/kubepods.slice', '--skfp', '/opt/skfp/bin/run.js'])).spec.template.spec
     expect(pod.hostPID).toBe(true)
     expect(pod.initContainers[1].command).toEqual(['nsenter', '--cgroup=/proc/1/ns/cgroup', '--', '/opt/skfp/bin/run.js', 'up', '--instance=default', '--cgroup=/sys/fs/cgroup/kubepods.slice'])
+    // the fastpath alone: nothing to follow, the pod waits
+    expect(pod.containers[0].command.slice(0, 2)).toEqual(['node', '-e'])
   })
 
   it("--netns: the host's named namespaces are mounted in", async () => {
