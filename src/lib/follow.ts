@@ -14,8 +14,10 @@ import type {UpSettings} from './settings.js'
 import * as ip from './tools/ip.js'
 import {BusyError} from './up.js'
 
-/** How long the links and routes must stay unchanged before the instance is looked at. */
+/** How long the links and routes must stay unchanged before the instance is looked at… */
 export const QUIET_MS = 500
+/** …or at most this long, where they never do (a router's routing daemon). */
+export const BUSY_MS = 5000
 
 export type FollowEnd = 'down' | 'signal'
 
@@ -48,7 +50,8 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
     for (;;) {
       if (!changes && !interrupted() && !failed) await pause()
       // quiet: no change for QUIET_MS
-      for (let seen = -1; seen !== changes && !interrupted() && !failed; ) {
+      const since = Date.now()
+      for (let seen = -1; seen !== changes && Date.now() - since < BUSY_MS && !interrupted() && !failed; ) {
         seen = changes
         await pause(QUIET_MS)
       }

@@ -83,7 +83,7 @@ describe('interception through v2ray', () => {
     })
   })
 
-  it('with no --uplink the uplinks follow the default routes: status warns when they leave by another interface, up moves the hooks there (routes moved, the uplink deleted)', async () => {
+  it('with no --uplink the uplinks follow the default routes: status warns when they leave by another interface, up moves the hooks there (routes moved, the uplink deleted), never to a tun device', async () => {
     await withSandbox('iu', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       // a second way out, up1, to the same remote
@@ -129,6 +129,14 @@ describe('interception through v2ray', () => {
       expect(back.json, back.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up1'], to: ['up0']}})
       expect(await status(sb.name)).toMatchObject({state: 'up', problems: [], warnings: [], intercept: {uplinks: [{dev: 'up0', attached: true}]}})
       expect(await proxiedOf()).toEqual([3, 3])
+      // a VPN takes the default routes (a tun device, no Ethernet header): refused, the instance stays as it was, status warns
+      await sb.cmd(host, ['tuntap', 'add', 'tun0', 'mode', 'tun'])
+      await sb.cmd(host, ['link', 'set', 'tun0', 'up'])
+      await sb.cmd(host, ['route', 'replace', 'default', 'dev', 'tun0'])
+      const vpn = await skfp(args)
+      expect([vpn.exitCode, vpn.stderr.trim()]).toEqual([2, 'skfp: interface tun0 is not an Ethernet interface (none): skfp intercepts on Ethernet-like interfaces (physical, veth, bridge); give one with --uplink'])
+      expect(await status(sb.name)).toMatchObject({state: 'up', intercept: {uplinks: [{dev: 'up0', attached: true}], defaultRoutes: ['tun0', 'up0']}})
+      expect((await status(sb.name)).warnings).toEqual([expect.stringMatching(/^the default route leaves by tun0, which is not intercepted \(uplinks: up0\)/)])
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       expect((await status(sb.name)).state).toBe('down')
     })
