@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {SkfpCommand} from '../lib/base-command.js'
 import {renderPlan} from '../lib/render.js'
 import {usageError} from '../lib/errors.js'
-import {followInstance} from '../lib/follow.js'
+import {followInstance, refuseSecondFollower} from '../lib/follow.js'
 import {upInstance, type UpResult} from '../lib/lifecycle.js'
 import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
 
@@ -45,6 +45,7 @@ export default class Up extends SkfpCommand {
     const settings = parseUpFlags({...flags, cgroup: flags.cgroup ?? ''})
     if (flags.follow && (flags['dry-run'] || this.jsonEnabled())) throw usageError(`--follow does not go with --${flags['dry-run'] ? 'dry-run' : 'json'}`, 'it stays in the foreground and says what it does in lines of text (run it from a terminal or a service)')
     if (flags.follow && !settings.intercept) throw usageError('--follow needs --proxy-port', 'an instance without interception has no interfaces or routes to follow')
+    if (flags.follow) refuseSecondFollower(settings.instance)
     const runner = this.runner()
     const opts = {...this.planOptions(flags['dry-run']), debugObject: flags.debug}
     const result = await upInstance(settings, {...opts, replace: flags.replace}, runner)

@@ -6,10 +6,13 @@
  * changes have been quiet for a moment (an interface comes with its addresses and routes, DHCP with
  * several). It never brings up an instance that was taken down: that ends it.
  */
-import {SkfpError} from './errors.js'
+import {mkdirSync, rmSync} from 'node:fs'
+import {conflictError, SkfpError} from './errors.js'
 import {watchTool, type Runner} from './exec.js'
+import {followMark, liveFollower, markPath} from './holder.js'
 import {interruptSignal, interrupted, sayOnSignal} from './interrupt.js'
 import {upInstance, type UpOptions, type UpResult} from './lifecycle.js'
+import {instancePins} from './pins.js'
 import type {UpSettings} from './settings.js'
 import * as ip from './tools/ip.js'
 import {BusyError} from './up.js'
@@ -21,7 +24,16 @@ export const BUSY_MS = 5000
 
 export type FollowEnd = 'down' | 'signal'
 
+/** One follower per instance: checked before up (which then changes nothing) and again when following. */
+export function refuseSecondFollower(instance: string): {dir: string} {
+  const {dir} = instancePins(instance)
+  const other = liveFollower(dir)
+  if (other) throw conflictError(`instance ${instance} is followed by another skfp (pid ${other})`, 'one follower is enough: stop that one first (it leaves the instance up)')
+  return {dir}
+}
+
 export async function followInstance(wanted: UpSettings, opts: UpOptions, runner: Runner, say: (line: string) => void): Promise<FollowEnd> {
+  const {dir} = refuseSecondFollower(wanted.instance)
   sayOnSignal('stopping to follow (an up at work is undone; the instance stays up)…')
   // one look at once: what changed between up's end and the monitor's start
   let changes = 1
@@ -46,6 +58,9 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
       }
     })
   let lastError = ''
+  // for status (followedBy), and for a second follower; down removes it with the directory
+  const mark = markPath(dir, followMark())
+  mkdirSync(mark)
   try {
     for (;;) {
       if (!changes && !interrupted() && !failed) await pause()
@@ -81,6 +96,7 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
   } finally {
     interruptSignal.removeEventListener('abort', nudge)
     monitor.stop()
+    rmSync(mark, {recursive: true, force: true})
   }
 }
 

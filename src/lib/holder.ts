@@ -35,7 +35,20 @@ export function holdMark(pid = process.pid): string {
 export const markPath = (dir: string, mark: string) => `${dir}/${mark}`
 
 /** The pid of another live process that marked this instance directory, if any. */
-export function liveHolder(dir: string): number | undefined {
+export const liveHolder = (dir: string): number | undefined => liveMarker(dir, MARK)
+
+/** `up --follow` marks the instance directory as long as it follows, `followed-by-PID-START`: for
+ * status, and so that a second follower is refused. `down` removes it with the directory. */
+const FOLLOW_MARK = /^followed-by-(\d+)-(\d+)$/
+
+export function followMark(pid = process.pid): string {
+  return holdMark(pid).replace(/^held-by-/, 'followed-by-')
+}
+
+/** The pid of another live process that follows this instance, if any. */
+export const liveFollower = (dir: string): number | undefined => liveMarker(dir, FOLLOW_MARK)
+
+function liveMarker(dir: string, mark: RegExp): number | undefined {
   let entries: string[]
   try {
     entries = readdirSync(dir)
@@ -43,7 +56,7 @@ export function liveHolder(dir: string): number | undefined {
     return undefined
   }
   for (const name of entries) {
-    const m = MARK.exec(name)
+    const m = mark.exec(name)
     if (!m) continue
     const pid = Number(m[1])
     if (pid !== process.pid && processStart(pid) === m[2]) return pid

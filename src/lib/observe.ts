@@ -8,7 +8,7 @@ import {withDefaults} from './settings.js'
 import {missingChanges} from './changes.js'
 import {observeIntercept, type InterceptObserved} from './intercept.js'
 import * as bpftool from './tools/bpftool.js'
-import {liveHolder} from './holder.js'
+import {liveFollower, liveHolder} from './holder.js'
 
 export interface ObservedInstance {
   instance: string
@@ -35,6 +35,8 @@ export interface ObservedInstance {
   intercept?: InterceptObserved
   /** Another live skfp that is changing the instance now (an up or a down: holder.ts), by pid. */
   holder?: number
+  /** A live `up --follow` of this instance (holder.ts), by pid. */
+  follower?: number
 }
 
 export async function observeInstance(runner: Runner, instance: string, root = PIN_ROOT): Promise<ObservedInstance> {
@@ -92,6 +94,7 @@ export async function observeInstance(runner: Runner, instance: string, root = P
     intercept,
     // read last: a run that took the lock before the reads above has marked it by now
     holder: liveHolder(pins.dir),
+    follower: liveFollower(pins.dir),
   }
 }
 

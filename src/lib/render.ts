@@ -9,6 +9,7 @@ const stateColor = {up: chalk.green, 'half-up': chalk.yellow, down: chalk.dim}
 /** rates: per-second increase of each counter since the last screen (status --watch). */
 export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, number>>): string {
   const lines = [`instance ${chalk.bold(s.instance)}: ${stateColor[s.state](s.state)}`]
+  if (s.followedBy) lines.push(`  followed by skfp pid ${s.followedBy} (up --follow: it puts the instance right when interfaces or default routes change)`)
   // while another skfp works on it, what is missing is its work in progress, not a crash's leftover
   if (s.changingBy) lines.push(`  ${chalk.yellow('!')} being changed by skfp pid ${s.changingBy} (an up or a down at work) — wait for it`)
   for (const p of s.problems) lines.push(`  ${chalk.yellow('!')} ${p}${s.changingBy ? '' : ` — run \`skfp down --instance ${s.instance}\``}`)

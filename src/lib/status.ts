@@ -21,6 +21,8 @@ export interface InstanceStatus {
   /** The pid of another skfp whose up or down is at work on the instance now (holder.ts): then the
    * problems are its work in progress. */
   changingBy: number | null
+  /** The pid of a live `up --follow` of this instance. */
+  followedBy: number | null
   /** What works otherwise than asked while up (the proxy's socket refused by the kernel). */
   warnings: string[]
   settings: UpSettings | null
@@ -82,6 +84,7 @@ export function statusOf(o: ObservedInstance, defaultRoutes?: string[]): Instanc
     state,
     problems,
     changingBy: o.holder ?? null,
+    followedBy: o.follower ?? null,
     warnings,
     settings: o.record?.settings ?? null,
     fastpath: {

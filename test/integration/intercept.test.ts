@@ -155,6 +155,10 @@ describe('interception through v2ray', () => {
       expect([refused.exitCode, refused.json?.error.message]).toEqual([2, '--follow does not go with --json'])
       const follower = startCli([...args, '--follow'], 170_000)
       await follower.waitFor(/following the links and routes of netns skfp-t/)
+      // status names it; a second follower is refused
+      expect((await status(sb.name)).followedBy).toBe(follower.child.pid)
+      const second = await skfp([...args, '--follow'])
+      expect([second.exitCode, second.stdout, second.stderr.trim()]).toEqual([4, '', `skfp: instance ${sb.name} is followed by another skfp (pid ${follower.child.pid}): one follower is enough: stop that one first (it leaves the instance up)`])
       const {log} = await startV2ray(sb, host)
       await startHttp(sb, remote)
       const proxied = () => readFileSync(log, 'utf8').split('\n').filter((l) => l.includes(`tcp:${REMOTE4}:8080`)).length
@@ -182,7 +186,7 @@ describe('interception through v2ray', () => {
       follower.child.kill('SIGTERM')
       const stopped = await follower.child
       expect([stopped.exitCode, stopped.stdout]).toEqual([0, expect.stringMatching(/stopped following: instance \S+ stays up/)])
-      expect((await status(sb.name)).state).toBe('up')
+      expect(await status(sb.name)).toMatchObject({state: 'up', followedBy: null})
       // a down from elsewhere ends a follower
       const again = startCli([...args, '--follow'], 170_000)
       await again.waitFor(/following the links/)

@@ -11,6 +11,7 @@ function up(readers: InstanceStatus['fastpath']['readers']): InstanceStatus {
     state: 'up',
     problems: [],
     changingBy: null,
+    followedBy: null,
     warnings: [],
     settings: null,
     fastpath: {enabled: true, sockets: 3, variant: 'kfunc', adaptive: readers !== null, readers},
@@ -50,6 +51,11 @@ describe('status text', () => {
     expect(text).toContain('  ! no undo record (up stopped before writing it)\n')
     expect(text).not.toMatch(/skfp down/)
     expect(plain(renderStatus({...busy, changingBy: null}))).toContain('no undo record (up stopped before writing it) — run `skfp down --instance lab`')
+  })
+
+  it('names the follower (up --follow) of an instance, and nothing when there is none', () => {
+    expect(plain(renderStatus({...up(null), followedBy: 4343}))).toContain('\n  followed by skfp pid 4343 (up --follow: it puts the instance right when interfaces or default routes change)\n')
+    expect(plain(renderStatus(up(null)))).not.toContain('followed by')
   })
 
   it('shows the FIN hold beside sock_ops and sk_msg', () => {
