@@ -2,6 +2,7 @@
 import {readFileSync} from 'node:fs'
 import {describe, expect, it} from 'vitest'
 import {programPath} from '../../src/lib/build.js'
+import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, foreignObject, runner, skfp, startCli, status, transfer, withSandbox} from './helpers.js'
 import {expectRestored, hostSnapshot} from './snapshot.js'
@@ -15,6 +16,21 @@ async function remoteServer(sb: any, remote: string, addr: string, port: number,
   const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(bytes), '--seed', seed, ...extra], {outsideCgroup: !inCgroup})
   await new Promise<void>((resolve) => server.stdout.once('data', () => resolve()))
   return async () => JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
+}
+
+/** proxyTopology with a second way out to the same remote, up1 (made by addUp1, again after a
+ * delete); defaultVia moves both families' default routes. */
+async function twoUplinks(sb: Sandbox) {
+  const {host, remote} = await proxyTopology(sb)
+  return {
+    host,
+    remote,
+    addUp1: () => addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2']),
+    defaultVia: async (gw4: string, gw6: string) => {
+      await sb.cmd(host, ['route', 'replace', 'default', 'via', gw4])
+      await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'via', gw6])
+    },
+  }
 }
 
 describe('interception through v2ray', () => {
@@ -85,13 +101,8 @@ describe('interception through v2ray', () => {
 
   it('with no --uplink the uplinks follow the default routes: status warns when they leave by another interface, up moves the hooks there (routes moved, the uplink deleted), never to a tun device', async () => {
     await withSandbox('iu', async (sb) => {
-      const {host, remote} = await proxyTopology(sb)
-      // a second way out, up1, to the same remote
-      await addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2'])
-      const defaultVia = async (gw4: string, gw6: string) => {
-        await sb.cmd(host, ['route', 'replace', 'default', 'via', gw4])
-        await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'via', gw6])
-      }
+      const {host, remote, addUp1, defaultVia} = await twoUplinks(sb)
+      await addUp1()
       const args = interceptArgs(sb, host)
       expect((await skfp(args)).json).toMatchObject({action: 'created'})
       const {log} = await startV2ray(sb, host)
@@ -144,12 +155,8 @@ describe('interception through v2ray', () => {
 
   it('up --follow moves the uplinks with the default routes and puts back the filters of an uplink created again, by itself; SIGTERM leaves the instance up; a down ends it', async () => {
     await withSandbox('if', async (sb) => {
-      const {host, remote} = await proxyTopology(sb)
-      await addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2'])
-      const defaultVia = async (gw4: string, gw6: string) => {
-        await sb.cmd(host, ['route', 'replace', 'default', 'via', gw4])
-        await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'via', gw6])
-      }
+      const {host, remote, addUp1, defaultVia} = await twoUplinks(sb)
+      await addUp1()
       const args = interceptArgs(sb, host).filter((a) => a !== '--json')
       const refused = await skfp([...args, '--follow', '--json'])
       expect([refused.exitCode, refused.json?.error.message]).toEqual([2, '--follow does not go with --json'])
@@ -174,7 +181,7 @@ describe('interception through v2ray', () => {
       // up1 deleted, then made again: no default route meanwhile (said once), its filters back after
       await sb.cmd(host, ['link', 'del', 'up1'])
       await follower.waitFor(/skfp: no default route in netns skfp-t/)
-      await addUplink(sb, host, remote, 'up1', ['198.18.0.5', 'fd00:19::1'], ['198.18.0.6', 'fd00:19::2'])
+      await addUp1()
       await defaultVia('198.18.0.6', 'fd00:19::2')
       await follower.waitFor(/instance skfp-t\S+: 3 missing change\(s\) put back/)
       expect(follower.output().match(/no default route/g)).toHaveLength(1)
