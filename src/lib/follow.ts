@@ -11,7 +11,7 @@ import {conflictError, SkfpError} from './errors.js'
 import {watchTool, type Runner} from './exec.js'
 import {followMark, liveFollower, markPath} from './holder.js'
 import {interruptSignal, interrupted, sayOnSignal} from './interrupt.js'
-import {upInstance, type UpOptions, type UpResult} from './lifecycle.js'
+import {changesPutBack, upInstance, type UpOptions, type UpResult} from './lifecycle.js'
 import {instancePins} from './pins.js'
 import type {UpSettings} from './settings.js'
 import * as ip from './tools/ip.js'
@@ -102,6 +102,6 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
 
 function followLine(r: UpResult): string {
   if (r.uplinksMoved) return `instance ${r.instance}: uplinks ${r.uplinksMoved.from.join(', ')} → ${r.uplinksMoved.to.join(', ')} (the default routes moved)`
-  if (r.action === 'repaired') return `instance ${r.instance}: ${r.plan.filter((s) => s.id !== 'hold' && s.id !== 'release').length} missing change(s) put back`
+  if (r.action === 'repaired') return `instance ${r.instance}: ${changesPutBack(r)} missing change(s) put back`
   return `instance ${r.instance}: ${r.action}`
 }

@@ -25,10 +25,12 @@ export function processStart(pid: number): string | undefined {
 }
 
 /** This process's mark: a directory name under the instance directory. */
-export function holdMark(pid = process.pid): string {
+export const holdMark = (pid = process.pid): string => processMark('held-by', pid)
+
+function processMark(kind: 'held-by' | 'followed-by', pid: number): string {
   const start = processStart(pid)
   if (start === undefined) throw new Error(`cannot read /proc/${pid}/stat`)
-  return `held-by-${pid}-${start}`
+  return `${kind}-${pid}-${start}`
 }
 
 /** Where a run's mark goes in an instance directory. */
@@ -41,9 +43,7 @@ export const liveHolder = (dir: string): number | undefined => liveMarker(dir, M
  * status, and so that a second follower is refused. `down` removes it with the directory. */
 const FOLLOW_MARK = /^followed-by-(\d+)-(\d+)$/
 
-export function followMark(pid = process.pid): string {
-  return holdMark(pid).replace(/^held-by-/, 'followed-by-')
-}
+export const followMark = (pid = process.pid): string => processMark('followed-by', pid)
 
 /** The pid of another live process that follows this instance, if any. */
 export const liveFollower = (dir: string): number | undefined => liveMarker(dir, FOLLOW_MARK)

@@ -29,6 +29,9 @@ export interface UpResult {
   uplinksMoved?: {from: string[]; to: string[]}
 }
 
+/** The changes a repair put back (its plan without the mark and its release). */
+export const changesPutBack = (r: UpResult): number => r.plan.filter((s) => s.id !== 'hold' && s.id !== 'release').length
+
 export interface UpOptions extends RunPlanOptions {
   replace?: boolean
   debugObject?: boolean

@@ -1,10 +1,10 @@
 /** `skfp status`: the observed pins → the documented --json shape. */
+import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_FASTPATH, type Counters} from './config.js'
 import {REUSEPORT_NOTE} from './datapath.js'
-import {existsSync} from 'node:fs'
 import {hookKey} from './changes.js'
 import {defaultRouteDevs} from './intercept.js'
-import type {Runner} from './exec.js'
+import {netnsPath, type Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
 import {halfUpProblems, instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
 import {validateInstance} from './pins.js'
@@ -144,7 +144,7 @@ export async function instanceStatuses(runner: Runner, which: {instance: string;
       const o = await observeInstance(runner, n)
       const s = o.record?.settings
       // where an interception instance's netns is (gone with it: nothing to warn of)
-      const routes = s?.intercept && (!s.netns || existsSync(`/run/netns/${s.netns}`)) ? await defaultRouteDevs(runner, s.netns) : undefined
+      const routes = s?.intercept && (!s.netns || existsSync(netnsPath(s.netns))) ? await defaultRouteDevs(runner, s.netns) : undefined
       return statusOf(o, routes)
     }),
   )
