@@ -16,8 +16,10 @@
  * `ip route add local default dev lo table T` (and -6), lo accept_local=1.
  * The proxy's listener must be IP_TRANSPARENT, or its SYN-ACK, sent from the
  * original destination, has no route.
- * Uplinks must carry Ethernet headers (`ip -j link`: link_type "ether"):
- * a redirect from an L3 device (wireguard, tun) would need a pushed header.
+ * Each program that sits on an uplink or a --lan interface comes twice: for an
+ * Ethernet device (`ip -j link`: link_type "ether") and, named *_l3, for an
+ * L3 device (link_type "none": tun, WireGuard), whose packets start at the IP
+ * header. What the L3 egress turns into lo first gets an Ethernet header.
  * It needs only what Linux 5.10 with BTF offers, so every instance loads it,
  * whatever the fastpath object needs; it also holds the instance's
  * configuration, counters and undo record. */
@@ -35,6 +37,23 @@ struct {
 	__type(key, __u32);
 	__type(value, struct skfp_record);
 } skfp_record SEC(".maps");
+
+/* Into lo's ingress, marked for the policy route. A packet of an L3 device
+ * first gets an Ethernet header: a redirect to a device that takes one
+ * (lo does) drops a packet without it. All zeros but the protocol: lo's own
+ * address is all zeros, so the packet is PACKET_HOST there. Failing that,
+ * the packet goes nowhere rather than out unproxied. */
+static __always_inline int skfp_to_lo(struct __sk_buff *skb, const struct skfp_config *cfg, const struct skfp_pkt *p)
+{
+	if (!p->l2) {
+		struct ethhdr eth = {.h_proto = p->family == 4 ? bpf_htons(ETH_P_IP) : bpf_htons(ETH_P_IPV6)};
+
+		if (bpf_skb_change_head(skb, sizeof(eth), 0) || bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+			return TC_ACT_SHOT;
+	}
+	skb->mark = cfg->fwmark;
+	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
+}
 
 /* Uplink egress, a UDP datagram of a local socket. */
 static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
@@ -71,9 +90,8 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 		skfp_count(SKFP_CNT_UDP_NO_PROXY, 1);
 		return skfp_proxy_down(skb, cfg, p, BPF_F_INGRESS);
 	}
-	skb->mark = cfg->fwmark;
 	skfp_count(SKFP_CNT_UDP_REDIRECTED, 1);
-	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
+	return skfp_to_lo(skb, cfg, p);
 }
 
 /* A packet for the proxy, at an ingress hook: to its connection's socket (a
@@ -126,8 +144,7 @@ static __always_inline int skfp_refused_verdict(struct __sk_buff *skb, const str
 	return p->proto == IPPROTO_UDP ? skfp_udp_reject(skb, p, to, at_lo) : TC_ACT_OK;
 }
 
-SEC("tc")
-int skfp_tc_egress(struct __sk_buff *skb)
+static __always_inline int skfp_egress(struct __sk_buff *skb, const __u32 l2)
 {
 	struct skfp_config *cfg;
 	struct skfp_pkt p = {};
@@ -135,7 +152,7 @@ int skfp_tc_egress(struct __sk_buff *skb)
 	cfg = skfp_get_config();
 	if (!cfg || !(cfg->flags & SKFP_CFG_INTERCEPT) || !cfg->fwmark)
 		return TC_ACT_OK;
-	if (skfp_parse(skb, &p))
+	if (skfp_parse_at(skb, &p, l2))
 		return TC_ACT_OK;
 	/* Only the host's own traffic. A packet the host forwards (a container
 	 * behind a bridge, with or without NAT; a LAN client; a VM) has no
@@ -170,9 +187,20 @@ int skfp_tc_egress(struct __sk_buff *skb)
 	default:
 		break;
 	}
-	skb->mark = cfg->fwmark;
 	skfp_count(SKFP_CNT_TC_REDIRECTED, 1);
-	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
+	return skfp_to_lo(skb, cfg, &p);
+}
+
+SEC("tc")
+int skfp_tc_egress(struct __sk_buff *skb)
+{
+	return skfp_egress(skb, SKFP_L2);
+}
+
+SEC("tc")
+int skfp_tc_egress_l3(struct __sk_buff *skb)
+{
+	return skfp_egress(skb, SKFP_L3);
 }
 
 /* Runs for every packet entering lo: anything without our fwmark is
@@ -199,8 +227,7 @@ int skfp_tc_lo_ingress(struct __sk_buff *skb)
 
 /* Uplink ingress, with UDP on: notes each UDP flow that comes in to a local
  * socket (skfp_udp_answers). Everything passes. */
-SEC("tc")
-int skfp_tc_uplink_ingress(struct __sk_buff *skb)
+static __always_inline int skfp_uplink_ingress(struct __sk_buff *skb, const __u32 l2)
 {
 	struct skfp_udp_flow f = {};
 	struct skfp_config *cfg;
@@ -211,7 +238,7 @@ int skfp_tc_uplink_ingress(struct __sk_buff *skb)
 	cfg = skfp_get_config();
 	if (!cfg || (cfg->flags & (SKFP_CFG_INTERCEPT | SKFP_CFG_UDP)) != (SKFP_CFG_INTERCEPT | SKFP_CFG_UDP))
 		return TC_ACT_OK;
-	if (skfp_parse(skb, &p) || p.proto != IPPROTO_UDP || p.frag)
+	if (skfp_parse_at(skb, &p, l2) || p.proto != IPPROTO_UDP || p.frag)
 		return TC_ACT_OK;
 	skfp_udp_flow_of(&f, &p, 1);
 	now = bpf_ktime_get_ns();
@@ -226,6 +253,18 @@ int skfp_tc_uplink_ingress(struct __sk_buff *skb)
 	bpf_sk_release(sk);
 	bpf_map_update_elem(&skfp_udp_inbound, &f, &now, BPF_ANY);
 	return TC_ACT_OK;
+}
+
+SEC("tc")
+int skfp_tc_uplink_ingress(struct __sk_buff *skb)
+{
+	return skfp_uplink_ingress(skb, SKFP_L2);
+}
+
+SEC("tc")
+int skfp_tc_uplink_ingress_l3(struct __sk_buff *skb)
+{
+	return skfp_uplink_ingress(skb, SKFP_L3);
 }
 
 /* --lan: what LAN clients (a router's, containers on a bridge) send through
@@ -261,8 +300,7 @@ static __always_inline int skfp_lan_stays(struct __sk_buff *skb, const struct sk
 	return (rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && f.ifindex == skb->ifindex;
 }
 
-SEC("tc")
-int skfp_tc_lan_ingress(struct __sk_buff *skb)
+static __always_inline int skfp_lan_ingress(struct __sk_buff *skb, const __u32 l2)
 {
 	struct skfp_config *cfg;
 	struct skfp_pkt p = {};
@@ -272,7 +310,7 @@ int skfp_tc_lan_ingress(struct __sk_buff *skb)
 	cfg = skfp_get_config();
 	if (!cfg || !(cfg->flags & SKFP_CFG_INTERCEPT) || !cfg->fwmark)
 		return TC_ACT_OK;
-	if (skfp_parse(skb, &p) || (p.proto == IPPROTO_UDP && !(cfg->flags & SKFP_CFG_UDP)))
+	if (skfp_parse_at(skb, &p, l2) || (p.proto == IPPROTO_UDP && !(cfg->flags & SKFP_CFG_UDP)))
 		return TC_ACT_OK;
 	skfp_count(SKFP_CNT_LAN_SEEN, 1);
 	if (skfp_bypass(cfg, &p) || skfp_lan_stays(skb, &p)) {
@@ -323,6 +361,18 @@ int skfp_tc_lan_ingress(struct __sk_buff *skb)
 	skb->mark = cfg->fwmark;
 	skfp_count(SKFP_CNT_LAN_ASSIGNED, 1);
 	return TC_ACT_OK;
+}
+
+SEC("tc")
+int skfp_tc_lan_ingress(struct __sk_buff *skb)
+{
+	return skfp_lan_ingress(skb, SKFP_L2);
+}
+
+SEC("tc")
+int skfp_tc_lan_ingress_l3(struct __sk_buff *skb)
+{
+	return skfp_lan_ingress(skb, SKFP_L3);
 }
 
 char LICENSE[] SEC("license") = "GPL";

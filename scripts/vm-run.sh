@@ -85,6 +85,9 @@ trap 'exit 130' INT TERM
   # the VM flips them here, before CMD, while nothing else runs: one TCP connect and one UDP send to
   # an unused port on each loopback address (refused, no reply needed).
   echo 'ip link set lo up 2>/dev/null'
+  # /dev/net/tun appears when the tun module loads (a booted system's udev rules load it on first
+  # open; the VM has none of them): the suite's VPN tunnels need it
+  echo 'modprobe tun 2>/dev/null'
   echo 'for a in 127.0.0.1 ::1; do (exec 3<>"/dev/tcp/$a/9") 2>/dev/null; echo >"/dev/udp/$a/9"; done 2>/dev/null'
   if (($# == 1)); then
     printf 'bash -c %q\n' "$1"

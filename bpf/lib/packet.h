@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* One TCP or UDP packet at a tc hook, as the interception programs see it:
- * Ethernet, IPv4 or IPv6 (extension headers walked), the ports. */
+ * Ethernet (or no link-layer header: an L3 device), IPv4 or IPv6 (extension
+ * headers walked), the ports. */
 #ifndef SKFP_LIB_PACKET_H
 #define SKFP_LIB_PACKET_H
 
@@ -26,8 +27,14 @@ struct skfp_pkt {
 	__u8 proto;                  /* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 flags;                  /* TCP flags byte (SKFP_TCP_*) */
 	__u8 frag;                   /* UDP: a fragment (first or later): ports left 0 */
-	__u8 _pad;
+	__u8 l2;                     /* link-layer header length: ETH_HLEN, or 0 on an L3 device */
 };
+
+/* The link-layer header the programs of an L3 device (tun, WireGuard) lack:
+ * skfp's tc programs come in two variants, built from one source with this
+ * length as a constant. */
+#define SKFP_L2 ETH_HLEN
+#define SKFP_L3 0
 
 static __always_inline int skfp_pkt_is_syn(const struct skfp_pkt *p)
 {
@@ -70,25 +77,34 @@ static __always_inline int skfp_ipv6_walk(struct __sk_buff *skb, __u8 nexthdr, _
 	return nexthdr == IPPROTO_TCP || nexthdr == IPPROTO_UDP ? nexthdr : -1;
 }
 
-/* Parses Ethernet + IPv4/IPv6 (extension headers walked) + TCP or UDP.
- * Returns 0, or -1 for anything else, which the callers let through
- * untouched. A TCP fragment is "anything else" (TCP segments to fit the
- * path); a UDP fragment parses with frag set and no ports. */
-static __always_inline int skfp_parse(struct __sk_buff *skb, struct skfp_pkt *p)
+/* Parses the link-layer header (l2: SKFP_L2, or SKFP_L3 where there is none
+ * and skb->protocol says the family) + IPv4/IPv6 (extension headers walked)
+ * + TCP or UDP. Returns 0, or -1 for anything else, which the callers let
+ * through untouched. A TCP fragment is "anything else" (TCP segments to fit
+ * the path); a UDP fragment parses with frag set and no ports. */
+static __always_inline int skfp_parse_at(struct __sk_buff *skb, struct skfp_pkt *p, const __u32 l2)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
 	struct tcphdr th = {};
+	__be16 l3proto;
 	__u32 off;
 	int proto;
 
-	if ((void *)(eth + 1) > end)
-		return -1;
-	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr *ip = (void *)(eth + 1);
+	if (l2) {
+		struct ethhdr *eth = data;
 
-		if ((void *)(ip + 1) > end || ip->ihl < 5)
+		if ((void *)(eth + 1) > end)
+			return -1;
+		l3proto = eth->h_proto;
+	} else {
+		l3proto = skb->protocol;
+	}
+	p->l2 = l2;
+	if (l3proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = data + l2;
+
+		if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
 			return -1;
 		proto = ip->protocol;
 		if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
@@ -96,18 +112,18 @@ static __always_inline int skfp_parse(struct __sk_buff *skb, struct skfp_pkt *p)
 		p->family = 4;
 		p->tuple.ipv4.saddr = ip->saddr;
 		p->tuple.ipv4.daddr = ip->daddr;
-		off = sizeof(*eth) + ip->ihl * 4;
+		off = l2 + ip->ihl * 4;
 		if (ip->frag_off & bpf_htons(0x3fff))
 			p->frag = 1;
-	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr *ip6 = (void *)(eth + 1);
+	} else if (l3proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = data + l2;
 
-		if ((void *)(ip6 + 1) > end)
+		if ((void *)(ip6 + 1) > end || ip6->version != 6)
 			return -1;
 		p->family = 6;
 		__builtin_memcpy(p->tuple.ipv6.saddr, &ip6->saddr, 16);
 		__builtin_memcpy(p->tuple.ipv6.daddr, &ip6->daddr, 16);
-		off = sizeof(*eth) + sizeof(*ip6);
+		off = l2 + sizeof(*ip6);
 		proto = skfp_ipv6_walk(skb, ip6->nexthdr, &off, &p->frag);
 		if (proto < 0)
 			return -1;
@@ -135,6 +151,12 @@ static __always_inline int skfp_parse(struct __sk_buff *skb, struct skfp_pkt *p)
 		p->tuple.ipv6.dport = th.dest;
 	}
 	return 0;
+}
+
+/* An Ethernet device's packet (lo's too). */
+static __always_inline int skfp_parse(struct __sk_buff *skb, struct skfp_pkt *p)
+{
+	return skfp_parse_at(skb, p, SKFP_L2);
 }
 
 static __always_inline __u16 skfp_dport(const struct skfp_pkt *p)

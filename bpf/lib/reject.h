@@ -39,7 +39,9 @@ struct skfp_pseudo6 {
  * the stack and written over the SYN, which is then cut to its length (the
  * SYN's options and any TFO data go). */
 /* to: BPF_F_INGRESS for the host's own client (the answer comes in on the
- * uplink), 0 for a LAN client (it goes back out of the LAN interface). */
+ * uplink), 0 for a LAN client (it goes back out of the LAN interface). On an
+ * L3 device (p->l2 == 0) the answer has no link-layer header either: the
+ * kernel's redirect to such a device takes the packet as it is. */
 static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_pkt *p, __u64 to)
 {
 	struct tcphdr th = {};
@@ -48,13 +50,16 @@ static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_
 	__s64 csum;
 
 	__u8 mac[ETH_ALEN];
+	__u32 l2 = p->l2;
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
-		return TC_ACT_SHOT;
-	/* Our own MAC as destination: PACKET_HOST at the uplink's ingress. */
-	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+	if (l2) {
+		if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+			return TC_ACT_SHOT;
+		/* Our own MAC as destination: PACKET_HOST at the uplink's ingress. */
+		__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
+		__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+		__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+	}
 
 	th.doff = 5;
 	th.rst = 1;
@@ -73,7 +78,7 @@ static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_
 		ip.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&ip, sizeof(ip), 0));
 		csum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 		th.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&th, sizeof(th), csum));
-		if (bpf_skb_store_bytes(skb, sizeof(eth), &ip, sizeof(ip), 0))
+		if (bpf_skb_store_bytes(skb, l2, &ip, sizeof(ip), 0))
 			return TC_ACT_SHOT;
 		ip_len = sizeof(ip);
 	} else {
@@ -89,13 +94,13 @@ static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_
 		ip6.payload_len = bpf_htons(sizeof(th));
 		csum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 		th.check = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&th, sizeof(th), csum));
-		if (bpf_skb_store_bytes(skb, sizeof(eth), &ip6, sizeof(ip6), 0))
+		if (bpf_skb_store_bytes(skb, l2, &ip6, sizeof(ip6), 0))
 			return TC_ACT_SHOT;
 		ip_len = sizeof(ip6);
 	}
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0) ||
-	    bpf_skb_store_bytes(skb, sizeof(eth) + ip_len, &th, sizeof(th), 0) ||
-	    bpf_skb_change_tail(skb, sizeof(eth) + ip_len + sizeof(th), 0))
+	if ((l2 && bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0)) ||
+	    bpf_skb_store_bytes(skb, l2 + ip_len, &th, sizeof(th), 0) ||
+	    bpf_skb_change_tail(skb, l2 + ip_len + sizeof(th), 0))
 		return TC_ACT_SHOT;
 	skb->mark = 0;
 	return bpf_redirect(skb->ifindex, to);
@@ -134,22 +139,25 @@ static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct s
 {
 	struct ethhdr eth;
 	__u8 mac[ETH_ALEN];
+	__u32 l2 = p->l2;
 	__s64 csum;
 
-	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
-		return TC_ACT_SHOT;
-	__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
-	__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
-	__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
-	/* Back into lo: its address (all zeros) makes it PACKET_HOST there. */
-	if (at_lo)
-		__builtin_memset(eth.h_dest, 0, ETH_ALEN);
+	if (l2) {
+		if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+			return TC_ACT_SHOT;
+		__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
+		__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
+		__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
+		/* Back into lo: its address (all zeros) makes it PACKET_HOST there. */
+		if (at_lo)
+			__builtin_memset(eth.h_dest, 0, ETH_ALEN);
+	}
 
 	if (p->family == 4) {
 		struct skfp_icmp4_reply r = {};
 
-		if (p->l4_off != sizeof(eth) + sizeof(struct iphdr) ||
-		    bpf_skb_load_bytes(skb, sizeof(eth), r.quoted, sizeof(r.quoted)))
+		if (p->l4_off != l2 + sizeof(struct iphdr) ||
+		    bpf_skb_load_bytes(skb, l2, r.quoted, sizeof(r.quoted)))
 			return TC_ACT_SHOT;
 		r.ip.version = 4;
 		r.ip.ihl = 5;
@@ -162,15 +170,15 @@ static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct s
 		r.icmp.type = SKFP_ICMP_DEST_UNREACH;
 		r.icmp.code = SKFP_ICMP_PORT_UNREACH;
 		r.icmp.checksum = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp, sizeof(r) - sizeof(r.ip), 0));
-		if (bpf_skb_change_tail(skb, sizeof(eth) + sizeof(r), 0) ||
-		    bpf_skb_store_bytes(skb, sizeof(eth), &r, sizeof(r), 0))
+		if (bpf_skb_change_tail(skb, l2 + sizeof(r), 0) ||
+		    bpf_skb_store_bytes(skb, l2, &r, sizeof(r), 0))
 			return TC_ACT_SHOT;
 	} else {
 		struct skfp_pseudo6 ph = {.proto = IPPROTO_ICMPV6};
 		struct skfp_icmp6_reply r = {};
 
-		if (p->l4_off != sizeof(eth) + sizeof(struct ipv6hdr) ||
-		    bpf_skb_load_bytes(skb, sizeof(eth), r.quoted, sizeof(r.quoted)))
+		if (p->l4_off != l2 + sizeof(struct ipv6hdr) ||
+		    bpf_skb_load_bytes(skb, l2, r.quoted, sizeof(r.quoted)))
 			return TC_ACT_SHOT;
 		r.ip6.version = 6;
 		r.ip6.nexthdr = IPPROTO_ICMPV6;
@@ -185,11 +193,11 @@ static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct s
 		r.icmp.code = SKFP_ICMPV6_PORT_UNREACH;
 		csum = bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 		r.icmp.checksum = skfp_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)&r.icmp, sizeof(r) - sizeof(r.ip6), csum));
-		if (bpf_skb_change_tail(skb, sizeof(eth) + sizeof(r), 0) ||
-		    bpf_skb_store_bytes(skb, sizeof(eth), &r, sizeof(r), 0))
+		if (bpf_skb_change_tail(skb, l2 + sizeof(r), 0) ||
+		    bpf_skb_store_bytes(skb, l2, &r, sizeof(r), 0))
 			return TC_ACT_SHOT;
 	}
-	if (bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
+	if (l2 && bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0))
 		return TC_ACT_SHOT;
 	skb->mark = 0;
 	return bpf_redirect(skb->ifindex, to);

@@ -38,6 +38,7 @@ export const TOOLS = {
   'redis-cli': 'redis-tools',
   nginx: 'nginx',
   wrk: 'wrk',
+  socat: 'socat',
   'skfp-attach': 'skfp (its own loader: skfp build)',
 } as const
 

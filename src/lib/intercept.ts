@@ -27,6 +27,15 @@ export interface InterceptFacts {
   oldAcceptLocal: string
   /** Devices that have no clsact qdisc yet (skfp creates and later removes it). */
   needsClsact: string[]
+  /** The uplinks and --lan interfaces without a link-layer header (linkLayer 'l3'). */
+  l3: string[]
+}
+
+/** How skfp's tc programs read an interface's packets: 'l2', after an Ethernet header (physical,
+ * veth, bridge, macvlan); 'l3', from the IP header on (link type none: tun, WireGuard). undefined:
+ * any other link type (PPP, ipip, GRE, …), which skfp does not intercept on. */
+export function linkLayer(link: Pick<ip.Link, 'link_type'>): 'l2' | 'l3' | undefined {
+  return link.link_type === 'ether' ? 'l2' : link.link_type === 'none' ? 'l3' : undefined
 }
 
 /** The devices the default routes of the target netns leave by, both families (each next hop of a
@@ -97,11 +106,14 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
   ])
   runner = reads
   const links = await ip.links(runner, ns)
+  const l3: string[] = []
   for (const [flag, devs] of [['--uplink', i.uplinks], ['--lan', i.lan]] as const)
     for (const dev of devs) {
       const link = links.find((l) => l.ifname === dev)
       if (!link) throw usageError(`interface ${dev} does not exist${ns ? ` in netns ${ns}` : ''}`, `check \`ip link\` and pass an existing interface with ${flag}`)
-      if (link.link_type !== 'ether') throw usageError(`interface ${dev} is not an Ethernet interface (${link.link_type})`, `skfp intercepts on Ethernet-like interfaces (physical, veth, bridge); give one with ${flag}`)
+      const layer = linkLayer(link)
+      if (!layer) throw usageError(`interface ${dev} has link type ${link.link_type}, which skfp cannot intercept on`, `give ${flag} an Ethernet-like interface (physical, veth, bridge) or one without link-layer header (tun, WireGuard)`)
+      if (layer === 'l3' && !l3.includes(dev)) l3.push(dev)
     }
   const lo = links.find((l) => l.ifname === 'lo')
   if (!lo) throw usageError('no lo interface', 'the target namespace needs a loopback interface')
@@ -126,7 +138,7 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
   }
   const oldAcceptLocal = recorded?.old ?? (await sysctl.get(runner, ACCEPT_LOCAL, ns))
   if (oldAcceptLocal === undefined) throw usageError(`cannot read ${ACCEPT_LOCAL}`, 'the target namespace needs IPv4 on lo')
-  return {loIfindex: lo.ifindex, oldAcceptLocal, needsClsact}
+  return {loIfindex: lo.ifindex, oldAcceptLocal, needsClsact, l3}
 }
 
 /** In the order up applies them; the uplink filters last, so interception starts when all is ready. */
@@ -137,7 +149,7 @@ export function interceptChanges(i: InterceptSettings, facts: InterceptFacts): C
   for (const {dev, direction, prog} of interceptHooks(i)) {
     if (facts.needsClsact.includes(dev) && !qdiscs.has(dev)) changes.push({kind: 'qdisc', dev})
     qdiscs.add(dev)
-    changes.push({kind: 'tc-filter', dev, direction, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16), ...(prog ? {prog} : {})})
+    changes.push({kind: 'tc-filter', dev, direction, prio: tc.FILTER_PREF, handle: Number.parseInt(tc.FILTER_HANDLE, 16), ...(prog ? {prog} : {}), ...(facts.l3.includes(dev) ? {l3: true as const} : {})})
   }
   return changes
 }

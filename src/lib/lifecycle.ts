@@ -5,7 +5,7 @@ import {build, fastpathObject, interceptObject, isBuilt, objectDir, readersObjec
 import {assignsReuseport, pinnableSupport, probeDatapath, refusals, REUSEPORT_NOTE, supportKey, type DatapathSupport, type LoadRefusal} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
-import {gatherInterceptFacts, movedUplinks, resolveUplinks} from './intercept.js'
+import {gatherInterceptFacts, linkLayer, movedUplinks, resolveUplinks} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
 import {instanceState, observeInstance, type ObservedInstance} from './observe.js'
 import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
@@ -130,14 +130,15 @@ async function repair(observed: ObservedInstance, settings: UpSettings, opts: Up
   return {instance: settings.instance, action: 'repaired', dryRun: result.dryRun, fastpath: record.fastpath, plan: result.preview}
 }
 
-/** Each interface of these changes exists and is an Ethernet one (as up requires: the programs read
- * Ethernet headers), and one whose filter goes back without its qdisc has a clsact qdisc (someone
- * else's, which skfp never recorded). */
+/** Each interface of these changes exists with the link layer its recorded program reads (an
+ * Ethernet one, or one without link-layer header for an *_l3 program: linkLayer), and one whose
+ * filter goes back without its qdisc has a clsact qdisc (someone else's, which skfp never recorded). */
 async function interfacesReady(runner: Runner, changes: Change[], netns?: string): Promise<boolean> {
-  const names = new Set((await ip.links(runner, netns)).filter((l) => l.ifname === 'lo' || l.link_type === 'ether').map((l) => l.ifname))
+  const layers = new Map((await ip.links(runner, netns)).map((l) => [l.ifname, l.ifname === 'lo' ? 'l2' : linkLayer(l)]))
   for (const c of changes) {
     if (c.kind !== 'qdisc' && c.kind !== 'tc-filter') return false
-    if (!names.has(c.dev)) return false
+    if (!layers.get(c.dev)) return false
+    if (c.kind === 'tc-filter' && layers.get(c.dev) !== (c.l3 ? 'l3' : 'l2')) return false
     if (c.kind === 'tc-filter' && !changes.some((q) => q.kind === 'qdisc' && q.dev === c.dev) && !tc.hasClsact(await tc.qdiscs(runner, c.dev, netns))) return false
   }
   return true

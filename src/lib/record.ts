@@ -14,8 +14,9 @@ export type Change =
   /** The FIN hold (cgroup ingress, bpf/lib/hold.h); an older skfp's record has none. */
   | {kind: 'fin-hold'; cgroup: string}
   | {kind: 'qdisc'; dev: string} // a clsact qdisc skfp created (removed at down when empty)
-  /** prog: which program, when the direction does not say (egress: skfp_tc_egress; ingress: skfp_tc_lo_ingress). */
-  | {kind: 'tc-filter'; dev: string; direction: 'ingress' | 'egress'; prio: number; handle: number; prog?: TcProg}
+  /** prog: which program, when the direction does not say (egress: skfp_tc_egress; ingress: skfp_tc_lo_ingress);
+   * l3: the device has no link-layer header (tun, WireGuard): the program's *_l3 variant. */
+  | {kind: 'tc-filter'; dev: string; direction: 'ingress' | 'egress'; prio: number; handle: number; prog?: TcProg; l3?: true}
   | {kind: 'rule'; family: 4 | 6; fwmark: number; table: number; priority: number}
   | {kind: 'route'; family: 4 | 6; table: number}
   | {kind: 'sysctl'; key: string; old: string; value: string}

@@ -52,7 +52,8 @@ export interface InstanceStatus {
   }
   /** null when interception is off. */
   intercept: {
-    uplinks: {dev: string; attached: boolean}[]
+    /** l3: the uplink has no link-layer header (tun, WireGuard): the programs' *_l3 variants sit there. */
+    uplinks: {dev: string; attached: boolean; l3: boolean}[]
     /** --lan interfaces: their ingress filters. */
     lan: {dev: string; attached: boolean}[]
     loAttached: boolean
@@ -124,7 +125,11 @@ function interceptStatus(o: ObservedInstance, defaultRoutes?: string[]): Instanc
   if (!i || !seen) return null
   const fam = (f: 4 | 6, v: Record<4 | 6, boolean>) => ((f === 4 ? i.proxyAddr4 : i.proxyAddr6) ? v[f] : null)
   return {
-    uplinks: i.uplinks.map((dev) => ({dev, attached: !!seen.filters[hookKey(dev, 'egress')] && (!i.udp || !!seen.filters[hookKey(dev, 'ingress')])})),
+    uplinks: i.uplinks.map((dev) => ({
+      dev,
+      attached: !!seen.filters[hookKey(dev, 'egress')] && (!i.udp || !!seen.filters[hookKey(dev, 'ingress')]),
+      l3: !!o.record?.changes.some((c) => c.kind === 'tc-filter' && c.dev === dev && c.l3),
+    })),
     lan: i.lan.map((dev) => ({dev, attached: !!seen.filters[hookKey(dev, 'ingress')]})),
     loAttached: !!seen.filters[hookKey('lo', 'ingress')],
     rules: {v4: fam(4, seen.rules), v6: fam(6, seen.rules)},

@@ -6,7 +6,7 @@ import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, foreignObject, runner, skfp, startCli, status, transfer, withSandbox} from './helpers.js'
 import {expectRestored, hostSnapshot} from './snapshot.js'
-import {addUplink, curl, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray} from './topology.js'
+import {addUplink, curl, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray, tunnel, udpClient, udpEcho} from './topology.js'
 
 const MiB = 1024 * 1024
 const BIG = 256 * MiB
@@ -99,7 +99,7 @@ describe('interception through v2ray', () => {
     })
   })
 
-  it('with no --uplink the uplinks follow the default routes: status warns when they leave by another interface, up moves the hooks there (routes moved, the uplink deleted), never to a tun device', async () => {
+  it('with no --uplink the uplinks follow the default routes: status warns when they leave by another interface, up moves the hooks there (routes moved, the uplink deleted, a tun device)', async () => {
     await withSandbox('iu', async (sb) => {
       const {host, remote, addUp1, defaultVia} = await twoUplinks(sb)
       await addUp1()
@@ -140,14 +140,20 @@ describe('interception through v2ray', () => {
       expect(back.json, back.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up1'], to: ['up0']}})
       expect(await status(sb.name)).toMatchObject({state: 'up', problems: [], warnings: [], intercept: {uplinks: [{dev: 'up0', attached: true}]}})
       expect(await proxiedOf()).toEqual([3, 3])
-      // a VPN takes the default routes (a tun device, no Ethernet header): refused, the instance stays as it was, status warns
+      // a VPN takes the IPv4 default route (a tun device, no link-layer header): up moves onto both,
+      // with the programs' L3 variant on tun0; IPv6 still leaves by up0, through the proxy
       await sb.cmd(host, ['tuntap', 'add', 'tun0', 'mode', 'tun'])
       await sb.cmd(host, ['link', 'set', 'tun0', 'up'])
       await sb.cmd(host, ['route', 'replace', 'default', 'dev', 'tun0'])
       const vpn = await skfp(args)
-      expect([vpn.exitCode, vpn.stderr.trim()]).toEqual([2, 'skfp: interface tun0 is not an Ethernet interface (none): skfp intercepts on Ethernet-like interfaces (physical, veth, bridge); give one with --uplink'])
-      expect(await status(sb.name)).toMatchObject({state: 'up', intercept: {uplinks: [{dev: 'up0', attached: true}], defaultRoutes: ['tun0', 'up0']}})
-      expect((await status(sb.name)).warnings).toEqual([expect.stringMatching(/^the default route leaves by tun0, which is not intercepted \(uplinks: up0\)/)])
+      expect(vpn.json, vpn.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up0'], to: ['tun0', 'up0']}})
+      expect(await status(sb.name)).toMatchObject({
+        state: 'up',
+        warnings: [],
+        intercept: {uplinks: [{dev: 'tun0', attached: true, l3: true}, {dev: 'up0', attached: true, l3: false}], defaultRoutes: ['tun0', 'up0']},
+      })
+      expect((await curl(sb, host, `http://[${REMOTE6}]:8080/`)).stdout).toBe('200')
+      expect(readFileSync(log, 'utf8').split('\n').filter((l) => l.includes(`tcp:[${REMOTE6}]:8080`))).toHaveLength(4)
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       expect((await status(sb.name)).state).toBe('down')
     })
@@ -272,6 +278,82 @@ describe('interception through v2ray', () => {
       await expectRestored(whileUp, [host], sb.cgroup)
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
       await expectRestored(before, [host], sb.cgroup)
+    })
+  })
+})
+
+describe('interfaces without link-layer header: VPN tunnels (tun devices)', () => {
+  it("the host's TCP and UDP leaving by a tun uplink, and a VPN client's coming in on a tun --lan interface, go through the proxy intact, IPv4 and IPv6; with the proxy gone fail-fast answers both at once; down restores all", async () => {
+    await withSandbox('i3', async (sb) => {
+      const {host, remote} = await proxyTopology(sb)
+      // the host's VPN: its default routes leave by tun0, carried over up0 to the remote
+      await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
+      await sb.cmd(host, ['route', 'replace', 'default', 'dev', 'tun0'])
+      await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'dev', 'tun0'])
+      // a VPN client of the host (the host is its VPN server and routes for it): tun1
+      const client = await sb.addNetns('v')
+      await sb.link({netns: host, dev: 'vv0', addrs: ['198.18.3.1/30']}, {netns: client, dev: 'vv0', addrs: ['198.18.3.2/30']})
+      await tunnel(sb, {netns: host, addrs: ['198.18.3.5/30', 'fd00:1b::1/64'], under: '198.18.3.1'}, {netns: client, addrs: ['198.18.3.6/30', 'fd00:1b::2/64'], under: '198.18.3.2'}, 'tun1', 5102)
+      await sb.cmd(client, ['route', 'add', 'default', 'dev', 'tun1'])
+      await sb.cmd(client, ['-6', 'route', 'add', 'default', 'dev', 'tun1'])
+      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      const before = await hostSnapshot([host], sb.cgroup)
+
+      const up = await skfp(interceptArgs(sb, host, ['--lan', 'tun1', '--proxy-down', 'fail-fast']))
+      expect(up.exitCode, up.stderr).toBe(0)
+      const st = await status(sb.name)
+      expect(st.intercept).toMatchObject({uplinks: [{dev: 'tun0', attached: true, l3: true}], lan: [{dev: 'tun1', attached: true}], defaultRoutes: ['tun0']})
+      const {child: v2ray, log} = await startV2ray(sb, host)
+      await startHttp(sb, remote)
+      for (const ns of [host, client]) for (const url of [`http://${REMOTE4}:8080/`, `http://[${REMOTE6}]:8080/`]) expect((await curl(sb, ns, url)).stdout, `${ns} ${url}`).toBe('200')
+      // the host's bytes both ways, and datagrams, every one intact
+      for (const [addr, seed, port] of [[REMOTE4, 'l4', 9021], [REMOTE6, 'l6', 9022]] as const) {
+        for (const [up, down] of [[8 * MiB, 64], [64, 8 * MiB]]) {
+          const sizes = ['--up', String(up), '--down', String(down), '--sequential']
+          const done = await remoteServer(sb, remote, addr, port, 8 * MiB, seed, sizes)
+          const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--seed', seed, ...sizes])
+          const s = await done()
+          expect([s.serverReceived, s.serverReceivedSha]).toEqual([up, expectedSha(`${seed}-up`, up)])
+          expect([c.clientReceived, c.clientReceivedSha]).toEqual([down, expectedSha(`${seed}-down`, down)])
+        }
+        const echo = await udpEcho(sb, remote, addr, 5300)
+        for (const ns of [host, client]) {
+          const r = await udpClient(sb, ns, addr, 5300, ['--count', '200', '--size', '1200', '--window', '16'])
+          expect([r.error, r.corrupt], `${ns} ${addr}`).toEqual([null, 0])
+          expect(r.received, `${ns} ${addr}: loss ${r.lossPct}%`).toBeGreaterThan(180)
+        }
+        expect(echo.lines().every((l) => l.ok)).toBe(true)
+      }
+      const accessLog = readFileSync(log, 'utf8').split('\n')
+      for (const [from, dest] of [
+        ['198.18.2.1:', `tcp:${REMOTE4}:8080`],
+        ['[fd00:1a::1]:', `tcp:[${REMOTE6}]:8080`],
+        ['198.18.3.6:', `tcp:${REMOTE4}:8080`],
+        ['[fd00:1b::2]:', `tcp:[${REMOTE6}]:8080`],
+        ['198.18.2.1:', `udp:${REMOTE4}:5300`],
+        ['198.18.3.6:', `udp:${REMOTE4}:5300`],
+        ['[fd00:1a::1]:', `udp:[${REMOTE6}]:5300`],
+        ['[fd00:1b::2]:', `udp:[${REMOTE6}]:5300`],
+      ])
+        expect(accessLog.filter((l) => l.includes(` ${from}`) && l.includes(`accepted ${dest}`)), `${from} ${dest}`).not.toHaveLength(0)
+      const c = (await status(sb.name)).counters
+      expect(c.tcAssignedListener).toBeGreaterThanOrEqual(6)
+      expect(c.udpRedirected).toBeGreaterThan(300)
+      expect(c.lanAssigned).toBeGreaterThan(400)
+
+      // the proxy goes away: the host and the VPN client are refused at once, TCP and UDP
+      v2ray.kill('SIGTERM')
+      await v2ray.catch(() => {})
+      for (const ns of [host, client])
+        for (const addr of [REMOTE4, REMOTE6]) {
+          const url = addr === REMOTE4 ? `http://${addr}:8080/` : `http://[${addr}]:8080/`
+          const [code, seconds] = (await curl(sb, ns, url, 2, '%{http_code} %{time_total}')).stdout.split(' ')
+          expect([code, Number(seconds) < 1], `${ns} ${url}`).toEqual(['000', true])
+          expect((await udpClient(sb, ns, addr, 5300, ['--count', '3', '--timeout', '1'])).error, `${ns} ${addr}`).toBe('ECONNREFUSED')
+        }
+      expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
+      await expectRestored(before, [host], sb.cgroup)
+      expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout, 'direct again').toBe('200')
     })
   })
 })

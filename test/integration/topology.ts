@@ -68,6 +68,60 @@ export async function startV2ray(sb: Sandbox, host: string): Promise<{child: Ret
   return {child, log}
 }
 
+/** One end of a tunnel: its netns, the tun device's addresses ([v4/len, v6/len]) and the underlay
+ * address its UDP leaves from. */
+export interface TunnelEnd {
+  netns: string
+  addrs: [string, string]
+  under: string
+}
+
+/** A VPN's tunnel between two namespaces: a tun device dev at each end (no link-layer header: link
+ * type none), its packets carried one per UDP datagram between the underlay addresses by socat, as a
+ * userspace VPN (OpenVPN) carries them. MTU 1400: a full packet's datagram still fits the underlay. */
+export async function tunnel(sb: Sandbox, a: TunnelEnd, b: TunnelEnd, dev: string, port: number): Promise<void> {
+  for (const [me, peer] of [[a, b], [b, a]] as const) {
+    // -d -d: socat says when both ends are open (the tun device made and up)
+    const socat = sb.start(me.netns, [resolveTool('socat'), '-d', '-d', `TUN:${me.addrs[0]},tun-name=${dev},tun-type=tun,iff-no-pi,iff-up`, `UDP-DATAGRAM:${peer.under}:${port},bind=${me.under}:${port}`], {outsideCgroup: true})
+    let ready = false
+    const started = waitForOutput({stdout: socat.stderr}, /starting data transfer loop/, 60_000)
+    started.catch(() => {}) // a socat that ended first says why below
+    const ended = socat.then((r) => {
+      if (!ready) throw new Error(`socat made no ${dev} in ${me.netns} (exit ${r.exitCode}): ${String(r.stderr).trim().split('\n').pop()}`)
+    })
+    await Promise.race([started, ended])
+    ready = true
+    await sb.cmd(me.netns, ['link', 'set', dev, 'mtu', '1400'])
+    await sb.cmd(me.netns, ['-6', 'addr', 'add', me.addrs[1], 'dev', dev, 'nodad'])
+  }
+}
+
+export const UDP = join(PROJECT_ROOT, 'test', 'fixtures', 'udp.py')
+
+export interface UdpRun {
+  sent: number
+  received: number
+  corrupt: number
+  lost: number
+  lossPct: number
+  rttMsP50: number | null
+  error: string | null
+}
+
+/** An echo server (test/fixtures/udp.py); lines() is every datagram it got so far. */
+export async function udpEcho(sb: Sandbox, ns: string, addr: string, port: number, outsideCgroup = true): Promise<{lines: () => {from: [string, number]; ok: boolean}[]}> {
+  const child = sb.start(ns, [resolveTool('python3'), '-u', UDP, 'echo', '--addr', addr, '--port', String(port)], {outsideCgroup})
+  let out = ''
+  child.stdout?.on('data', (d) => (out += String(d)))
+  await waitForOutput(child, /listening/)
+  return {lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))}
+}
+
+export async function udpClient(sb: Sandbox, ns: string, addr: string, port: number, extra: string[] = []): Promise<UdpRun> {
+  const r = await sb.run(ns, [resolveTool('python3'), UDP, 'client', '--addr', addr, '--port', String(port), ...extra], {timeoutMs: 60_000})
+  return JSON.parse(r.stdout.trim())
+}
+
 export const curl = (sb: Sandbox, host: string, url: string, timeoutS = 5, format = '%{http_code}') =>
   sb.run(host, [resolveTool('curl'), '-s', '-o', '/dev/null', '-m', String(timeoutS), '-w', format, url], {allowFailure: true})
 

@@ -1,42 +1,15 @@
 // UDP interception through a real proxy (Debian's v2ray, dokodemo-door tcp,udp with tproxy) and a
 // real resolver (dnsmasq) and client (dig), in network namespaces.
 import {readFileSync} from 'node:fs'
-import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {PROJECT_ROOT} from '../../src/lib/build.js'
 import {resolveTool} from '../../src/lib/exec.js'
 import {waitForOutput} from '../../src/lib/iperf.js'
 import type {Sandbox} from '../../src/lib/sandbox.js'
 import {skfp, status, withSandbox} from './helpers.js'
-import {interceptArgs, proxyTopology, REMOTE4, REMOTE6, startV2ray} from './topology.js'
+import {interceptArgs, proxyTopology, REMOTE4, REMOTE6, startV2ray, udpClient, udpEcho} from './topology.js'
 
-const UDP = join(PROJECT_ROOT, 'test', 'fixtures', 'udp.py')
 const HOST4 = '198.18.0.1'
 const HOST6 = 'fd00:18::1'
-
-interface UdpRun {
-  sent: number
-  received: number
-  corrupt: number
-  lost: number
-  lossPct: number
-  rttMsP50: number | null
-  error: string | null
-}
-
-/** An echo server (test/fixtures/udp.py); lines() is every datagram it got so far. */
-async function udpEcho(sb: Sandbox, ns: string, addr: string, port: number, outsideCgroup = true): Promise<{lines: () => {from: [string, number]; ok: boolean}[]}> {
-  const child = sb.start(ns, [resolveTool('python3'), '-u', UDP, 'echo', '--addr', addr, '--port', String(port)], {outsideCgroup})
-  let out = ''
-  child.stdout?.on('data', (d) => (out += String(d)))
-  await waitForOutput(child, /listening/)
-  return {lines: () => out.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))}
-}
-
-async function udpClient(sb: Sandbox, ns: string, addr: string, port: number, extra: string[] = []): Promise<UdpRun> {
-  const r = await sb.run(ns, [resolveTool('python3'), UDP, 'client', '--addr', addr, '--port', String(port), ...extra], {timeoutMs: 60_000})
-  return JSON.parse(r.stdout.trim())
-}
 
 /** dnsmasq answering skfp.test with the given addresses, on the given listen addresses. */
 async function resolver(sb: Sandbox, ns: string, listen: string[], answer: {a: string; aaaa: string}, outsideCgroup = true): Promise<void> {
@@ -84,7 +57,7 @@ describe('UDP interception', () => {
       expect(readFileSync(log, 'utf8')).toContain(`accepted udp:[${REMOTE6}]:5300`)
       const st = await status(sb.name)
       expect(st.intercept.udp).toEqual({enabled: true, listening: {v4: true, v6: true}})
-      expect(st.intercept.uplinks).toEqual([{dev: 'up0', attached: true}])
+      expect(st.intercept.uplinks).toEqual([{dev: 'up0', attached: true, l3: false}])
       expect(st.counters.udpRedirected).toBeGreaterThan(4000)
       expect(st.counters.udpAssigned).toBe(st.counters.udpRedirected)
       expect(st.counters.udpNoProxy).toBe(0)

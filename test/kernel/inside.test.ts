@@ -1,6 +1,6 @@
 // The focused suite each kernel of the matrix runs, inside its VM (test/kernel/matrix.test.ts boots
 // it): what this kernel loads, interception carrying real bytes v4 and v6 through a transparent relay
-// (and UDP datagrams through v2ray),
+// on an Ethernet uplink and on a tun one (and UDP datagrams through v2ray),
 // the fastpath with real bytes redirected and the guard bounding a slow reader, the self-test, bad
 // input, and a crash in `up` cleaned by `down`. SKFP_EXPECT_FASTPATH says which fastpath variant this
 // kernel must load ('none': it must be refused in one line), SKFP_EXPECT_GUARD how the guard measures.
@@ -13,7 +13,7 @@ import {waitForOutput} from '../../src/lib/iperf.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, leftovers, removeVerdict, skfp, status, transfer, upArgs, withSandbox} from '../integration/helpers.js'
 import {expectRestored, hostSnapshot} from '../integration/snapshot.js'
-import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startV2ray, waitForListener} from '../integration/topology.js'
+import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startV2ray, tunnel, waitForListener} from '../integration/topology.js'
 
 const EXPECT_FASTPATH = process.env.SKFP_EXPECT_FASTPATH ?? 'kfunc'
 const EXPECT_GUARD = process.env.SKFP_EXPECT_GUARD ?? 'msg_tot_len'
@@ -24,6 +24,8 @@ const REUSEPORT = process.env.SKFP_EXPECT_REUSEPORT !== '0'
 const EXPECT_ADAPTIVE = process.env.SKFP_EXPECT_ADAPTIVE ?? 'tracepoint'
 const ADAPTIVE = EXPECT_ADAPTIVE !== 'none'
 const MiB = 1024 * 1024
+/** The remote's addresses reached by the tun uplink. */
+const [TUN4, TUN6] = ['198.19.2.1', '2001:2::3']
 const release = (await import('node:os')).release()
 
 // doctor pins its verdict for the boot: on the running kernel the suite leaves the host as it was
@@ -60,10 +62,16 @@ describe(`kernel ${release}`, () => {
       expect(v.probes.find((p: {probe: string}) => p.probe === probe), probe).toMatchObject({ok: true})
   })
 
-  it('interception: 4 MiB each way over IPv4 and IPv6 through a transparent relay, sha256 intact; down restores the host; bad input and a crash in up leave it as it was', async () => {
+  it('interception: 4 MiB each way over IPv4 and IPv6 through a transparent relay, sha256 intact, and 1 MiB by a tun uplink; fail-fast there; down restores the host; bad input and a crash in up leave it as it was', async () => {
     // one sandbox for all of it: under emulation each namespace and each CLI run costs seconds
     await withSandbox('kx', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
+      // a VPN's tun device (no link-layer header) to the remote, by which two more of its addresses are reached
+      await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
+      for (const [family, addr, len] of [['-4', TUN4, 32], ['-6', TUN6, 128]] as const) {
+        await sb.cmd(remote, [family, 'addr', 'add', `${addr}/${len}`, 'dev', 'lo'])
+        await sb.cmd(host, [family, 'route', 'add', `${addr}/${len}`, 'dev', 'tun0'])
+      }
       const before = await hostSnapshot([host], sb.cgroup)
       const bad = await skfp(upArgs(sb, host, ['--fastpath-queue', '10']))
       expect(bad.exitCode).toBe(2)
@@ -71,18 +79,26 @@ describe(`kernel ${release}`, () => {
       await expectRestored(before, [host], sb.cgroup)
 
       // the remote side's own address goes direct: ss-redir's connections to its server, below
-      const up = await skfp(interceptArgs(sb, host, ['--bypass', '198.18.0.2/32']))
+      const up = await skfp(interceptArgs(sb, host, ['--bypass', '198.18.0.2/32', '--uplink', 'up0', '--uplink', 'tun0']))
       expect(up.exitCode, up.stderr).toBe(0)
+      const at = (addr: string, port: number) => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`)
+      // no proxy yet: by the tun uplink too, fail-fast answers at once (TCP reset, ICMP port unreachable)
+      for (const addr of [TUN4, TUN6]) {
+        const tcp = await sb.run(host, [resolveTool('curl'), '-s', '-m', '20', `http://${at(addr, 8080)}/`], {allowFailure: true})
+        expect(tcp.exitCode, `curl ${addr} with no proxy`).toBe(7)
+        const udp = JSON.parse((await sb.run(host, [programPath('skfp-udp'), 'rtt', '--connect', at(addr, 5300), '--count', '1', '--loss-ms', '20000'], {allowFailure: true})).stdout)
+        expect(udp, `udp ${addr} with no proxy`).toMatchObject({errors: 1, error: 'recv: Connection refused'})
+      }
       const relay = sb.start(host, [programPath('skfp-relay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--listen', `[::1]:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
       await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
-      for (const [addr, port] of [[REMOTE4, 9201], [REMOTE6, 9202]] as const) {
+      for (const [addr, port, bytes] of [[REMOTE4, 9201, 4 * MiB], [REMOTE6, 9202, 4 * MiB], [TUN4, 9203, MiB], [TUN6, 9204, MiB]] as const) {
         const seed = `k${port}`
-        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(4 * MiB), '--seed', seed], {outsideCgroup: true})
+        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(bytes), '--seed', seed], {outsideCgroup: true})
         await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
-        const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(4 * MiB), '--seed', seed])
+        const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(bytes), '--seed', seed])
         const s = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
-        expect(s.serverReceivedSha, `${addr} up`).toBe(expectedSha(`${seed}-up`, 4 * MiB))
-        expect(c.clientReceivedSha, `${addr} down`).toBe(expectedSha(`${seed}-down`, 4 * MiB))
+        expect(s.serverReceivedSha, `${addr} up`).toBe(expectedSha(`${seed}-up`, bytes))
+        expect(c.clientReceivedSha, `${addr} down`).toBe(expectedSha(`${seed}-down`, bytes))
       }
       // UDP (on by default) and TCP through v2ray, whose sockets are SO_REUSEPORT ones: a kernel
       // before 6.5 refuses to assign them, and then the client gets --proxy-down's answer at once
@@ -93,18 +109,18 @@ describe(`kernel ${release}`, () => {
       // build/bin/skfp-udp (C: quick to start under emulation): an echo server, 20 round trips, each
       // given 5 s (a proxy's round trip under emulation, on a busy machine, can take more than the
       // bench's 200 ms)
-      const at = (addr: string) => (addr.includes(':') ? `[${addr}]:5300` : `${addr}:5300`)
       for (const addr of [REMOTE4, REMOTE6]) {
-        const echo = sb.start(remote, [programPath('skfp-udp'), 'echo', '--listen', at(addr)], {outsideCgroup: true})
+        const echo = sb.start(remote, [programPath('skfp-udp'), 'echo', '--listen', at(addr, 5300)], {outsideCgroup: true})
         await waitForOutput(echo, /listening/, 60_000)
       }
-      const udpClient = async (addr: string) => JSON.parse((await sb.run(host, [programPath('skfp-udp'), 'rtt', '--connect', at(addr), '--count', '20', '--loss-ms', '5000'], {allowFailure: true})).stdout)
+      const udpClient = async (addr: string) => JSON.parse((await sb.run(host, [programPath('skfp-udp'), 'rtt', '--connect', at(addr, 5300), '--count', '20', '--loss-ms', '5000'], {allowFailure: true})).stdout)
       // every CLI run costs seconds under emulation: one status, read after both clients, explains a failure
       const viaV2ray = [await udpClient(REMOTE4), await udpClient(REMOTE6)]
       // TCP to a port nothing listens on: v2ray accepts and closes (curl 52), a refused SYN is reset (curl 7)
       const tcp = await sb.run(host, [resolveTool('curl'), '-s', '-m', '20', `http://${REMOTE4}:9/`], {allowFailure: true})
       const refused = await status(sb.name)
       const why = JSON.stringify(refused.counters)
+      expect(refused.intercept.uplinks).toEqual([{dev: 'up0', attached: true, l3: false}, {dev: 'tun0', attached: true, l3: true}])
       for (const [i, r] of viaV2ray.entries()) {
         if (REUSEPORT) expect(r, `udp ${[REMOTE4, REMOTE6][i]} via v2ray: ${why}`).toMatchObject({count: 20, lost: 0, errors: 0})
         else expect(r, `udp ${[REMOTE4, REMOTE6][i]} via v2ray: ${why}`).toMatchObject({count: 0, errors: 1, error: 'recv: Connection refused'})

@@ -3,7 +3,7 @@ import {describe, expect, it} from 'vitest'
 import {encodeConfig, CFG_FASTPATH, CONFIG_SIZE} from '../../src/lib/config.js'
 import {missingChanges, stepId} from '../../src/lib/changes.js'
 import {planDown} from '../../src/lib/down.js'
-import type {InterceptObserved} from '../../src/lib/intercept.js'
+import {linkLayer, type InterceptObserved} from '../../src/lib/intercept.js'
 import {instanceState} from '../../src/lib/observe.js'
 import type {ObservedInstance} from '../../src/lib/observe.js'
 import {instancePins} from '../../src/lib/pins.js'
@@ -67,7 +67,7 @@ describe('planUp', () => {
       uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x5cf0, table: 1487, bypass: ['192.0.2.0/24'], bypassPorts: [53],
       bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['br0'], interceptCgroups: [], bypassCgroups: [],
     }
-    const steps = planUp({...settings, intercept}, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0', 'br0']}})
+    const steps = planUp({...settings, intercept}, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0', 'br0'], l3: []}})
     // beyond the instance's own pins: interfaces, routing, sysctls, mounts, attachments, the lock
     const reachesOut = (argv: string[]) => {
       const tools = argv.map((a) => a.split('/').pop()!) // nsenter --net=… TOOL …: the tool comes later
@@ -77,6 +77,25 @@ describe('planUp', () => {
     const outside = preview.filter((s) => s.argv.some(reachesOut) || s.id === 'lock').map((s) => s.id)
     expect(outside).toEqual(expect.arrayContaining(['lock', 'msg-verdict', 'fin-hold', 'sockops', 'rule-v4', 'route-v6', 'qdisc-br0', 'tc-filter-eth0-ingress', 'tc-filter-br0-ingress', 'sysctl-net.ipv4.conf.lo.accept_local']))
     for (const id of outside) expect(steps.find((s) => s.id === id)!.undo.length, id).toBeGreaterThan(0)
+  })
+  it('an interface without link-layer header (linkLayer l3) gets the *_l3 programs; the others and lo the Ethernet ones', () => {
+    expect([{link_type: 'ether'}, {link_type: 'none'}, {link_type: 'ppp'}, {link_type: 'loopback'}].map(linkLayer)).toEqual(['l2', 'l3', undefined, undefined])
+    const intercept: InterceptSettings = {
+      uplinks: ['wg0', 'eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: null, fwmark: 0x5cf0, table: 1487, bypass: [], bypassPorts: [],
+      bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['tun1'], interceptCgroups: [], bypassCgroups: [],
+    }
+    const steps = planUp({...settings, intercept}, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: [], l3: ['wg0', 'tun1']}})
+    const attached = previewPlan(steps)
+      .filter((s) => s.id.startsWith('tc-filter-'))
+      .map((s) => `${s.id} ${s.argv[0].at(-1)!.split('/').pop()}`)
+    expect(attached).toEqual([
+      'tc-filter-lo-ingress skfp_tc_lo_ingress',
+      'tc-filter-wg0-egress skfp_tc_egress_l3',
+      'tc-filter-wg0-ingress skfp_tc_uplink_ingress_l3',
+      'tc-filter-eth0-egress skfp_tc_egress',
+      'tc-filter-eth0-ingress skfp_tc_uplink_ingress',
+      'tc-filter-tun1-ingress skfp_tc_lan_ingress_l3',
+    ])
   })
 })
 
@@ -125,7 +144,7 @@ describe('one presence rule for status and down', () => {
     bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: [], interceptCgroups: [], bypassCgroups: [],
   }
   const withIntercept = {...settings, intercept}
-  const record = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0']}})
+  const record = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0'], l3: []}})
   const all: InterceptObserved = {
     listening: {4: true, 6: true}, udpListening: {4: true, 6: true},
     filters: {'lo ingress': true, 'eth0 egress': true, 'eth0 ingress': true}, qdiscForeignFilters: {lo: 0, eth0: 0}, qdiscs: {lo: true, eth0: true},
@@ -181,7 +200,7 @@ describe('one presence rule for status and down', () => {
     const foreign = observed({record, intercept: {...all, qdiscForeignFilters: {lo: 0, eth0: 1}}})
     expect(instanceState(foreign)).toBe('up')
     expect(down(foreign).map((s) => s.id)).not.toContain('undo-qdisc-eth0')
-    const was = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '1', needsClsact: []}})
+    const was = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '1', needsClsact: [], l3: []}})
     expect(down(observed({record: was, intercept: all})).map((s) => s.id)).not.toContain('undo-sysctl-net.ipv4.conf.lo.accept_local')
   })
 })
