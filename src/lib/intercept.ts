@@ -38,12 +38,24 @@ export function linkLayer(link: Pick<ip.Link, 'link_type'>): 'l2' | 'l3' | undef
   return link.link_type === 'ether' ? 'l2' : link.link_type === 'none' ? 'l3' : undefined
 }
 
-/** The devices the default routes of the target netns leave by, both families (each next hop of a
- * multipath one), sorted. */
+/** Addresses no one routes specially (TEST-NET-1, the IPv6 documentation prefix): where the kernel
+ * sends them is where the host's traffic to the internet leaves. */
+export const PROBE_DST = {4: '192.0.2.1', 6: '2001:db8::1'} as const
+
+/** The devices the host's traffic to the internet leaves the target netns by, both families, sorted:
+ * those of the main table's default routes (each next hop of a multipath one), and the one the
+ * kernel's routing picks for an internet address, which finds what a VPN routes past the default
+ * route (wg-quick's and Tailscale's own table under a policy rule; OpenVPN's 0.0.0.0/1 and
+ * 128.0.0.0/1). */
 export async function defaultRouteDevs(runner: Runner, netns?: string): Promise<string[]> {
   const devs = new Set<string>()
-  const tables = await Promise.all(([4, 6] as const).map((family) => ip.routes(runner, family, 'main', netns)))
+  const families = [4, 6] as const
+  const [tables, picked] = await Promise.all([
+    Promise.all(families.map((family) => ip.routes(runner, family, 'main', netns))),
+    Promise.all(families.map((family) => ip.routeGet(runner, family, PROBE_DST[family], netns))),
+  ])
   for (const r of tables.flat()) if (r.dst === 'default') for (const dev of [r.dev, ...(r.nexthops ?? []).map((h) => h.dev)]) if (dev) devs.add(dev)
+  for (const dev of picked) if (dev && dev !== 'lo') devs.add(dev)
   return [...devs].sort()
 }
 

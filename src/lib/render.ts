@@ -34,7 +34,7 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
   const i = s.intercept
   if (i) {
     const yes = (v: boolean | null) => (v === null ? '-' : v ? 'yes' : chalk.yellow('NO'))
-    lines.push(`  intercept  ${i.uplinks.map((u) => `${u.dev} ${u.attached ? 'attached' : chalk.yellow('NOT attached')}`).join(', ')}; lo ${i.loAttached ? 'attached' : chalk.yellow('NOT attached')}`)
+    lines.push(`  intercept  ${i.uplinks.map((u) => `${u.dev}${u.l3 ? ' (L3)' : ''} ${u.attached ? 'attached' : chalk.yellow('NOT attached')}`).join(', ')}; lo ${i.loAttached ? 'attached' : chalk.yellow('NOT attached')}`)
     if (i.lan.length) lines.push(`  lan        ${i.lan.map((u) => `${u.dev} ${u.attached ? 'attached' : chalk.yellow('NOT attached')}`).join(', ')}`)
     lines.push(`  routing    rules v4 ${yes(i.rules.v4)} v6 ${yes(i.rules.v6)}, local routes v4 ${yes(i.routes.v4)} v6 ${yes(i.routes.v6)}`)
     lines.push(`  proxy      port ${i.proxy.port} on ${[i.proxy.addr4, i.proxy.addr6].filter(Boolean).join(' and ')}: listening v4 ${yes(i.proxy.listening.v4)} v6 ${yes(i.proxy.listening.v6)}; when down: ${i.proxyDown}`)

@@ -4,6 +4,7 @@ import {writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
+import {resolveTool} from '../../src/lib/exec.js'
 import {skfp, withSandbox} from './helpers.js'
 import {expectRestored, hostSnapshot} from './snapshot.js'
 
@@ -118,6 +119,34 @@ describe('bad input is refused cleanly, host unchanged', () => {
       expect(r.exitCode, r.stderr).toBe(4)
       expect(r.stderr.trim().split('\n')).toHaveLength(1)
       expect(r.stderr.trim()).toMatch(line)
+      await expectRestored(before, [ns], sb.cgroup)
+    })
+  })
+
+  it('an uplink or --lan interface of a link type skfp cannot read (PPP): refused (exit 2), nothing changed', async () => {
+    await withSandbox('blt', async (sb) => {
+      const ns = await sb.addNetns('a')
+      const peer = await sb.addNetns('b')
+      await sb.link({netns: ns, dev: 'up0', addrs: ['198.18.0.1/30']}, {netns: peer, dev: 'up0', addrs: ['198.18.0.2/30']})
+      // a tun device given PPP's link type (TUNSETLINK, ARPHRD_PPP) and kept (TUNSETPERSIST): this
+      // kernel has no ppp driver, and what skfp reads is the link type
+      const pppLike = [
+        'import fcntl, struct',
+        "fd = open('/dev/net/tun', 'rb')",
+        "fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH22x', b'ppp0', 0x1001))", // TUNSETIFF: IFF_TUN | IFF_NO_PI
+        'fcntl.ioctl(fd, 0x400454cd, 512)', // TUNSETLINK
+        'fcntl.ioctl(fd, 0x400454cb, 1)', // TUNSETPERSIST
+      ].join('\n')
+      await sb.run(ns, [resolveTool('python3'), '-c', pppLike])
+      expect(JSON.parse((await sb.cmd(ns, ['-d', '-j', 'link', 'show', 'ppp0'])).stdout)[0].link_type).toBe('ppp')
+      const before = await hostSnapshot([ns], sb.cgroup)
+      for (const flag of ['uplink', 'lan']) {
+        const r = await skfp(ix({ns, cg: sb.cgroup}, {[flag]: 'ppp0'}))
+        expect([r.exitCode, r.stderr.trim()]).toEqual([
+          2,
+          `skfp: interface ppp0 has link type ppp, which skfp cannot intercept on: give --${flag} an Ethernet-like interface (physical, veth, bridge) or one without link-layer header (tun, WireGuard)`,
+        ])
+      }
       await expectRestored(before, [ns], sb.cgroup)
     })
   })

@@ -195,6 +195,15 @@ describe('interception through v2ray', () => {
       expect((await curl(sb, host, `http://${REMOTE4}:8080/`)).stdout).toBe('200')
       expect(proxied()).toBe(3)
 
+      // a VPN comes up as wg-quick sets it (its default route in its own table, a policy rule): the
+      // follower takes its tun device as an uplink too, with the programs' L3 variant
+      await sb.cmd(host, ['tuntap', 'add', 'tun0', 'mode', 'tun'])
+      await sb.cmd(host, ['link', 'set', 'tun0', 'up'])
+      await sb.cmd(host, ['route', 'add', 'default', 'dev', 'tun0', 'table', '51820'])
+      await sb.cmd(host, ['rule', 'add', 'not', 'fwmark', '51820', 'table', '51820'])
+      await follower.waitFor(/uplinks up1 → tun0, up1 \(the default routes moved\)/)
+      expect((await status(sb.name)).intercept.uplinks).toEqual([{dev: 'tun0', attached: true, l3: true}, {dev: 'up1', attached: true, l3: false}])
+
       // SIGTERM (a service stopped): it stops following, the instance stays up
       follower.child.kill('SIGTERM')
       const stopped = await follower.child
@@ -283,13 +292,18 @@ describe('interception through v2ray', () => {
 })
 
 describe('interfaces without link-layer header: VPN tunnels (tun devices)', () => {
-  it("the host's TCP and UDP leaving by a tun uplink, and a VPN client's coming in on a tun --lan interface, go through the proxy intact, IPv4 and IPv6; with the proxy gone fail-fast answers both at once; down restores all", async () => {
+  it("the host's TCP and UDP leaving by a tun uplink (routed as wg-quick routes), and a VPN client's coming in on a tun --lan interface, go through the proxy intact, IPv4 and IPv6; with the proxy gone fail-fast answers both at once; down restores all", async () => {
     await withSandbox('i3', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
-      // the host's VPN: its default routes leave by tun0, carried over up0 to the remote
+      // the host's VPN, tun0, carried over up0 to the remote and routed as wg-quick routes: a default
+      // route in its own table under a policy rule, past the main table's (by up0), which only the
+      // more specific routes of the main table (the tunnel's own packets) still use
       await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
-      await sb.cmd(host, ['route', 'replace', 'default', 'dev', 'tun0'])
-      await sb.cmd(host, ['-6', 'route', 'replace', 'default', 'dev', 'tun0'])
+      for (const family of ['-4', '-6']) {
+        await sb.cmd(host, [family, 'route', 'add', 'default', 'dev', 'tun0', 'table', '51820'])
+        await sb.cmd(host, [family, 'rule', 'add', 'not', 'fwmark', '51820', 'table', '51820'])
+        await sb.cmd(host, [family, 'rule', 'add', 'table', 'main', 'suppress_prefixlength', '0'])
+      }
       // a VPN client of the host (the host is its VPN server and routes for it): tun1
       const client = await sb.addNetns('v')
       await sb.link({netns: host, dev: 'vv0', addrs: ['198.18.3.1/30']}, {netns: client, dev: 'vv0', addrs: ['198.18.3.2/30']})
@@ -299,10 +313,18 @@ describe('interfaces without link-layer header: VPN tunnels (tun devices)', () =
       for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
       const before = await hostSnapshot([host], sb.cgroup)
 
-      const up = await skfp(interceptArgs(sb, host, ['--lan', 'tun1', '--proxy-down', 'fail-fast']))
+      // no --uplink: the uplinks are up0 (the main table's default route) and tun0 (where the host's
+      // traffic goes); the VPN's own packets to its server leave by up0: bypassed, as with any proxy
+      const up = await skfp(interceptArgs(sb, host, ['--lan', 'tun1', '--proxy-down', 'fail-fast', '--bypass', '198.18.0.2/32']))
       expect(up.exitCode, up.stderr).toBe(0)
       const st = await status(sb.name)
-      expect(st.intercept).toMatchObject({uplinks: [{dev: 'tun0', attached: true, l3: true}], lan: [{dev: 'tun1', attached: true}], defaultRoutes: ['tun0']})
+      expect(st.intercept).toMatchObject({
+        uplinks: [{dev: 'tun0', attached: true, l3: true}, {dev: 'up0', attached: true, l3: false}],
+        lan: [{dev: 'tun1', attached: true}],
+        defaultRoutes: ['tun0', 'up0'],
+      })
+      expect(st.warnings).toEqual([])
+      expect((await skfp(['status', '--instance', sb.name])).stdout).toMatch(/intercept {2}tun0 \(L3\) attached, up0 attached; lo attached/)
       const {child: v2ray, log} = await startV2ray(sb, host)
       await startHttp(sb, remote)
       for (const ns of [host, client]) for (const url of [`http://${REMOTE4}:8080/`, `http://[${REMOTE6}]:8080/`]) expect((await curl(sb, ns, url)).stdout, `${ns} ${url}`).toBe('200')

@@ -1,7 +1,7 @@
 /** ip (iproute2): command builders and JSON queries. Inside a netns, ip and ss enter it themselves
  * (exec.ownNetns): nothing here names a pin. */
 import {SkfpError, tail} from '../errors.js'
-import {arrayOf, hasFields, parseChecked, type Check} from './output.js'
+import {arrayOf, hasFields, isObject, parseChecked, type Check} from './output.js'
 import {ownNetns, type Cmd, type Runner} from '../exec.js'
 
 const ip = (args: string[], netns?: string): Cmd => ownNetns('ip', args, netns)
@@ -57,8 +57,17 @@ export async function routes(runner: Runner, family: 4 | 6, table: string, netns
   if (/table does not exist/.test(r.stderr)) return []
   throw new SkfpError('tool', `ip route show table ${table} failed (exit ${r.exitCode})`, tail(r.stderr, 1), {stderrTail: tail(r.stderr)})
 }
-/** `ip monitor link route`: a line for each change of an interface or a route, both families. */
-export const monitorLinksAndRoutes = (netns?: string): Cmd => ip(['-o', 'monitor', 'link', 'route'], netns)
+/** The device the kernel's routing (policy rules, the most specific route) sends a packet to dst by,
+ * with no mark; undefined where it has no route (`ip route get` fails: unreachable). */
+export async function routeGet(runner: Runner, family: 4 | 6, dst: string, netns?: string): Promise<string | undefined> {
+  const r = await runner.run(ip(['-j', ...fam(family), 'route', 'get', dst], netns), {allowFailure: true})
+  if (r.exitCode !== 0 || !r.stdout.trim()) return undefined
+  const [route] = parseChecked<{dev?: string}[]>(r.stdout, arrayOf(isObject), `ip -j route get ${dst}`)
+  return typeof route?.dev === 'string' ? route.dev : undefined
+}
+/** `ip monitor link route rule`: a line for each change of an interface, a route or a policy rule (a VPN
+ * routing past the default route adds one), both families. */
+export const monitorLinksAndRoutes = (netns?: string): Cmd => ip(['-o', 'monitor', 'link', 'route', 'rule'], netns)
 export const netnsList = async (runner: Runner) => (await json<{name: string}>(runner, ['netns', 'list'], hasFields({name: 'string'}))).map((n) => n.name)
 
 export interface Listeners {
