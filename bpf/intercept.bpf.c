@@ -38,6 +38,19 @@ struct {
 	__type(value, struct skfp_record);
 } skfp_record SEC(".maps");
 
+/* Both variants of a program for an uplink or a --lan interface: NAME for an
+ * Ethernet device, NAME_l3 for an L3 one (skfp_tc_egress_l3,
+ * skfp_tc_uplink_ingress_l3, skfp_tc_lan_ingress_l3). */
+#define SKFP_TC_VARIANTS(name, fn)                                   \
+	SEC("tc") int name(struct __sk_buff *skb)                    \
+	{                                                            \
+		return fn(skb, SKFP_L2);                             \
+	}                                                            \
+	SEC("tc") int name##_l3(struct __sk_buff *skb)               \
+	{                                                            \
+		return fn(skb, SKFP_L3);                             \
+	}
+
 /* Into lo's ingress, marked for the policy route. A packet of an L3 device
  * first gets an Ethernet header: a redirect to a device that takes one
  * (lo does) drops a packet without it. All zeros but the protocol: lo's own
@@ -191,17 +204,7 @@ static __always_inline int skfp_egress(struct __sk_buff *skb, const __u32 l2)
 	return skfp_to_lo(skb, cfg, &p);
 }
 
-SEC("tc")
-int skfp_tc_egress(struct __sk_buff *skb)
-{
-	return skfp_egress(skb, SKFP_L2);
-}
-
-SEC("tc")
-int skfp_tc_egress_l3(struct __sk_buff *skb)
-{
-	return skfp_egress(skb, SKFP_L3);
-}
+SKFP_TC_VARIANTS(skfp_tc_egress, skfp_egress)
 
 /* Runs for every packet entering lo: anything without our fwmark is
  * loopback traffic and passes at once. Does not look at SKFP_CFG_INTERCEPT:
@@ -255,17 +258,7 @@ static __always_inline int skfp_uplink_ingress(struct __sk_buff *skb, const __u3
 	return TC_ACT_OK;
 }
 
-SEC("tc")
-int skfp_tc_uplink_ingress(struct __sk_buff *skb)
-{
-	return skfp_uplink_ingress(skb, SKFP_L2);
-}
-
-SEC("tc")
-int skfp_tc_uplink_ingress_l3(struct __sk_buff *skb)
-{
-	return skfp_uplink_ingress(skb, SKFP_L3);
-}
+SKFP_TC_VARIANTS(skfp_tc_uplink_ingress, skfp_uplink_ingress)
 
 /* --lan: what LAN clients (a router's, containers on a bridge) send through
  * the host. Taken at the LAN interface's ingress, before routing and before
@@ -363,16 +356,6 @@ static __always_inline int skfp_lan_ingress(struct __sk_buff *skb, const __u32 l
 	return TC_ACT_OK;
 }
 
-SEC("tc")
-int skfp_tc_lan_ingress(struct __sk_buff *skb)
-{
-	return skfp_lan_ingress(skb, SKFP_L2);
-}
-
-SEC("tc")
-int skfp_tc_lan_ingress_l3(struct __sk_buff *skb)
-{
-	return skfp_lan_ingress(skb, SKFP_L3);
-}
+SKFP_TC_VARIANTS(skfp_tc_lan_ingress, skfp_lan_ingress)
 
 char LICENSE[] SEC("license") = "GPL";

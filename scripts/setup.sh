@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(clang llvm bpftool libbpf-dev linux-libc-dev iproute2 util-linux procps mount
   iperf3 socat sockperf v2ray iptables nftables curl python3
   systemd python3-yaml shadowsocks-libev dnsmasq-base bind9-dnsutils
-  golang-go redis-server redis-tools nginx wrk)
+  golang-go redis-server redis-tools nginx wrk wireguard-tools)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

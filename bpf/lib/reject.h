@@ -33,6 +33,20 @@ struct skfp_pseudo6 {
 	__u8 proto;
 };
 
+/* The packet's Ethernet header with its addresses swapped, for an answer:
+ * -1 when it cannot be read. */
+static __always_inline int skfp_eth_reversed(struct __sk_buff *skb, struct ethhdr *eth)
+{
+	__u8 mac[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, eth, sizeof(*eth)))
+		return -1;
+	__builtin_memcpy(mac, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac, ETH_ALEN);
+	return 0;
+}
+
 /* Fail-fast: turns the client's SYN into the RST|ACK a closed port would
  * send (RFC 793) and delivers it to the uplink's ingress, so connect() fails
  * at once with ECONNREFUSED. Nothing leaves the host. The reply is built on
@@ -48,18 +62,11 @@ static __always_inline int skfp_reject(struct __sk_buff *skb, const struct skfp_
 	struct ethhdr eth;
 	__u32 ip_len;
 	__s64 csum;
-
-	__u8 mac[ETH_ALEN];
 	__u32 l2 = p->l2;
 
-	if (l2) {
-		if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
-			return TC_ACT_SHOT;
-		/* Our own MAC as destination: PACKET_HOST at the uplink's ingress. */
-		__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
-		__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
-		__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
-	}
+	/* Our own MAC as destination: PACKET_HOST at the uplink's ingress. */
+	if (l2 && skfp_eth_reversed(skb, &eth))
+		return TC_ACT_SHOT;
 
 	th.doff = 5;
 	th.rst = 1;
@@ -138,16 +145,12 @@ struct skfp_icmp6_reply {
 static __always_inline int skfp_udp_reject(struct __sk_buff *skb, const struct skfp_pkt *p, __u64 to, int at_lo)
 {
 	struct ethhdr eth;
-	__u8 mac[ETH_ALEN];
 	__u32 l2 = p->l2;
 	__s64 csum;
 
 	if (l2) {
-		if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth)))
+		if (skfp_eth_reversed(skb, &eth))
 			return TC_ACT_SHOT;
-		__builtin_memcpy(mac, eth.h_dest, ETH_ALEN);
-		__builtin_memcpy(eth.h_dest, eth.h_source, ETH_ALEN);
-		__builtin_memcpy(eth.h_source, mac, ETH_ALEN);
 		/* Back into lo: its address (all zeros) makes it PACKET_HOST there. */
 		if (at_lo)
 			__builtin_memset(eth.h_dest, 0, ETH_ALEN);

@@ -39,6 +39,7 @@ export const TOOLS = {
   nginx: 'nginx',
   wrk: 'wrk',
   socat: 'socat',
+  wg: 'wireguard-tools',
   'skfp-attach': 'skfp (its own loader: skfp build)',
 } as const
 

@@ -1,5 +1,6 @@
 /** A host netns whose uplink (veth up0) leads to a remote netns; the remote's service addresses
  * (198.19.1.1, 2001:2::1) are reachable only through the uplink, like the internet. */
+import {generateKeyPairSync} from 'node:crypto'
 import {readFileSync, writeFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {PROJECT_ROOT} from '../../src/lib/build.js'
@@ -93,6 +94,27 @@ export async function tunnel(sb: Sandbox, a: TunnelEnd, b: TunnelEnd, dev: strin
     ready = true
     await sb.cmd(me.netns, ['link', 'set', dev, 'mtu', '1400'])
     await sb.cmd(me.netns, ['-6', 'addr', 'add', me.addrs[1], 'dev', dev, 'nodad'])
+  }
+}
+
+/** A WireGuard tunnel between two namespaces: a wireguard device dev at each end (link type none),
+ * each the other's one peer for every address, over the underlay addresses. Keys made here (x25519,
+ * as `wg genkey` makes them); `wg` sets them. */
+export async function wireguard(sb: Sandbox, a: TunnelEnd, b: TunnelEnd, dev: string, port: number): Promise<void> {
+  const b64 = (jwk: string | undefined) => Buffer.from(jwk!, 'base64url').toString('base64')
+  const keys = [a, b].map(() => {
+    const {privateKey, publicKey} = generateKeyPairSync('x25519')
+    return {private: b64(privateKey.export({format: 'jwk'}).d), public: b64(publicKey.export({format: 'jwk'}).x)}
+  })
+  for (const [i, me, peer] of [[0, a, b], [1, b, a]] as const) {
+    const keyFile = sb.file(`${dev}-${i}.key`)
+    writeFileSync(keyFile, `${keys[i].private}\n`, {mode: 0o600})
+    await sb.cmd(me.netns, ['link', 'add', dev, 'type', 'wireguard'])
+    const peerKey = keys[1 - i].public
+    await sb.run(me.netns, [resolveTool('wg'), 'set', dev, 'private-key', keyFile, 'listen-port', String(port), 'peer', peerKey, 'allowed-ips', '0.0.0.0/0,::/0', 'endpoint', `${peer.under}:${port}`], {outsideCgroup: true})
+    await sb.cmd(me.netns, ['addr', 'add', me.addrs[0], 'dev', dev])
+    await sb.cmd(me.netns, ['-6', 'addr', 'add', me.addrs[1], 'dev', dev, 'nodad'])
+    await sb.cmd(me.netns, ['link', 'set', dev, 'up'])
   }
 }
 

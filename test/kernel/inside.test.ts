@@ -1,6 +1,6 @@
 // The focused suite each kernel of the matrix runs, inside its VM (test/kernel/matrix.test.ts boots
 // it): what this kernel loads, interception carrying real bytes v4 and v6 through a transparent relay
-// on an Ethernet uplink and on a tun one (and UDP datagrams through v2ray),
+// on an Ethernet uplink, a tun one and a WireGuard one (and UDP datagrams through v2ray),
 // the fastpath with real bytes redirected and the guard bounding a slow reader, the self-test, bad
 // input, and a crash in `up` cleaned by `down`. SKFP_EXPECT_FASTPATH says which fastpath variant this
 // kernel must load ('none': it must be refused in one line), SKFP_EXPECT_GUARD how the guard measures.
@@ -13,7 +13,7 @@ import {waitForOutput} from '../../src/lib/iperf.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, leftovers, removeVerdict, skfp, status, transfer, upArgs, withSandbox} from '../integration/helpers.js'
 import {expectRestored, hostSnapshot} from '../integration/snapshot.js'
-import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startV2ray, tunnel, waitForListener} from '../integration/topology.js'
+import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startV2ray, tunnel, waitForListener, wireguard} from '../integration/topology.js'
 
 const EXPECT_FASTPATH = process.env.SKFP_EXPECT_FASTPATH ?? 'kfunc'
 const EXPECT_GUARD = process.env.SKFP_EXPECT_GUARD ?? 'msg_tot_len'
@@ -24,8 +24,11 @@ const REUSEPORT = process.env.SKFP_EXPECT_REUSEPORT !== '0'
 const EXPECT_ADAPTIVE = process.env.SKFP_EXPECT_ADAPTIVE ?? 'tracepoint'
 const ADAPTIVE = EXPECT_ADAPTIVE !== 'none'
 const MiB = 1024 * 1024
-/** The remote's addresses reached by the tun uplink. */
+/** The remote's addresses reached by the tun uplink, and by the WireGuard one. */
 const [TUN4, TUN6] = ['198.19.2.1', '2001:2::3']
+const [WG4, WG6] = ['198.19.3.1', '2001:2::4']
+/** Whether this kernel has WireGuard (SKFP_EXPECT_WIREGUARD: Debian's kernels; this machine's has none). */
+const WIREGUARD = process.env.SKFP_EXPECT_WIREGUARD === '1'
 const release = (await import('node:os')).release()
 
 // doctor pins its verdict for the boot: on the running kernel the suite leaves the host as it was
@@ -62,16 +65,20 @@ describe(`kernel ${release}`, () => {
       expect(v.probes.find((p: {probe: string}) => p.probe === probe), probe).toMatchObject({ok: true})
   })
 
-  it('interception: 4 MiB each way over IPv4 and IPv6 through a transparent relay, sha256 intact, and 1 MiB by a tun uplink; fail-fast there; down restores the host; bad input and a crash in up leave it as it was', async () => {
+  it(`interception: 4 MiB each way over IPv4 and IPv6 through a transparent relay, sha256 intact, and 1 MiB by a tun uplink${WIREGUARD ? ' and a WireGuard one' : ''}; fail-fast there; down restores the host; bad input and a crash in up leave it as it was`, async () => {
     // one sandbox for all of it: under emulation each namespace and each CLI run costs seconds
     await withSandbox('kx', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       // a VPN's tun device (no link-layer header) to the remote, by which two more of its addresses are reached
       await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
-      for (const [family, addr, len] of [['-4', TUN4, 32], ['-6', TUN6, 128]] as const) {
-        await sb.cmd(remote, [family, 'addr', 'add', `${addr}/${len}`, 'dev', 'lo'])
-        await sb.cmd(host, [family, 'route', 'add', `${addr}/${len}`, 'dev', 'tun0'])
-      }
+      // and WireGuard's device, where the kernel has it, to two more
+      if (WIREGUARD) await wireguard(sb, {netns: host, addrs: ['198.18.2.5/30', 'fd00:1c::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.6/30', 'fd00:1c::2/64'], under: '198.18.0.2'}, 'wg0', 5102)
+      const l3: [string, string, string][] = [['tun0', TUN4, TUN6], ...(WIREGUARD ? [['wg0', WG4, WG6] as [string, string, string]] : [])]
+      for (const [dev, addr4, addr6] of l3)
+        for (const [family, addr, len] of [['-4', addr4, 32], ['-6', addr6, 128]] as const) {
+          await sb.cmd(remote, [family, 'addr', 'add', `${addr}/${len}`, 'dev', 'lo'])
+          await sb.cmd(host, [family, 'route', 'add', `${addr}/${len}`, 'dev', dev])
+        }
       const before = await hostSnapshot([host], sb.cgroup)
       const bad = await skfp(upArgs(sb, host, ['--fastpath-queue', '10']))
       expect(bad.exitCode).toBe(2)
@@ -79,11 +86,11 @@ describe(`kernel ${release}`, () => {
       await expectRestored(before, [host], sb.cgroup)
 
       // the remote side's own address goes direct: ss-redir's connections to its server, below
-      const up = await skfp(interceptArgs(sb, host, ['--bypass', '198.18.0.2/32', '--uplink', 'up0', '--uplink', 'tun0']))
+      const up = await skfp(interceptArgs(sb, host, ['--bypass', '198.18.0.2/32', '--uplink', 'up0', ...l3.flatMap(([dev]) => ['--uplink', dev])]))
       expect(up.exitCode, up.stderr).toBe(0)
       const at = (addr: string, port: number) => (addr.includes(':') ? `[${addr}]:${port}` : `${addr}:${port}`)
-      // no proxy yet: by the tun uplink too, fail-fast answers at once (TCP reset, ICMP port unreachable)
-      for (const addr of [TUN4, TUN6]) {
+      // no proxy yet: by the tun (and WireGuard) uplink too, fail-fast answers at once (TCP reset, ICMP port unreachable)
+      for (const addr of l3.flatMap(([, addr4, addr6]) => [addr4, addr6])) {
         const tcp = await sb.run(host, [resolveTool('curl'), '-s', '-m', '20', `http://${at(addr, 8080)}/`], {allowFailure: true})
         expect(tcp.exitCode, `curl ${addr} with no proxy`).toBe(7)
         const udp = JSON.parse((await sb.run(host, [programPath('skfp-udp'), 'rtt', '--connect', at(addr, 5300), '--count', '1', '--loss-ms', '20000'], {allowFailure: true})).stdout)
@@ -91,7 +98,8 @@ describe(`kernel ${release}`, () => {
       }
       const relay = sb.start(host, [programPath('skfp-relay'), '--listen', `127.0.0.1:${PROXY_PORT}`, '--listen', `[::1]:${PROXY_PORT}`, '--mark', String(PROXY_MARK)])
       await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
-      for (const [addr, port, bytes] of [[REMOTE4, 9201, 4 * MiB], [REMOTE6, 9202, 4 * MiB], [TUN4, 9203, MiB], [TUN6, 9204, MiB]] as const) {
+      const byL3 = l3.flatMap(([, addr4, addr6], i) => [[addr4, 9203 + 2 * i, MiB], [addr6, 9204 + 2 * i, MiB]] as const)
+      for (const [addr, port, bytes] of [[REMOTE4, 9201, 4 * MiB] as const, [REMOTE6, 9202, 4 * MiB] as const, ...byL3]) {
         const seed = `k${port}`
         const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(bytes), '--seed', seed], {outsideCgroup: true})
         await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
@@ -120,7 +128,7 @@ describe(`kernel ${release}`, () => {
       const tcp = await sb.run(host, [resolveTool('curl'), '-s', '-m', '20', `http://${REMOTE4}:9/`], {allowFailure: true})
       const refused = await status(sb.name)
       const why = JSON.stringify(refused.counters)
-      expect(refused.intercept.uplinks).toEqual([{dev: 'up0', attached: true, l3: false}, {dev: 'tun0', attached: true, l3: true}])
+      expect(refused.intercept.uplinks).toEqual([{dev: 'up0', attached: true, l3: false}, ...l3.map(([dev]) => ({dev, attached: true, l3: true}))])
       for (const [i, r] of viaV2ray.entries()) {
         if (REUSEPORT) expect(r, `udp ${[REMOTE4, REMOTE6][i]} via v2ray: ${why}`).toMatchObject({count: 20, lost: 0, errors: 0})
         else expect(r, `udp ${[REMOTE4, REMOTE6][i]} via v2ray: ${why}`).toMatchObject({count: 0, errors: 1, error: 'recv: Connection refused'})

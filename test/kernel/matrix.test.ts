@@ -22,18 +22,20 @@ interface Expectation {
   /** Which readers variant of the adaptive fastpath attaches: the tracepoint sock_recv_length (Linux
    * 6.4+), else fexit on tcp_bpf_recvmsg, or none. */
   adaptive: 'tracepoint' | 'fexit' | 'none'
+  /** Whether the kernel has WireGuard (Debian's kernels, as a module; this machine's has none). */
+  wireguard: boolean
 }
 
 /** By the short names of scripts/kernels.sh. */
 const MATRIX: Record<string, Expectation> = {
-  '5.10': {fastpath: 'none', guard: 'queue-walk', reuseport: false, adaptive: 'none'}, // no bpf_loop, no netns cookie in sk_msg
-  '6.1': {fastpath: 'probe-read', guard: 'queue-walk', reuseport: false, adaptive: 'fexit'}, // no bpf_rdonly_cast / bpf_cast_to_kern_ctx, no sock_recv_length
-  '6.12.43': {fastpath: 'kfunc', guard: 'queue-walk', reuseport: true, adaptive: 'tracepoint'}, // before the sk_psock.msg_tot_len backport
-  '6.12': {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint'},
-  '7.x': {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint'},
+  '5.10': {fastpath: 'none', guard: 'queue-walk', reuseport: false, adaptive: 'none', wireguard: true}, // no bpf_loop, no netns cookie in sk_msg
+  '6.1': {fastpath: 'probe-read', guard: 'queue-walk', reuseport: false, adaptive: 'fexit', wireguard: true}, // no bpf_rdonly_cast / bpf_cast_to_kern_ctx, no sock_recv_length
+  '6.12.43': {fastpath: 'kfunc', guard: 'queue-walk', reuseport: true, adaptive: 'tracepoint', wireguard: true}, // before the sk_psock.msg_tot_len backport
+  '6.12': {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint', wireguard: true},
+  '7.x': {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint', wireguard: true},
 }
-// locked down for integrity: fexit is refused, the tracepoint taken
-const RUNNING: Expectation = {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint'}
+// locked down for integrity: fexit is refused, the tracepoint taken; built without WireGuard
+const RUNNING: Expectation = {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint', wireguard: false}
 
 /** Minutes the focused suite may take in one emulated VM (about 5 measured). */
 const VM_MINUTES = 12
@@ -54,7 +56,7 @@ describe('kernel matrix', () => {
 
   it(`the running kernel (${release()})`, async () => {
     requireRoot()
-    const r = await execa(process.execPath, [suite], {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard, SKFP_EXPECT_REUSEPORT: RUNNING.reuseport ? '1' : '0', SKFP_EXPECT_ADAPTIVE: RUNNING.adaptive}, timeout: 600_000})
+    const r = await execa(process.execPath, [suite], {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard, SKFP_EXPECT_REUSEPORT: RUNNING.reuseport ? '1' : '0', SKFP_EXPECT_ADAPTIVE: RUNNING.adaptive, SKFP_EXPECT_WIREGUARD: RUNNING.wireguard ? '1' : '0'}, timeout: 600_000})
     summary.push(`${release()}: exit ${r.exitCode}`)
     expect(r.exitCode, String(r.all).slice(-6000)).toBe(0)
   }, 620_000)
@@ -63,7 +65,7 @@ describe('kernel matrix', () => {
     requireRoot()
     const kernel = (await cachedKernels()).find((k) => k.name === name)
     expect(kernel, `kernel ${name} is not cached: scripts/kernels.sh (run by npm test's setup) downloads it`).toBeDefined()
-    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_EXPECT_REUSEPORT=${want.reuseport ? 1 : 0} SKFP_EXPECT_ADAPTIVE=${want.adaptive} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${suite}`
+    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_EXPECT_REUSEPORT=${want.reuseport ? 1 : 0} SKFP_EXPECT_ADAPTIVE=${want.adaptive} SKFP_EXPECT_WIREGUARD=${want.wireguard ? 1 : 0} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${suite}`
     const vmRun = join(PROJECT_ROOT, 'scripts', 'vm-run.sh')
     const r = await execa('bash', [vmRun, '--overlay', PROJECT_ROOT, '--timeout', String(VM_MINUTES * 60), kernel!.vmlinuz, '--', inner], {reject: false, all: true, timeout: (VM_MINUTES + 1) * 60_000})
     summary.push(`${kernel!.version}: exit ${r.exitCode}`)
