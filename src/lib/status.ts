@@ -63,15 +63,16 @@ export interface InstanceStatus {
     /** UDP interception, and the proxy's UDP sockets (null when UDP is off or the family is not proxied). */
     udp: {enabled: boolean; listening: {v4: boolean | null; v6: boolean | null}}
     proxyDown: string
-    /** The interfaces the netns's default routes leave by now (null: not read). One that is no
-     * uplink is a warning: what leaves by it is not intercepted. */
+    /** The interfaces the netns's traffic to the internet leaves by now (defaultRouteDevs: the default
+     * routes, and where an internet address is routed; null: not read). One that is no uplink is a
+     * warning: what leaves by it is not intercepted. */
     defaultRoutes: string[] | null
   } | null
   counters: Counters | null
   pinDir: string
 }
 
-/** defaultRoutes: the devices of the instance netns's default routes, where they were read. */
+/** defaultRoutes: the devices the instance netns's traffic to the internet leaves by (defaultRouteDevs), where they were read. */
 export function statusOf(o: ObservedInstance, defaultRoutes?: string[]): InstanceStatus {
   const state = instanceState(o)
   const problems = halfUpProblems(o)
