@@ -48,16 +48,16 @@ export const hookKey = (dev: string, dir: string) => `${dev} ${dir}`
 /** The mark of an `ip -j rule` entry ("0x5cf0" or "0x5cf0/0xffffffff"). */
 export const markOf = (text?: string) => (text ? Number.parseInt(text.split('/')[0], 16) : undefined)
 
+/** The program a tc-filter change attaches (its pin and name): the *_l3 variant on an L3 device. */
 function tcProgram(c: Of<'tc-filter'>, pins: InstancePins): [string, string] {
-  const [pin, name] =
-    c.prog === 'uplink-ingress'
-      ? [pins.prog.tcUplinkIngress, 'skfp_tc_uplink_ingress']
-      : c.prog === 'lan-ingress'
-        ? [pins.prog.tcLanIngress, 'skfp_tc_lan_ingress']
-        : c.direction === 'egress'
-          ? [pins.prog.tcEgress, 'skfp_tc_egress']
-          : [pins.prog.tcLoIngress, 'skfp_tc_lo_ingress']
+  const [pin, name] = ethernetProgram(c, pins)
   return c.l3 ? [`${pin}_l3`, `${name}_l3`] : [pin, name]
+}
+
+function ethernetProgram(c: Of<'tc-filter'>, pins: InstancePins): [string, string] {
+  if (c.prog === 'uplink-ingress') return [pins.prog.tcUplinkIngress, 'skfp_tc_uplink_ingress']
+  if (c.prog === 'lan-ingress') return [pins.prog.tcLanIngress, 'skfp_tc_lan_ingress']
+  return c.direction === 'egress' ? [pins.prog.tcEgress, 'skfp_tc_egress'] : [pins.prog.tcLoIngress, 'skfp_tc_lo_ingress']
 }
 
 const KINDS: {[K in Change['kind']]: Kind<Of<K>>} = {

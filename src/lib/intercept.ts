@@ -125,7 +125,7 @@ export async function gatherInterceptFacts(runner: Runner, settings: UpSettings,
       if (!link) throw usageError(`interface ${dev} does not exist${ns ? ` in netns ${ns}` : ''}`, `check \`ip link\` and pass an existing interface with ${flag}`)
       const layer = linkLayer(link)
       if (!layer) throw usageError(`interface ${dev} has link type ${link.link_type}, which skfp cannot intercept on`, `give ${flag} an Ethernet-like interface (physical, veth, bridge) or one without link-layer header (tun, WireGuard)`)
-      if (layer === 'l3' && !l3.includes(dev)) l3.push(dev)
+      if (layer === 'l3') l3.push(dev) // an interface is given once (parseUpFlags)
     }
   const lo = links.find((l) => l.ifname === 'lo')
   if (!lo) throw usageError('no lo interface', 'the target namespace needs a loopback interface')

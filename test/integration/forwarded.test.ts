@@ -11,14 +11,14 @@ import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, runner, skfp, status, transfer, withSandbox} from './helpers.js'
 import {expectRestored, hostSnapshot} from './snapshot.js'
-import {curl, interceptArgs, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray} from './topology.js'
+import {curl, enableForwarding, interceptArgs, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray} from './topology.js'
 
 const MiB = 1024 * 1024
 
 /** The proxy topology (topology.ts) with the host forwarding, v4 and v6. */
 async function forwardingTopology(sb: Sandbox) {
   const t = await proxyTopology(sb)
-  for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: t.host})
+  await enableForwarding(sb, t.host)
   return t
 }
 

@@ -6,7 +6,7 @@ import type {Sandbox} from '../../src/lib/sandbox.js'
 import {expectedSha} from '../fixtures/transfer.mjs'
 import {FIXTURE, foreignObject, runner, skfp, startCli, status, transfer, withSandbox} from './helpers.js'
 import {expectRestored, hostSnapshot} from './snapshot.js'
-import {addUplink, curl, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray, tunnel, udpClient, udpEcho} from './topology.js'
+import {addUplink, curl, enableForwarding, interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6, startHttp, startV2ray, tunnel, udpClient, udpEcho} from './topology.js'
 
 const MiB = 1024 * 1024
 const BIG = 256 * MiB
@@ -310,7 +310,7 @@ describe('interfaces without link-layer header: VPN tunnels (tun devices)', () =
       await tunnel(sb, {netns: host, addrs: ['198.18.3.5/30', 'fd00:1b::1/64'], under: '198.18.3.1'}, {netns: client, addrs: ['198.18.3.6/30', 'fd00:1b::2/64'], under: '198.18.3.2'}, 'tun1', 5102)
       await sb.cmd(client, ['route', 'add', 'default', 'dev', 'tun1'])
       await sb.cmd(client, ['-6', 'route', 'add', 'default', 'dev', 'tun1'])
-      for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+      await enableForwarding(sb, host)
       const before = await hostSnapshot([host], sb.cgroup)
 
       // no --uplink: the uplinks are up0 (the main table's default route) and tun0 (where the host's

@@ -69,6 +69,11 @@ export async function startV2ray(sb: Sandbox, host: string): Promise<{child: Ret
   return {child, log}
 }
 
+/** The host routes for others (a router, a VPN server), v4 and v6. */
+export async function enableForwarding(sb: Sandbox, host: string): Promise<void> {
+  for (const key of ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding']) await sb.runner.run({tool: 'sysctl', args: ['-qw', `${key}=1`], netns: host})
+}
+
 /** One end of a tunnel: its netns, the tun device's addresses ([v4/len, v6/len]) and the underlay
  * address its UDP leaves from. */
 export interface TunnelEnd {
