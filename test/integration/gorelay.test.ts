@@ -13,12 +13,15 @@ import {interceptArgs, PROXY_MARK, PROXY_PORT, proxyTopology, REMOTE4, REMOTE6} 
 const MiB = 1024 * 1024
 const BYTES = 32 * MiB
 const DOWNLOADS = 6
+// downloads paced as a remote server's are over a network: a pause of PAUSE_MS after each MiB
+const PACED = 2
+const PAUSE_MS = 20
 
 // the defaults' --fastpath auto runs the self-test and pins its verdict
 afterAll(removeVerdict)
 
 describe('a Go relay (io.Copy, splice) with the defaults', () => {
-  it('carries 32 MiB each way over IPv4 and IPv6 with sha256 intact, then 32 MiB downloads, a large share of each redirected (the relay reads with splice over TCP), nothing hangs', async () => {
+  it('carries 32 MiB each way over IPv4 and IPv6 with sha256 intact, then 32 MiB downloads at full speed and paced, most of each paced one redirected (the relay reads with splice over TCP), nothing hangs', async () => {
     await withSandbox('gr', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       const defaults = interceptArgs(sb, host).filter((a, i, all) => a !== '--fastpath' && all[i - 1] !== '--fastpath')
@@ -28,21 +31,27 @@ describe('a Go relay (io.Copy, splice) with the defaults', () => {
       await new Promise<void>((resolve) => relay.stdout!.once('data', () => resolve()))
       const results: {addr: string; up: string; down: string; s: unknown; c: unknown}[] = []
       const downloadRedirected: number[] = []
-      // two-way over IPv4 and IPv6, then DOWNLOADS downloads alone
-      const transfers = [[REMOTE4, 9301, BYTES], [REMOTE6, 9302, BYTES], ...Array.from({length: DOWNLOADS}, (_, i) => [i % 2 ? REMOTE6 : REMOTE4, 9303 + i, 0] as const)] as const
-      for (const [addr, port, upBytes] of transfers) {
+      const pacedRedirected: number[] = []
+      // two-way over IPv4 and IPv6, then DOWNLOADS downloads alone at full speed, then PACED paced ones
+      const transfers = [
+        [REMOTE4, 9301, BYTES, false],
+        [REMOTE6, 9302, BYTES, false],
+        ...Array.from({length: DOWNLOADS + PACED}, (_, i) => [i % 2 ? REMOTE6 : REMOTE4, 9303 + i, 0, i >= DOWNLOADS] as const),
+      ] as const
+      for (const [addr, port, upBytes, paced] of transfers) {
         const seed = `g${port}`
         const before = (await status(sb.name)).counters.bytesRedirected
-        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed])
+        const pace = paced ? ['--pause-every', String(MiB), '--pause-ms', String(PAUSE_MS)] : []
+        const server = sb.start(remote, [process.execPath, FIXTURE, 'server', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed, ...pace])
         await new Promise<void>((resolve) => server.stdout!.once('data', () => resolve()))
         const c = await transfer(sb, host, ['client', '--addr', addr, '--port', String(port), '--bytes', String(BYTES), '--up', String(upBytes), '--seed', seed])
         const s = JSON.parse(String((await server).stdout).trim().split('\n').pop()!)
         results.push({addr, up: s.serverReceivedSha === expectedSha(`${seed}-up`, upBytes) ? 'ok' : 'BAD', down: c.clientReceivedSha === expectedSha(`${seed}-down`, BYTES) ? 'ok' : 'BAD', s, c})
-        if (upBytes === 0) downloadRedirected.push((await status(sb.name)).counters.bytesRedirected - before)
+        if (upBytes === 0) (paced ? pacedRedirected : downloadRedirected).push((await status(sb.name)).counters.bytesRedirected - before)
       }
       relay.kill('SIGTERM')
       const summary = JSON.parse(String((await relay).stderr).trim().split('\n').pop()!)
-      const seen = `${JSON.stringify({results, summary, downloadRedirected})} ${JSON.stringify((await status(sb.name)).counters)}`
+      const seen = `${JSON.stringify({results, summary, downloadRedirected, pacedRedirected})} ${JSON.stringify((await status(sb.name)).counters)}`
       for (const r of results) expect([r.addr, r.up, r.down], seen).toEqual([r.addr, 'ok', 'ok'])
       expect(summary).toMatchObject({accepted: transfers.length, upstreamFailed: 0, bytesUp: 2 * BYTES, bytesDown: transfers.length * BYTES})
       const st = await status(sb.name)
@@ -52,16 +61,16 @@ describe('a Go relay (io.Copy, splice) with the defaults', () => {
       // the clients and the servers that read data (not the last, which gets none) read with recv():
       // promoted, and the relay's writes to them are redirected; the relay's sockets read with
       // splice(): never promoted, nothing redirected to them
-      expect(st.fastpath.readers.promoted, why).toBe(4 + DOWNLOADS)
+      expect(st.fastpath.readers.promoted, why).toBe(4 + DOWNLOADS + PACED)
       expect(st.counters.readersBarred, why).toBe(0)
       // each download alone (the client half-closed at once): the client is promoted at its second
-      // read, and from the guard's first hand-off on the rest is redirected (about 97 % of most
-      // downloads on this machine). About 1 download in 16 gets no hand-off at all (the guard waits
-      // for the client to have read every TCP byte, and the relay's splice stays ahead of it: 9 of
-      // 147 downloads in loops on 2026-12-06; a CI run failed on one when this test had a single
-      // download), so the share is asserted over all of them: at least half
-      const total = downloadRedirected.reduce((a, b) => a + b, 0)
-      expect(total, seen).toBeGreaterThanOrEqual((DOWNLOADS * BYTES) / 2)
+      // read, and the guard hands off once it has read every byte that came over TCP; from then on the
+      // rest is redirected. At full speed that needs the client to catch up with the relay's splice
+      // from a local server, which it does in most downloads and in none of some (1 in 16 in loops on
+      // 2026-12-06, 3 and 4 of 6 together in two CI runs of 2026-12-07): downloadRedirected is shown,
+      // not asserted. Paced as from a network, the client catches up at the first pause after its
+      // promotion: at least 3/4 of each paced download is redirected (31/32 when the first one does)
+      for (const n of pacedRedirected) expect(n, seen).toBeGreaterThanOrEqual((BYTES * 3) / 4)
     })
   })
 })
