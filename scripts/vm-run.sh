@@ -116,12 +116,13 @@ args=(--disable-kvm --disable-microvm --force-9p -r "$kernel" --user root --memo
 # TMPDIR: virtme's own temp file (the guest's exit-code channel) goes into our temp dir.
 # FIFOs: qemu opens /proc/self/fd/1 and /proc/self/fd/2 by name, which on a regular file starts at
 # offset 0 and overwrites what is there (e.g. `vm-run.sh ... >log`); through a FIFO it just streams.
+# What vng printed is also kept (said.log), for an exit before the command started.
 boot() {
-  rm -f "$tmp/stdout" "$tmp/stderr"
+  rm -f "$tmp/stdout" "$tmp/stderr" "$tmp/said.log"
   mkfifo "$tmp/stdout" "$tmp/stderr"
-  cat "$tmp/stdout" &
+  tee -a "$tmp/said.log" <"$tmp/stdout" &
   local cat_out=$!
-  cat "$tmp/stderr" >&2 &
+  tee -a "$tmp/said.log" <"$tmp/stderr" >&2 &
   local cat_err=$!
   TMPDIR=$tmp setsid vng "${args[@]}" -- "bash $share/cmd.sh" </dev/null >"$tmp/stdout" 2>"$tmp/stderr" &
   pgid=$!
@@ -146,13 +147,16 @@ boot() {
 start=$(date +%s.%N)
 deadline=$(($(date +%s) + timeout)) # the whole run's, a second start included
 boot
-# qemu/vng has once exited (255, 3 s, nothing printed) before the guest started, in a CI run; three
-# starts of the same kernel right after booted. Such an exit leaves nothing of the command to lose:
-# start the VM once more, and say so.
-if ((!timed_out)) && [[ ! -f $share/started ]]; then
-  echo "vm-run: the VM with $kver exited before the command started (vng exit $vrc); starting it once more" >&2
+# qemu/vng has exited (255, 3 s, nothing printed) before the guest started, in two CI runs: once,
+# and once twice in a row (2026-12-08, 7.x); starts of the same kernel right after booted (3 of 3,
+# 4 of 4). Such an exit leaves nothing of the command to lose: the VM starts again, up to three
+# times in all, 2 s apart, and each early exit is said with the last of what vng printed.
+for again in 2 3; do
+  ((!timed_out)) && [[ ! -f $share/started ]] || break
+  echo "vm-run: the VM with $kver exited before the command started (vng exit $vrc, said: $(tail -n 3 "$tmp/said.log" 2>/dev/null | tr '\n' ' ' | cut -c1-300)); starting it again ($again of 3)" >&2
+  sleep 2
   boot
-fi
+done
 secs=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 
 if [[ -n $out ]]; then
