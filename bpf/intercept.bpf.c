@@ -68,6 +68,24 @@ static __always_inline int skfp_to_lo(struct __sk_buff *skb, const struct skfp_c
 	return bpf_redirect(cfg->lo_ifindex, BPF_F_INGRESS);
 }
 
+/* Packets that go direct by their mark: the proxy's own upstream
+ * (intercepting it would loop) and a VPN's own packets to its server, marked
+ * by the VPN for its `not fwmark` policy rule (handed to the proxy, the
+ * tunnel would run through it, or be refused with it). */
+static __always_inline int skfp_marked_direct(const struct __sk_buff *skb, const struct skfp_config *cfg)
+{
+	__u32 mark = skb->mark;
+	int i;
+
+	if (cfg->proxy_mark && mark == cfg->proxy_mark)
+		return 1;
+#pragma unroll
+	for (i = 0; i < SKFP_VPN_MARKS; i++)
+		if (cfg->vpn_mask[i] && (mark & cfg->vpn_mask[i]) == cfg->vpn_mark[i])
+			return 1;
+	return 0;
+}
+
 /* Uplink egress, a UDP datagram of a local socket. */
 static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct skfp_config *cfg, struct skfp_pkt *p)
 {
@@ -76,7 +94,7 @@ static __always_inline int skfp_udp_egress(struct __sk_buff *skb, const struct s
 	if (!(cfg->flags & SKFP_CFG_UDP))
 		return TC_ACT_OK;
 	skfp_count(SKFP_CNT_UDP_SEEN, 1);
-	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, p)) {
+	if (skfp_marked_direct(skb, cfg) || skfp_bypass(cfg, p)) {
 		skfp_count(SKFP_CNT_UDP_BYPASSED, 1);
 		return TC_ACT_OK;
 	}
@@ -179,8 +197,7 @@ static __always_inline int skfp_egress(struct __sk_buff *skb, const __u32 l2)
 	if (p.proto == IPPROTO_UDP)
 		return skfp_udp_egress(skb, cfg, &p);
 	skfp_count(SKFP_CNT_TC_SEEN, 1);
-	/* The proxy's own upstream: intercepting it would loop. */
-	if ((cfg->proxy_mark && skb->mark == cfg->proxy_mark) || skfp_bypass(cfg, &p)) {
+	if (skfp_marked_direct(skb, cfg) || skfp_bypass(cfg, &p)) {
 		skfp_count(SKFP_CNT_TC_BYPASSED, 1);
 		return TC_ACT_OK;
 	}

@@ -28,8 +28,12 @@
 #define SKFP_PROXY_DOWN_FAIL_CLOSED 1 /* dropped */
 #define SKFP_PROXY_DOWN_PASS        2 /* goes out directly */
 
+/* Slots for the marks of VPNs' own packets (struct skfp_config). */
+#define SKFP_VPN_MARKS 4
+
 /* The datapath configuration: one entry in the ARRAY map skfp_config.
- * Written by `skfp up` with `bpftool map update ... value hex ...`. 56 bytes. */
+ * Written by `skfp up` with `bpftool map update ... value hex ...`. 88 bytes
+ * (56 before vpn_mark: an instance loaded then keeps the shorter value). */
 struct skfp_config {
 	__u32 flags;          /* host order: SKFP_CFG_* */
 	__u32 proxy_mark;     /* host order: SO_MARK of the proxy's own sockets; 0 = none */
@@ -43,6 +47,10 @@ struct skfp_config {
 	__u64 fastpath_queue; /* host order: bytes a peer may have queued before the guard demotes */
 	__u32 _unused0;       /* was the hand-off wait's spin time: older records still write it */
 	__u32 _pad1;
+	/* host order: the marks of a VPN's own packets (a `not fwmark` policy rule's mark and mask:
+	 * wg-quick's, Tailscale's), never intercepted; mask 0 = unused slot */
+	__u32 vpn_mark[SKFP_VPN_MARKS];
+	__u32 vpn_mask[SKFP_VPN_MARKS];
 };
 
 /* Indexes into the per-CPU ARRAY map skfp_counters (each a __u64). */

@@ -3,6 +3,7 @@ import {SkfpCommand} from '../lib/base-command.js'
 import {renderPlan} from '../lib/render.js'
 import {usageError} from '../lib/errors.js'
 import {followInstance, refuseSecondFollower} from '../lib/follow.js'
+import {routingMovedText} from '../lib/intercept.js'
 import {changesPutBack, upInstance, type UpResult} from '../lib/lifecycle.js'
 import {DEFAULT_FASTPATH_QUEUE, parseUpFlags} from '../lib/settings.js'
 
@@ -52,7 +53,7 @@ export default class Up extends SkfpCommand {
     if (result.dryRun) this.say(renderPlan(result.plan))
     else if (result.action === 'unchanged') this.say(`instance ${result.instance} is already up with these settings`)
     else if (result.action === 'switched') this.say(`instance ${result.instance}: fastpath switched ${result.fastpath ? 'on' : 'off'}`)
-    else if (result.uplinksMoved) this.say(`instance ${result.instance} follows the default routes: uplinks ${result.uplinksMoved.from.join(', ')} → ${result.uplinksMoved.to.join(', ')} (taken down and up again)`)
+    else if (result.routingMoved) this.say(`instance ${result.instance} follows the routing: ${routingMovedText(result.routingMoved)} (taken down and up again)`)
     else if (result.action === 'repaired') this.say(`instance ${result.instance} is up again: ${changesPutBack(result)} missing change(s) put back`)
     else this.say(`instance ${result.instance} is up (fastpath ${result.fastpath ? 'on' : 'off'})`)
     if (flags.follow) {

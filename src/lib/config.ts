@@ -20,7 +20,9 @@ export const CGROUPS_MAX = 64
 export const PROXY_DOWN_MODES = ['fail-fast', 'fail-closed', 'pass'] as const
 export type ProxyDownMode = (typeof PROXY_DOWN_MODES)[number]
 
-export const CONFIG_SIZE = 56
+export const CONFIG_SIZE = 88
+/** Slots for the marks of VPNs' own packets (SKFP_VPN_MARKS in bpf/skfp.h). */
+export const VPN_MARKS = 4
 export const RECORD_MAX = 4088
 /** Entries of each bypass map (SKFP_BYPASS_MAX in bpf/lib/maps.h). */
 export const BYPASS_MAX = 256
@@ -38,6 +40,8 @@ export interface DatapathConfig {
   proxyPort: number
   proxyDown: ProxyDownMode
   fastpathQueue: bigint
+  /** Marks (with their masks) of a VPN's own packets, which go direct; at most VPN_MARKS. */
+  vpnMarks?: {mark: number; mask: number}[]
 }
 
 /** enum skfp_counter, in order; null: a slot no longer used. */
@@ -108,6 +112,10 @@ export function encodeConfig(c: DatapathConfig, size = CONFIG_SIZE): Uint8Array 
   v.setUint16(36, c.proxyPort, true)
   v.setUint8(38, PROXY_DOWN_MODES.indexOf(c.proxyDown))
   v.setBigUint64(40, c.fastpathQueue, true)
+  for (const [i, m] of (c.vpnMarks ?? []).slice(0, VPN_MARKS).entries()) {
+    v.setUint32(56 + 4 * i, m.mark >>> 0, true)
+    v.setUint32(56 + 4 * VPN_MARKS + 4 * i, m.mask >>> 0, true)
+  }
   return buf.subarray(0, size)
 }
 
@@ -125,6 +133,10 @@ export function decodeConfig(buf: Uint8Array): DatapathConfig {
     proxyPort: v.getUint16(36, true),
     proxyDown: PROXY_DOWN_MODES[v.getUint8(38)] ?? 'fail-fast',
     fastpathQueue: v.getBigUint64(40, true),
+    vpnMarks:
+      buf.byteLength >= CONFIG_SIZE
+        ? Array.from({length: VPN_MARKS}, (_, i) => ({mark: v.getUint32(56 + 4 * i, true), mask: v.getUint32(56 + 4 * VPN_MARKS + 4 * i, true)})).filter((m) => m.mask !== 0)
+        : [],
   }
 }
 

@@ -10,6 +10,7 @@ import {mkdirSync, rmSync} from 'node:fs'
 import {conflictError, SkfpError} from './errors.js'
 import {watchTool, type Runner} from './exec.js'
 import {followMark, liveFollower, markPath} from './holder.js'
+import {routingMovedText} from './intercept.js'
 import {interruptSignal, interrupted, sayOnSignal} from './interrupt.js'
 import {changesPutBack, upInstance, type UpOptions, type UpResult} from './lifecycle.js'
 import {instancePins} from './pins.js'
@@ -101,7 +102,7 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
 }
 
 function followLine(r: UpResult): string {
-  if (r.uplinksMoved) return `instance ${r.instance}: uplinks ${r.uplinksMoved.from.join(', ')} → ${r.uplinksMoved.to.join(', ')} (the default routes moved)`
+  if (r.routingMoved) return `instance ${r.instance}: ${routingMovedText(r.routingMoved)}`
   if (r.action === 'repaired') return `instance ${r.instance}: ${changesPutBack(r)} missing change(s) put back`
   return `instance ${r.instance}: ${r.action}`
 }

@@ -4,7 +4,7 @@
  */
 import {existsSync, statSync} from 'node:fs'
 import {observeChange, markOf} from './changes.js'
-import {CGROUP_BYPASS, CGROUP_INTERCEPT} from './config.js'
+import {CGROUP_BYPASS, CGROUP_INTERCEPT, VPN_MARKS} from './config.js'
 import {conflictError, usageError} from './errors.js'
 import {onceEach, type Cmd, type Runner} from './exec.js'
 import {parseCidr} from './net.js'
@@ -59,24 +59,71 @@ export async function defaultRouteDevs(runner: Runner, netns?: string): Promise<
   return [...devs].sort()
 }
 
-/** The uplinks: as given, or the devices of the default routes in the target netns. */
-export async function resolveUplinks(runner: Runner, settings: UpSettings): Promise<UpSettings> {
-  const i = settings.intercept
-  if (!i || i.uplinks.length > 0) return settings
-  const devs = await defaultRouteDevs(runner, settings.netns)
-  if (devs.length === 0) throw usageError(`no default route in ${settings.netns ? `netns ${settings.netns}` : 'the host namespace'}`, 'name the interfaces to intercept with --uplink')
-  return {...settings, intercept: {...i, uplinks: devs}}
+/** A mark and its mask as `ip rule` prints them: '0xca6c', or '0x80000/0xff0000' with a mask. */
+export const markText = (mark: number, mask: number): string => `0x${mark.toString(16)}${mask === 0xffffffff ? '' : `/0x${mask.toString(16)}`}`
+
+export function parseMarkText(text: string): {mark: number; mask: number} {
+  const [mark, mask] = text.split('/').map((t) => Number(t) >>> 0)
+  return {mark, mask: mask ?? 0xffffffff}
 }
 
-/** Uplinks taken from the default routes (no --uplink) that are no longer the recorded ones: the
- * routes moved (another network, an interface gone), and up follows them. undefined: they did not,
- * or the uplinks were given, or something else differs too (then the usual refusal lists it all). */
-export function movedUplinks(recorded: UpSettings | undefined, wanted: UpSettings, resolved: UpSettings): {from: string[]; to: string[]} | undefined {
+/** The marks of a VPN's own packets in the target netns, both families, sorted, at most VPN_MARKS:
+ * those of its `not fwmark` policy rules, which send everything but the VPN's own packets into the
+ * tunnel (wg-quick: `not fwmark 51820 table 51820`; Tailscale: `not fwmark 0x80000/0xff0000 table
+ * 52`). Those packets leave by the physical uplink, to the VPN's server: handed to the proxy, the
+ * tunnel would run through it (or be refused with it). skfp's own fwmark and a mark that would match
+ * unmarked packets are left out. */
+export async function vpnMarks(runner: Runner, fwmark: number, netns?: string): Promise<string[]> {
+  const rules = (await Promise.all(([4, 6] as const).map((family) => ip.rules(runner, family, netns)))).flat()
+  const marks = new Set<string>()
+  for (const r of rules) {
+    if (!('not' in r) || r.fwmark === undefined) continue
+    const {mark, mask} = parseMarkText(r.fwmask === undefined ? r.fwmark : `${r.fwmark}/${r.fwmask}`)
+    if ((mark & mask) === 0 || (mark === fwmark && mask === 0xffffffff)) continue
+    marks.add(markText((mark & mask) >>> 0, mask))
+  }
+  return [...marks].sort().slice(0, VPN_MARKS)
+}
+
+/** What interception takes from the target netns's routing at each up: the uplinks, unless given
+ * (the devices of the default routes, defaultRouteDevs), and the marks of a VPN's own packets. */
+export async function resolveRouting(runner: Runner, settings: UpSettings): Promise<UpSettings> {
+  const i = settings.intercept
+  if (!i) return settings
+  const [devs, marks] = await Promise.all([i.uplinks.length > 0 ? i.uplinks : defaultRouteDevs(runner, settings.netns), vpnMarks(runner, i.fwmark, settings.netns)])
+  if (devs.length === 0) throw usageError(`no default route in ${settings.netns ? `netns ${settings.netns}` : 'the host namespace'}`, 'name the interfaces to intercept with --uplink')
+  return {...settings, intercept: {...i, uplinks: devs, vpnMarks: marks}}
+}
+
+export interface RoutingMoved {
+  /** the uplinks taken from the default routes (no --uplink) are other interfaces now */
+  uplinks?: {from: string[]; to: string[]}
+  /** the VPN marks are others now (a VPN came up or went down) */
+  vpnMarks?: {from: string[]; to: string[]}
+}
+
+/** What resolveRouting found that differs from the running instance's record, when nothing else
+ * does: the routes moved (another network, an interface gone, a VPN up or down), and up follows
+ * them. undefined: they did not, or given uplinks differ, or something else differs too (then the
+ * usual refusal lists it all). */
+export function movedRouting(recorded: UpSettings | undefined, wanted: UpSettings, resolved: UpSettings): RoutingMoved | undefined {
   const [was, now] = [recorded?.intercept, resolved.intercept]
-  if (!was || !now || (wanted.intercept?.uplinks.length ?? 1) > 0) return undefined
-  if (JSON.stringify(was.uplinks) === JSON.stringify(now.uplinks)) return undefined
-  if (diffSettings({...recorded!, fastpath: resolved.fastpath, intercept: {...was, uplinks: now.uplinks}}, resolved).length > 0) return undefined
-  return {from: was.uplinks, to: now.uplinks}
+  if (!was || !now) return undefined
+  const same = (a: string[], b: string[]) => JSON.stringify(a) === JSON.stringify(b)
+  const uplinks = wanted.intercept?.uplinks.length === 0 && !same(was.uplinks, now.uplinks) ? {from: was.uplinks, to: now.uplinks} : undefined
+  const vpnMarks = same(was.vpnMarks, now.vpnMarks) ? undefined : {from: was.vpnMarks, to: now.vpnMarks}
+  if (!uplinks && !vpnMarks) return undefined
+  if (diffSettings({...recorded!, fastpath: resolved.fastpath, intercept: {...was, uplinks: uplinks ? now.uplinks : was.uplinks, vpnMarks: now.vpnMarks}}, resolved).length > 0) return undefined
+  return {...(uplinks && {uplinks}), ...(vpnMarks && {vpnMarks})}
+}
+
+/** What moved, in words: 'uplinks up0 → tun0, up0 (the default routes moved)'. */
+export function routingMovedText(m: RoutingMoved): string {
+  const list = (l: string[]) => (l.length ? l.join(', ') : 'none')
+  return [
+    ...(m.uplinks ? [`uplinks ${list(m.uplinks.from)} → ${list(m.uplinks.to)} (the default routes moved)`] : []),
+    ...(m.vpnMarks ? [`VPN marks ${list(m.vpnMarks.from)} → ${list(m.vpnMarks.to)} (the policy rules changed)`] : []),
+  ].join(', ')
 }
 
 /** Where interception's tc programs sit: lo's ingress, each uplink's egress and, with UDP, its

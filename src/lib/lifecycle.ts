@@ -5,7 +5,7 @@ import {build, fastpathObject, interceptObject, isBuilt, objectDir, readersObjec
 import {assignsReuseport, pinnableSupport, probeDatapath, refusals, REUSEPORT_NOTE, supportKey, type DatapathSupport, type LoadRefusal} from './datapath.js'
 import {environmentError} from './errors.js'
 import {ExecaRunner, resolveTool, type Runner, type Tool} from './exec.js'
-import {gatherInterceptFacts, linkLayer, movedUplinks, resolveUplinks} from './intercept.js'
+import {gatherInterceptFacts, linkLayer, movedRouting, resolveRouting, type RoutingMoved} from './intercept.js'
 import {bootId, bpffsMounted, cgroup2Mount, CGROUP2_FALLBACK, readMounts, requireRoot, validateCgroup, validateNetns} from './host.js'
 import {instanceState, observeInstance, type ObservedInstance} from './observe.js'
 import {BPFFS, instancePins, PIN_ROOT, SUPPORT_PIN} from './pins.js'
@@ -25,8 +25,9 @@ export interface UpResult {
   dryRun: boolean
   fastpath: boolean
   plan: PlanResult['preview']
-  /** The uplinks followed the default routes to other interfaces (no --uplink given): replaced. */
-  uplinksMoved?: {from: string[]; to: string[]}
+  /** The uplinks followed the default routes to other interfaces (no --uplink given), or the VPN
+   * marks changed: replaced. */
+  routingMoved?: RoutingMoved
 }
 
 /** The changes a repair put back (its plan without the mark and its release). */
@@ -63,12 +64,13 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
   const observed = await observeInstance(runner, checked.instance)
   if (observed.holder) throw busyError(checked.instance, observed.holder)
   if (opts.keepDown && !observed.exists) return {instance: checked.instance, action: 'down', dryRun: !!opts.dryRun, fastpath: false, plan: []}
-  const settings = await resolveUplinks(runner, checked)
+  const settings = await resolveRouting(runner, checked)
   const target = {target: 'bpfel' as const, debug: !!opts.debugObject}
   // no --uplink: the uplinks are the default routes' interfaces, and follow them when they move
-  // (another network, the recorded interface gone): down and up again on the new ones
-  const uplinksMoved = movedUplinks(observed.record?.settings, wanted, settings)
-  const replace = !!opts.replace || !!uplinksMoved
+  // (another network, the recorded interface gone); the VPN marks follow the policy rules: down and
+  // up again with the new ones
+  const routingMoved = movedRouting(observed.record?.settings, wanted, settings)
+  const replace = !!opts.replace || !!routingMoved
   // half up with only tc changes gone, the same settings: they are put back (nothing to load)
   if (instanceState(observed) === 'half-up' && !replace) return repair(observed, settings, opts, runner)
   // everything is validated (collisions included) before `auto` may run the self-test
@@ -116,7 +118,7 @@ export async function upInstance(wanted: UpSettings, opts: UpOptions = {}, runne
     hold,
   })
   const result = await runPlan(steps, exec, opts)
-  return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview, ...(uplinksMoved && {uplinksMoved})}
+  return {instance: settings.instance, action: decision.replace ? 'replaced' : 'created', dryRun: result.dryRun, fastpath, plan: result.preview, ...(routingMoved && {routingMoved})}
 }
 
 /** A half-up instance whose only missing changes are tc ones (repairableChanges), asked again with

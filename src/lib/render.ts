@@ -37,6 +37,7 @@ export function renderStatus(s: InstanceStatus, rates?: Partial<Record<string, n
     lines.push(`  intercept  ${i.uplinks.map((u) => `${u.dev}${u.l3 ? ' (L3)' : ''} ${u.attached ? 'attached' : chalk.yellow('NOT attached')}`).join(', ')}; lo ${i.loAttached ? 'attached' : chalk.yellow('NOT attached')}`)
     if (i.lan.length) lines.push(`  lan        ${i.lan.map((u) => `${u.dev} ${u.attached ? 'attached' : chalk.yellow('NOT attached')}`).join(', ')}`)
     lines.push(`  routing    rules v4 ${yes(i.rules.v4)} v6 ${yes(i.rules.v6)}, local routes v4 ${yes(i.routes.v4)} v6 ${yes(i.routes.v6)}`)
+    if (i.vpnMarks.length) lines.push(`  vpn        its own packets (marked ${i.vpnMarks.join(', ')}) go direct`)
     lines.push(`  proxy      port ${i.proxy.port} on ${[i.proxy.addr4, i.proxy.addr6].filter(Boolean).join(' and ')}: listening v4 ${yes(i.proxy.listening.v4)} v6 ${yes(i.proxy.listening.v6)}; when down: ${i.proxyDown}`)
     lines.push(`  udp        ${i.udp.enabled ? `intercepted: proxy socket v4 ${yes(i.udp.listening.v4)} v6 ${yes(i.udp.listening.v6)}` : 'not intercepted (--no-udp)'}`)
   }

@@ -35,6 +35,9 @@ export interface InterceptSettings {
   interceptCgroups: string[]
   /** cgroup v2 directories whose sockets (and their descendants') are never intercepted. */
   bypassCgroups: string[]
+  /** The marks of a VPN's own packets, which go direct ('0xca6c', '0x80000/0xff0000'): read from the
+   * target netns's `not fwmark` policy rules at each up (intercept.ts, vpnMarks); [] from the flags. */
+  vpnMarks: string[]
 }
 
 export const DEFAULT_FWMARK = 0x5cf0
@@ -131,6 +134,7 @@ function parseIntercept(flags: RawUpFlags, proxyMark: number): InterceptSettings
     udp: flags.udp ?? true,
     lan,
     ...cgroupScope(flags),
+    vpnMarks: [],
   }
 }
 
@@ -170,6 +174,8 @@ const RECORD_CHANGES_BUDGET = 768
 const RECORD_PER_UPLINK = 160
 const RECORD_PER_UDP_UPLINK = 120
 const RECORD_PER_LAN = 200
+/** The VPN marks up reads later (intercept.ts, vpnMarks): 4 of '0x80000/0xff0000' at most. */
+const RECORD_VPN_MARKS = 96
 
 /** The kernel side's limits, checked before anything runs: the bypass maps and the undo record. */
 function checkLimits(s: UpSettings): void {
@@ -178,7 +184,7 @@ function checkLimits(s: UpSettings): void {
   const v6 = i.bypass.filter((c) => c.includes(':')).length
   for (const [what, n] of [['IPv4 --bypass', i.bypass.length - v6], ['IPv6 --bypass', v6], ['--bypass-port', i.bypassPorts.length]] as const)
     if (n > BYPASS_MAX) throw usageError(`${n} ${what} entries: at most ${BYPASS_MAX} fit`, 'merge them into shorter prefixes (or port ranges into fewer ports)')
-  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + (RECORD_PER_UPLINK + (i.udp ? RECORD_PER_UDP_UPLINK : 0)) * i.uplinks.length + RECORD_PER_LAN * i.lan.length
+  const bytes = new TextEncoder().encode(JSON.stringify(s)).length + RECORD_CHANGES_BUDGET + (RECORD_PER_UPLINK + (i.udp ? RECORD_PER_UDP_UPLINK : 0)) * i.uplinks.length + RECORD_PER_LAN * i.lan.length + RECORD_VPN_MARKS
   if (bytes > RECORD_MAX)
     throw usageError(`these settings need about ${bytes} bytes of the undo record, which holds ${RECORD_MAX}`, 'give fewer --bypass or --bypass-port entries (a shorter prefix covers several addresses)')
 }
@@ -220,7 +226,7 @@ export function withDefaults(recorded: Partial<UpSettings> & Pick<UpSettings, 'i
     fastpathQueue: DEFAULT_FASTPATH_QUEUE,
     ...withoutRetired(recorded),
     intercept: i
-      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, udp: false, lan: [], interceptCgroups: [], bypassCgroups: [], ...i} as InterceptSettings)
+      ? ({bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', fwmark: DEFAULT_FWMARK, table: DEFAULT_TABLE, proxyAddr4: null, proxyAddr6: null, uplinks: [], proxyPort: 0, udp: false, lan: [], interceptCgroups: [], bypassCgroups: [], vpnMarks: [], ...i} as InterceptSettings)
       : null,
   }
 }

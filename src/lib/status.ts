@@ -3,7 +3,7 @@ import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_FASTPATH, type Counters} from './config.js'
 import {REUSEPORT_NOTE} from './datapath.js'
 import {hookKey} from './changes.js'
-import {defaultRouteDevs} from './intercept.js'
+import {defaultRouteDevs, vpnMarks} from './intercept.js'
 import {netnsPath, type Runner} from './exec.js'
 import {interruptibleSleep, interrupted} from './interrupt.js'
 import {halfUpProblems, instanceState, listInstances, observeInstance, type InstanceState, type ObservedInstance} from './observe.js'
@@ -67,20 +67,31 @@ export interface InstanceStatus {
      * routes, and where an internet address is routed; null: not read). One that is no uplink is a
      * warning: what leaves by it is not intercepted. */
     defaultRoutes: string[] | null
+    /** The marks of a VPN's own packets, which go direct (read from the policy rules at up). */
+    vpnMarks: string[]
   } | null
   counters: Counters | null
   pinDir: string
 }
 
-/** defaultRoutes: the devices the instance netns's traffic to the internet leaves by (defaultRouteDevs), where they were read. */
-export function statusOf(o: ObservedInstance, defaultRoutes?: string[]): InstanceStatus {
+/** What the instance netns's routing is now, where it was read: the devices its traffic to the
+ * internet leaves by (defaultRouteDevs), the marks of its VPNs' own packets (vpnMarks). */
+export interface RoutingNow {
+  defaultRoutes: string[]
+  vpnMarks: string[]
+}
+
+export function statusOf(o: ObservedInstance, now?: RoutingNow): InstanceStatus {
   const state = instanceState(o)
   const problems = halfUpProblems(o)
   const warnings: string[] = []
   if (o.counters?.assignRefused) warnings.push(`the kernel refused the proxy's socket ${o.counters.assignRefused} times: ${REUSEPORT_NOTE}`)
   const uplinks = o.record?.settings.intercept?.uplinks
-  const unhooked = uplinks ? (defaultRoutes ?? []).filter((d) => !uplinks.includes(d)) : []
+  const unhooked = uplinks ? (now?.defaultRoutes ?? []).filter((d) => !uplinks.includes(d)) : []
   if (unhooked.length > 0) warnings.push(`the default route leaves by ${unhooked.join(', ')}, which is not intercepted (uplinks: ${uplinks!.join(', ')}): run \`skfp up\` again with the same flags (with no --uplink it takes the default routes' interfaces), or --replace with --uplink`)
+  const marks = o.record?.settings.intercept?.vpnMarks
+  const unmarked = marks ? (now?.vpnMarks ?? []).filter((m) => !marks.includes(m)) : []
+  if (unmarked.length > 0) warnings.push(`a VPN's policy rules mark its own packets ${unmarked.join(', ')}, which skfp hands to the proxy: run \`skfp up\` again with the same flags (it reads the marks), or up --follow`)
   return {
     instance: o.instance,
     state,
@@ -101,7 +112,7 @@ export function statusOf(o: ObservedInstance, defaultRoutes?: string[]): Instanc
       skMsg: o.progs.skMsg ? {id: o.progs.skMsg.id} : null,
       finHold: o.progs.finHold ? {id: o.progs.finHold.id, attached: o.finHoldAttached} : null,
     },
-    intercept: interceptStatus(o, defaultRoutes),
+    intercept: interceptStatus(o, now?.defaultRoutes),
     counters: o.counters ?? null,
     pinDir: o.pins.dir,
   }
@@ -139,6 +150,7 @@ function interceptStatus(o: ObservedInstance, defaultRoutes?: string[]): Instanc
     udp: {enabled: i.udp, listening: i.udp ? {v4: fam(4, seen.udpListening), v6: fam(6, seen.udpListening)} : {v4: null, v6: null}},
     proxyDown: i.proxyDown,
     defaultRoutes: defaultRoutes ?? null,
+    vpnMarks: i.vpnMarks,
   }
 }
 
@@ -150,8 +162,9 @@ export async function instanceStatuses(runner: Runner, which: {instance: string;
       const o = await observeInstance(runner, n)
       const s = o.record?.settings
       // where an interception instance's netns is (gone with it: nothing to warn of)
-      const routes = s?.intercept && (!s.netns || existsSync(netnsPath(s.netns))) ? await defaultRouteDevs(runner, s.netns) : undefined
-      return statusOf(o, routes)
+      const i = s?.intercept
+      const now = i && (!s.netns || existsSync(netnsPath(s.netns))) ? {defaultRoutes: await defaultRouteDevs(runner, s.netns), vpnMarks: await vpnMarks(runner, i.fwmark, s.netns)} : undefined
+      return statusOf(o, now)
     }),
   )
 }

@@ -4,7 +4,7 @@
  */
 import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
-import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
+import {bypassWrites, interceptChanges, parseMarkText, type InterceptFacts} from './intercept.js'
 import {changeActions, present, stepId} from './changes.js'
 import {conflictError, SkfpError} from './errors.js'
 import {attachReaders, sharedMaps, type VariantName} from './datapath.js'
@@ -51,6 +51,7 @@ export function datapathConfig(settings: UpSettings, fastpath: boolean, adaptive
     proxyPort: i?.proxyPort ?? 0,
     proxyDown: i?.proxyDown ?? 'fail-fast',
     fastpathQueue: BigInt(settings.fastpathQueue),
+    vpnMarks: (i?.vpnMarks ?? []).map(parseMarkText),
   }
 }
 

@@ -189,7 +189,7 @@ describe('fastpath lifecycle', () => {
       expect((await skfp(upArgs(sb, ns, ['--proxy-mark', '0xff', '--fastpath-queue', '1048576']))).exitCode).toBe(0)
       const r = await runner.run({tool: 'bpftool', args: ['-j', 'map', 'dump', 'pinned', `/sys/fs/bpf/skfp/${sb.name}/maps/skfp_config`]})
       const v = JSON.parse(r.stdout)[0].formatted.value
-      expect(v).toMatchObject({flags: 1, proxy_mark: 0xff, fwmark: 0, proxy_port: 0, proxy_down: 0, fastpath_queue: 1048576, _unused0: 0})
+      expect(v).toMatchObject({flags: 1, proxy_mark: 0xff, fwmark: 0, proxy_port: 0, proxy_down: 0, fastpath_queue: 1048576, _unused0: 0, vpn_mark: [0, 0, 0, 0], vpn_mask: [0, 0, 0, 0]})
     })
   })
 })

@@ -126,7 +126,7 @@ describe('interception through v2ray', () => {
       expect(st.warnings).toEqual([expect.stringMatching(/^the default route leaves by up1, which is not intercepted \(uplinks: up0\): run `skfp up` again with the same flags/)])
       expect(await proxiedOf(), 'direct, as the warning says').toEqual([1, 1])
       const moved = await skfp(args)
-      expect(moved.json, moved.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up0'], to: ['up1']}})
+      expect(moved.json, moved.stderr).toMatchObject({action: 'replaced', routingMoved: {uplinks: {from: ['up0'], to: ['up1']}}})
       st = await status(sb.name)
       expect(st).toMatchObject({state: 'up', warnings: [], intercept: {uplinks: [{dev: 'up1', attached: true}], defaultRoutes: ['up1']}})
       expect(await proxiedOf()).toEqual([2, 2])
@@ -137,7 +137,7 @@ describe('interception through v2ray', () => {
       await defaultVia('198.18.0.2', 'fd00:18::2')
       expect((await status(sb.name)).problems).toEqual(['the clsact qdisc of up1 is missing', 'tc filter on up1 egress is missing', 'tc filter on up1 ingress is missing'])
       const back = await skfp(args)
-      expect(back.json, back.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up1'], to: ['up0']}})
+      expect(back.json, back.stderr).toMatchObject({action: 'replaced', routingMoved: {uplinks: {from: ['up1'], to: ['up0']}}})
       expect(await status(sb.name)).toMatchObject({state: 'up', problems: [], warnings: [], intercept: {uplinks: [{dev: 'up0', attached: true}]}})
       expect(await proxiedOf()).toEqual([3, 3])
       // a VPN takes the IPv4 default route (a tun device, no link-layer header): up moves onto both,
@@ -146,7 +146,7 @@ describe('interception through v2ray', () => {
       await sb.cmd(host, ['link', 'set', 'tun0', 'up'])
       await sb.cmd(host, ['route', 'replace', 'default', 'dev', 'tun0'])
       const vpn = await skfp(args)
-      expect(vpn.json, vpn.stderr).toMatchObject({action: 'replaced', uplinksMoved: {from: ['up0'], to: ['tun0', 'up0']}})
+      expect(vpn.json, vpn.stderr).toMatchObject({action: 'replaced', routingMoved: {uplinks: {from: ['up0'], to: ['tun0', 'up0']}}})
       expect(await status(sb.name)).toMatchObject({
         state: 'up',
         warnings: [],
@@ -201,8 +201,12 @@ describe('interception through v2ray', () => {
       await sb.cmd(host, ['link', 'set', 'tun0', 'up'])
       await sb.cmd(host, ['route', 'add', 'default', 'dev', 'tun0', 'table', '51820'])
       await sb.cmd(host, ['rule', 'add', 'not', 'fwmark', '51820', 'table', '51820'])
-      await follower.waitFor(/uplinks up1 → tun0, up1 \(the default routes moved\)/)
-      expect((await status(sb.name)).intercept.uplinks).toEqual([{dev: 'tun0', attached: true, l3: true}, {dev: 'up1', attached: true, l3: false}])
+      await follower.waitFor(/uplinks up1 → tun0, up1 \(the default routes moved\), VPN marks none → 0xca6c \(the policy rules changed\)/)
+      expect((await status(sb.name)).intercept).toMatchObject({uplinks: [{dev: 'tun0', attached: true, l3: true}, {dev: 'up1', attached: true, l3: false}], vpnMarks: ['0xca6c']})
+      // the VPN goes down (wg-quick down): its rule goes, and its mark with it
+      await sb.cmd(host, ['rule', 'del', 'not', 'fwmark', '51820', 'table', '51820'])
+      await follower.waitFor(/uplinks tun0, up1 → up1 \(the default routes moved\), VPN marks 0xca6c → none \(the policy rules changed\)/)
+      expect((await status(sb.name)).intercept).toMatchObject({uplinks: [{dev: 'up1', attached: true, l3: false}], vpnMarks: []})
 
       // SIGTERM (a service stopped): it stops following, the instance stays up
       follower.child.kill('SIGTERM')
@@ -296,9 +300,9 @@ describe('interfaces without link-layer header: VPN tunnels (tun devices)', () =
     await withSandbox('i3', async (sb) => {
       const {host, remote} = await proxyTopology(sb)
       // the host's VPN, tun0, carried over up0 to the remote and routed as wg-quick routes: a default
-      // route in its own table under a policy rule, past the main table's (by up0), which only the
-      // more specific routes of the main table (the tunnel's own packets) still use
-      await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
+      // route in its own table under a policy rule that the tunnel's own packets escape by their mark
+      // (WireGuard's fwmark; here the SO_MARK of socat's socket), past the main table's (by up0)
+      await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1', mark: 51820}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
       for (const family of ['-4', '-6']) {
         await sb.cmd(host, [family, 'route', 'add', 'default', 'dev', 'tun0', 'table', '51820'])
         await sb.cmd(host, [family, 'rule', 'add', 'not', 'fwmark', '51820', 'table', '51820'])
@@ -314,17 +318,30 @@ describe('interfaces without link-layer header: VPN tunnels (tun devices)', () =
       const before = await hostSnapshot([host], sb.cgroup)
 
       // no --uplink: the uplinks are up0 (the main table's default route) and tun0 (where the host's
-      // traffic goes); the VPN's own packets to its server leave by up0: bypassed, as with any proxy
-      const up = await skfp(interceptArgs(sb, host, ['--lan', 'tun1', '--proxy-down', 'fail-fast', '--bypass', '198.18.0.2/32']))
+      // traffic goes); the VPN's own packets to its server leave by up0 with the mark of its policy
+      // rule: they go direct (through the proxy, or refused with it, the tunnel would break)
+      const up = await skfp(interceptArgs(sb, host, ['--lan', 'tun1', '--proxy-down', 'fail-fast', '--bypass', '198.18.2.2/32']))
       expect(up.exitCode, up.stderr).toBe(0)
       const st = await status(sb.name)
       expect(st.intercept).toMatchObject({
         uplinks: [{dev: 'tun0', attached: true, l3: true}, {dev: 'up0', attached: true, l3: false}],
         lan: [{dev: 'tun1', attached: true}],
         defaultRoutes: ['tun0', 'up0'],
+        vpnMarks: ['0xca6c'],
       })
       expect(st.warnings).toEqual([])
-      expect((await skfp(['status', '--instance', sb.name])).stdout).toMatch(/intercept {2}tun0 \(L3\) attached, up0 attached; lo attached/)
+      const human = (await skfp(['status', '--instance', sb.name])).stdout
+      expect(human).toMatch(/intercept {2}tun0 \(L3\) attached, up0 attached; lo attached/)
+      expect(human).toMatch(/vpn {8}its own packets \(marked 0xca6c\) go direct/)
+      // as the tc programs read it (BTF): the mark and its mask in the first slot
+      const dumped = await runner.run({tool: 'bpftool', args: ['-j', 'map', 'dump', 'pinned', `/sys/fs/bpf/skfp/${sb.name}/maps/skfp_config`]})
+      expect(JSON.parse(dumped.stdout)[0].formatted.value).toMatchObject({vpn_mark: [51820, 0, 0, 0], vpn_mask: [0xffffffff, 0, 0, 0]})
+      // no proxy yet, and fail-fast: datagrams through the tunnel to its far end's own address
+      // (--bypass: into tun0 untouched) come back, as the tunnel's own packets go direct by up0;
+      // handed to the proxy they would be refused
+      await udpEcho(sb, remote, '198.18.2.2', 5301)
+      const inner = await udpClient(sb, host, '198.18.2.2', 5301, ['--count', '20', '--size', '1200', '--window', '4', '--timeout', '2'])
+      expect([inner.error, inner.corrupt, inner.received > 15], JSON.stringify(inner)).toEqual([null, 0, true])
       const {child: v2ray, log} = await startV2ray(sb, host)
       await startHttp(sb, remote)
       for (const ns of [host, client]) for (const url of [`http://${REMOTE4}:8080/`, `http://[${REMOTE6}]:8080/`]) expect((await curl(sb, ns, url)).stdout, `${ns} ${url}`).toBe('200')
@@ -358,6 +375,8 @@ describe('interfaces without link-layer header: VPN tunnels (tun devices)', () =
         ['[fd00:1b::2]:', `udp:[${REMOTE6}]:5300`],
       ])
         expect(accessLog.filter((l) => l.includes(` ${from}`) && l.includes(`accepted ${dest}`)), `${from} ${dest}`).not.toHaveLength(0)
+      // the tunnel's own datagrams never reached the proxy
+      expect(accessLog.filter((l) => l.includes('198.18.0.2:5101'))).toEqual([])
       const c = (await status(sb.name)).counters
       expect(c.tcAssignedListener).toBeGreaterThanOrEqual(6)
       expect(c.udpRedirected).toBeGreaterThan(300)

@@ -80,6 +80,8 @@ export interface TunnelEnd {
   netns: string
   addrs: [string, string]
   under: string
+  /** the mark of the tunnel's own packets: socat's SO_MARK, WireGuard's fwmark */
+  mark?: number
 }
 
 /** A VPN's tunnel between two namespaces: a tun device dev at each end (no link-layer header: link
@@ -88,7 +90,7 @@ export interface TunnelEnd {
 export async function tunnel(sb: Sandbox, a: TunnelEnd, b: TunnelEnd, dev: string, port: number): Promise<void> {
   for (const [me, peer] of [[a, b], [b, a]] as const) {
     // -d -d: socat says when both ends are open (the tun device made and up)
-    const socat = sb.start(me.netns, [resolveTool('socat'), '-d', '-d', `TUN:${me.addrs[0]},tun-name=${dev},tun-type=tun,iff-no-pi,iff-up`, `UDP-DATAGRAM:${peer.under}:${port},bind=${me.under}:${port}`], {outsideCgroup: true})
+    const socat = sb.start(me.netns, [resolveTool('socat'), '-d', '-d', `TUN:${me.addrs[0]},tun-name=${dev},tun-type=tun,iff-no-pi,iff-up`, `UDP-DATAGRAM:${peer.under}:${port},bind=${me.under}:${port}${me.mark ? `,setsockopt-int=1:36:${me.mark}` : ''}`], {outsideCgroup: true})
     let ready = false
     const started = waitForOutput({stdout: socat.stderr}, /starting data transfer loop/, 60_000)
     started.catch(() => {}) // a socat that ended first says why below
@@ -116,7 +118,7 @@ export async function wireguard(sb: Sandbox, a: TunnelEnd, b: TunnelEnd, dev: st
     writeFileSync(keyFile, `${keys[i].private}\n`, {mode: 0o600})
     await sb.cmd(me.netns, ['link', 'add', dev, 'type', 'wireguard'])
     const peerKey = keys[1 - i].public
-    await sb.run(me.netns, [resolveTool('wg'), 'set', dev, 'private-key', keyFile, 'listen-port', String(port), 'peer', peerKey, 'allowed-ips', '0.0.0.0/0,::/0', 'endpoint', `${peer.under}:${port}`], {outsideCgroup: true})
+    await sb.run(me.netns, [resolveTool('wg'), 'set', dev, 'private-key', keyFile, 'listen-port', String(port), ...(me.mark ? ['fwmark', String(me.mark)] : []), 'peer', peerKey, 'allowed-ips', '0.0.0.0/0,::/0', 'endpoint', `${peer.under}:${port}`], {outsideCgroup: true})
     await sb.cmd(me.netns, ['addr', 'add', me.addrs[0], 'dev', dev])
     await sb.cmd(me.netns, ['-6', 'addr', 'add', me.addrs[1], 'dev', dev, 'nodad'])
     await sb.cmd(me.netns, ['link', 'set', dev, 'up'])

@@ -27,6 +27,8 @@ const MiB = 1024 * 1024
 /** The remote's addresses reached by the tun uplink, and by the WireGuard one. */
 const [TUN4, TUN6] = ['198.19.2.1', '2001:2::3']
 const [WG4, WG6] = ['198.19.3.1', '2001:2::4']
+/** The WireGuard peer's own address on the remote (not bypassed, unlike 198.18.0.2). */
+const WG_SERVER = '198.18.0.10'
 /** Whether this kernel has WireGuard (SKFP_EXPECT_WIREGUARD: Debian's kernels; this machine's has none). */
 const WIREGUARD = process.env.SKFP_EXPECT_WIREGUARD === '1'
 const release = (await import('node:os')).release()
@@ -71,8 +73,14 @@ describe(`kernel ${release}`, () => {
       const {host, remote} = await proxyTopology(sb)
       // a VPN's tun device (no link-layer header) to the remote, by which two more of its addresses are reached
       await tunnel(sb, {netns: host, addrs: ['198.18.2.1/30', 'fd00:1a::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.2/30', 'fd00:1a::2/64'], under: '198.18.0.2'}, 'tun0', 5101)
-      // and WireGuard's device, where the kernel has it, to two more
-      if (WIREGUARD) await wireguard(sb, {netns: host, addrs: ['198.18.2.5/30', 'fd00:1c::1/64'], under: '198.18.0.1'}, {netns: remote, addrs: ['198.18.2.6/30', 'fd00:1c::2/64'], under: '198.18.0.2'}, 'wg0', 5102)
+      // and WireGuard's device, where the kernel has it, to two more; its packets marked with its
+      // fwmark for a wg-quick rule (the table empty: every other packet goes on to main), and sent
+      // to an address of the remote that is not bypassed: they go direct by their mark
+      if (WIREGUARD) {
+        await sb.cmd(remote, ['addr', 'add', `${WG_SERVER}/32`, 'dev', 'lo'])
+        await sb.cmd(host, ['rule', 'add', 'not', 'fwmark', '51820', 'table', '51820'])
+        await wireguard(sb, {netns: host, addrs: ['198.18.2.5/30', 'fd00:1c::1/64'], under: '198.18.0.1', mark: 51820}, {netns: remote, addrs: ['198.18.2.6/30', 'fd00:1c::2/64'], under: WG_SERVER}, 'wg0', 5102)
+      }
       const l3: [string, string, string][] = [['tun0', TUN4, TUN6], ...(WIREGUARD ? [['wg0', WG4, WG6] as [string, string, string]] : [])]
       for (const [dev, addr4, addr6] of l3)
         for (const [family, addr, len] of [['-4', addr4, 32], ['-6', addr6, 128]] as const) {
@@ -129,6 +137,7 @@ describe(`kernel ${release}`, () => {
       const refused = await status(sb.name)
       const why = JSON.stringify(refused.counters)
       expect(refused.intercept.uplinks).toEqual([{dev: 'up0', attached: true, l3: false}, ...l3.map(([dev]) => ({dev, attached: true, l3: true}))])
+      expect(refused.intercept.vpnMarks).toEqual(WIREGUARD ? ['0xca6c'] : [])
       for (const [i, r] of viaV2ray.entries()) {
         if (REUSEPORT) expect(r, `udp ${[REMOTE4, REMOTE6][i]} via v2ray: ${why}`).toMatchObject({count: 20, lost: 0, errors: 0})
         else expect(r, `udp ${[REMOTE4, REMOTE6][i]} via v2ray: ${why}`).toMatchObject({count: 0, errors: 1, error: 'recv: Connection refused'})

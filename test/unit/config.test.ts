@@ -15,6 +15,7 @@ describe('struct skfp_config encoding', () => {
       proxyPort: 7893,
       proxyDown: 'pass',
       fastpathQueue: 4194304n,
+      vpnMarks: [{mark: 0xca6c, mask: 0xffffffff}, {mark: 0x80000, mask: 0xff0000}],
     })
     expect(bytes.length).toBe(CONFIG_SIZE)
     expect(hex(bytes)).toBe(
@@ -31,6 +32,8 @@ describe('struct skfp_config encoding', () => {
         '0000400000000000', // fastpath_queue
         '00000000', // _unused0 (the hand-off wait's, retired)
         '00000000', // _pad1
+        '6cca0000' + '00000800' + '00000000' + '00000000', // vpn_mark[4]
+        'ffffffff' + '0000ff00' + '00000000' + '00000000', // vpn_mask[4]: 0 = unused
       ].join(''),
     )
   })
@@ -40,18 +43,18 @@ describe('struct skfp_config encoding', () => {
     const old = encodeConfig(c, 48)
     expect(old.length).toBe(48)
     expect(hex(old)).toBe(hex(encodeConfig(c)).slice(0, 96))
-    expect(decodeConfig(old)).toEqual(c)
+    expect(decodeConfig(old)).toEqual({...c, vpnMarks: []})
   })
 
   it('ignores the spin time a record of an older skfp wrote at byte 48', () => {
     const c = {flags: 1, proxyMark: 0, fwmark: 0, loIfindex: 0, proxyPort: 0, proxyDown: 'fail-fast' as const, fastpathQueue: 4194304n}
     const bytes = encodeConfig(c)
     new DataView(bytes.buffer).setUint32(48, 20000, true)
-    expect(decodeConfig(bytes)).toEqual(c)
+    expect(decodeConfig(bytes)).toEqual({...c, vpnMarks: []})
   })
 
   it('round-trips', () => {
-    const c = {flags: 3, proxyMark: 0xdeadbeef, fwmark: 7, loIfindex: 9, proxyAddr4: '198.18.0.1', proxyAddr6: 'fd00::1', proxyPort: 65535, proxyDown: 'fail-closed' as const, fastpathQueue: 65536n}
+    const c = {flags: 3, proxyMark: 0xdeadbeef, fwmark: 7, loIfindex: 9, proxyAddr4: '198.18.0.1', proxyAddr6: 'fd00::1', proxyPort: 65535, proxyDown: 'fail-closed' as const, fastpathQueue: 65536n, vpnMarks: [{mark: 1, mask: 1}]}
     const back = decodeConfig(encodeConfig(c))
     expect(back).toEqual({...c, flags: 3 | 8 | 16})
   })

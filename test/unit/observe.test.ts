@@ -113,7 +113,7 @@ describe('a record of an older skfp', () => {
 
   it('interception settings it did not know take theirs too; what it recorded wins', () => {
     const old = {...current, intercept: {uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x77, table: 1487}}
-    expect(withDefaults(old as never).intercept).toEqual({...old.intercept, bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', udp: false, lan: [], interceptCgroups: [], bypassCgroups: []}) // an older skfp did not intercept UDP
+    expect(withDefaults(old as never).intercept).toEqual({...old.intercept, bypass: [], bypassPorts: [], bypassPrivate: true, proxyDown: 'fail-fast', udp: false, lan: [], interceptCgroups: [], bypassCgroups: [], vpnMarks: []}) // an older skfp did not intercept UDP, nor know VPN marks
   })
 })
 

@@ -65,7 +65,7 @@ describe('planUp', () => {
     // every kind of step: the fastpath, interception of TCP and UDP on an uplink, a LAN, new qdiscs
     const intercept: InterceptSettings = {
       uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x5cf0, table: 1487, bypass: ['192.0.2.0/24'], bypassPorts: [53],
-      bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['br0'], interceptCgroups: [], bypassCgroups: [],
+      bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['br0'], interceptCgroups: [], bypassCgroups: [], vpnMarks: ['0xca6c'],
     }
     const steps = planUp({...settings, intercept}, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0', 'br0'], l3: []}})
     // beyond the instance's own pins: interfaces, routing, sysctls, mounts, attachments, the lock
@@ -82,7 +82,7 @@ describe('planUp', () => {
     expect([{link_type: 'ether'}, {link_type: 'none'}, {link_type: 'ppp'}, {link_type: 'loopback'}].map(linkLayer)).toEqual(['l2', 'l3', undefined, undefined])
     const intercept: InterceptSettings = {
       uplinks: ['wg0', 'eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: null, fwmark: 0x5cf0, table: 1487, bypass: [], bypassPorts: [],
-      bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['tun1'], interceptCgroups: [], bypassCgroups: [],
+      bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: ['tun1'], interceptCgroups: [], bypassCgroups: [], vpnMarks: [],
     }
     const steps = planUp({...settings, intercept}, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: [], l3: ['wg0', 'tun1']}})
     const attached = previewPlan(steps)
@@ -141,7 +141,7 @@ describe('planDown', () => {
 describe('one presence rule for status and down', () => {
   const intercept: InterceptSettings = {
     uplinks: ['eth0'], proxyPort: 7893, proxyAddr4: '127.0.0.1', proxyAddr6: '::1', fwmark: 0x5cf0, table: 1487, bypass: [], bypassPorts: [],
-    bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: [], interceptCgroups: [], bypassCgroups: [],
+    bypassPrivate: true, proxyDown: 'fail-fast', udp: true, lan: [], interceptCgroups: [], bypassCgroups: [], vpnMarks: [],
   }
   const withIntercept = {...settings, intercept}
   const record = buildRecord(withIntercept, {...facts, intercept: {loIfindex: 1, oldAcceptLocal: '0', needsClsact: ['lo', 'eth0'], l3: []}})

@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest'
 import {SkfpError} from '../../src/lib/errors.js'
 import {validateInstance} from '../../src/lib/pins.js'
-import {movedUplinks} from '../../src/lib/intercept.js'
+import {movedRouting, routingMovedText} from '../../src/lib/intercept.js'
 import {diffSettings, parseUpFlags, withDefaults, type RawUpFlags, type UpSettings} from '../../src/lib/settings.js'
 
 const base: RawUpFlags = {instance: 'default', cgroup: '', 'proxy-mark': '0', fastpath: 'auto', 'fastpath-queue': '4194304'}
@@ -70,20 +70,32 @@ describe('uplinks that follow the default routes', () => {
   const recorded = withDefaults(JSON.parse(JSON.stringify(withUplinks(wanted, ['wlan0']))))
 
   it('move with the routes when no --uplink was given and nothing else differs', () => {
-    expect(movedUplinks(recorded, wanted, withUplinks(wanted, ['eth0']))).toEqual({from: ['wlan0'], to: ['eth0']})
-    expect(movedUplinks(recorded, wanted, withUplinks(wanted, ['eth0', 'wlan0']))).toEqual({from: ['wlan0'], to: ['eth0', 'wlan0']})
+    expect(movedRouting(recorded, wanted, withUplinks(wanted, ['eth0']))).toEqual({uplinks: {from: ['wlan0'], to: ['eth0']}})
+    expect(movedRouting(recorded, wanted, withUplinks(wanted, ['eth0', 'wlan0']))).toEqual({uplinks: {from: ['wlan0'], to: ['eth0', 'wlan0']}})
     // a fastpath mode asked at the same time comes with the replace
-    expect(movedUplinks(recorded, {...wanted, fastpath: 'off'}, withUplinks({...wanted, fastpath: 'off'}, ['eth0']))).toEqual({from: ['wlan0'], to: ['eth0']})
+    expect(movedRouting(recorded, {...wanted, fastpath: 'off'}, withUplinks({...wanted, fastpath: 'off'}, ['eth0']))).toEqual({uplinks: {from: ['wlan0'], to: ['eth0']}})
   })
 
   it('stay when the routes did not move, the uplinks were given, something else differs, or nothing is recorded', () => {
-    expect(movedUplinks(recorded, wanted, withUplinks(wanted, ['wlan0']))).toBeUndefined()
+    expect(movedRouting(recorded, wanted, withUplinks(wanted, ['wlan0']))).toBeUndefined()
     const given = parseUpFlags({...intercept, uplink: ['eth0']})
-    expect(movedUplinks(recorded, given, given)).toBeUndefined()
+    expect(movedRouting(recorded, given, given)).toBeUndefined()
     const other = parseUpFlags({...intercept, 'bypass-port': ['22']})
-    expect(movedUplinks(recorded, other, withUplinks(other, ['eth0']))).toBeUndefined()
-    expect(movedUplinks(undefined, wanted, withUplinks(wanted, ['eth0']))).toBeUndefined()
+    expect(movedRouting(recorded, other, withUplinks(other, ['eth0']))).toBeUndefined()
+    expect(movedRouting(undefined, wanted, withUplinks(wanted, ['eth0']))).toBeUndefined()
     const plain = parseUpFlags(base)
-    expect(movedUplinks(plain, plain, plain)).toBeUndefined()
+    expect(movedRouting(plain, plain, plain)).toBeUndefined()
+  })
+
+  it('a VPN coming up or going down changes the VPN marks: followed with given uplinks too, and said in words', () => {
+    const withMarks = (s: UpSettings, vpnMarks: string[]): UpSettings => ({...s, intercept: {...s.intercept!, vpnMarks}})
+    const given = parseUpFlags({...intercept, uplink: ['eth0']})
+    expect(movedRouting(given, given, withMarks(given, ['0xca6c']))).toEqual({vpnMarks: {from: [], to: ['0xca6c']}})
+    const both = movedRouting(recorded, wanted, withMarks(withUplinks(wanted, ['wg0', 'wlan0']), ['0xca6c']))
+    expect(both).toEqual({uplinks: {from: ['wlan0'], to: ['wg0', 'wlan0']}, vpnMarks: {from: [], to: ['0xca6c']}})
+    expect(routingMovedText(both!)).toBe('uplinks wlan0 → wg0, wlan0 (the default routes moved), VPN marks none → 0xca6c (the policy rules changed)')
+    // a record of an older skfp has no VPN marks: read as none
+    const old = withDefaults(JSON.parse(JSON.stringify({...given, intercept: {...given.intercept!, vpnMarks: undefined}})))
+    expect(movedRouting(old, given, given)).toBeUndefined()
   })
 })

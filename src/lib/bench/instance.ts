@@ -63,6 +63,7 @@ export async function upInterception(ctx: InstanceContext, netns: string, fastpa
     lan: opts.lan ?? [],
     interceptCgroups: [],
     bypassCgroups: [],
+    vpnMarks: [],
   }
   await upInstance({...fastpathSettings(ctx, netns), proxyMark: PROXY_MARK, fastpath, intercept}, {...silent, replace: opts.replace}, ctx.runner)
 }

@@ -29,7 +29,10 @@ export interface Link {
 
 export interface Rule {
   priority: number
+  /** present (null) in a `not` rule */
+  not?: null
   fwmark?: string
+  fwmask?: string
   table?: string
 }
 
