@@ -6,9 +6,10 @@
  * changes have been quiet for a moment (an interface comes with its addresses and routes, DHCP with
  * several). It never brings up an instance that was taken down: that ends it.
  */
-import {mkdirSync, rmSync} from 'node:fs'
+import {existsSync, mkdirSync, rmSync, watch} from 'node:fs'
+import {dirname} from 'node:path'
 import {conflictError, SkfpError} from './errors.js'
-import {watchTool, type Runner} from './exec.js'
+import {netnsPath, watchTool, type Runner} from './exec.js'
 import {followMark, liveFollower, markPath} from './holder.js'
 import {routingMovedText} from './intercept.js'
 import {interruptSignal, interrupted, sayOnSignal} from './interrupt.js'
@@ -48,6 +49,14 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
     failed ??= new SkfpError('tool', `ip monitor stopped (exit ${r.exitCode})`, r.stderr.trim().split('\n').pop() || 'run skfp up --follow again')
     wake?.()
   })
+  // a netns deleted while followed (`ip netns del`): ip monitor stays in it and hears nothing more,
+  // and nothing is left to follow
+  const netnsGone = wanted.netns
+    ? watchGone(netnsPath(wanted.netns), () => {
+        failed ??= new SkfpError('environment', `netns ${wanted.netns} is gone: nothing is left to follow`, `\`skfp down --instance ${wanted.instance}\` removes what is left of the instance`)
+        wake?.()
+      })
+    : undefined
   const nudge = () => wake?.()
   interruptSignal.addEventListener('abort', nudge)
   const pause = (ms?: number) =>
@@ -97,8 +106,20 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
   } finally {
     interruptSignal.removeEventListener('abort', nudge)
     monitor.stop()
+    netnsGone?.close()
     rmSync(mark, {recursive: true, force: true})
   }
+}
+
+/** Calls gone() once path no longer exists: at once, or when its directory reports a change. */
+function watchGone(path: string, gone: () => void): {close(): void} {
+  const watcher = watch(dirname(path), () => {
+    if (!existsSync(path)) gone()
+  })
+  // the directory itself removed (the last netns of a host whose /run/netns is cleaned up): so is path
+  watcher.on('error', () => gone())
+  if (!existsSync(path)) gone()
+  return watcher
 }
 
 function followLine(r: UpResult): string {
