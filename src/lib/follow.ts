@@ -6,7 +6,7 @@
  * changes have been quiet for a moment (an interface comes with its addresses and routes, DHCP with
  * several). It never brings up an instance that was taken down: that ends it.
  */
-import {existsSync, mkdirSync, rmSync, watch} from 'node:fs'
+import {existsSync, mkdirSync, rmSync, statSync, watch} from 'node:fs'
 import {dirname} from 'node:path'
 import {conflictError, SkfpError} from './errors.js'
 import {netnsPath, watchTool, type Runner} from './exec.js'
@@ -49,8 +49,8 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
     failed ??= new SkfpError('tool', `ip monitor stopped (exit ${r.exitCode})`, r.stderr.trim().split('\n').pop() || 'run skfp up --follow again')
     wake?.()
   })
-  // a netns deleted while followed (`ip netns del`): ip monitor stays in it and hears nothing more,
-  // and nothing is left to follow
+  // a netns deleted while followed (`ip netns del`, perhaps made again by the same name): ip monitor
+  // stays in the old one and hears nothing more, and nothing is left to follow
   const netnsGone = wanted.netns
     ? watchGone(netnsPath(wanted.netns), () => {
         failed ??= new SkfpError('environment', `netns ${wanted.netns} is gone: nothing is left to follow`, `\`skfp down --instance ${wanted.instance}\` removes what is left of the instance`)
@@ -111,14 +111,19 @@ export async function followInstance(wanted: UpSettings, opts: UpOptions, runner
   }
 }
 
-/** Calls gone() once path no longer exists: at once, or when its directory reports a change. */
+/** Calls gone() once the netns at path is gone: no longer there, or another one by that name (its
+ * nsfs inode differs: deleted and made again); at once, or when its directory reports a change. */
 function watchGone(path: string, gone: () => void): {close(): void} {
-  const watcher = watch(dirname(path), () => {
-    if (!existsSync(path)) gone()
-  })
+  const inode = (): number | undefined => (existsSync(path) ? statSync(path).ino : undefined)
+  const first = inode()
+  const check = () => {
+    const now = inode()
+    if (now === undefined || now !== first) gone()
+  }
+  const watcher = watch(dirname(path), check)
   // the directory itself removed (the last netns of a host whose /run/netns is cleaned up): so is path
   watcher.on('error', () => gone())
-  if (!existsSync(path)) gone()
+  check()
   return watcher
 }
 

@@ -224,12 +224,14 @@ describe('interception through v2ray', () => {
     })
   })
 
-  it('up --follow ends (exit 3, in one line) when its netns is deleted; down then removes what is left', async () => {
+  it('up --follow ends (exit 3, in one line) when its netns is deleted, even when one by the same name comes at once; down then removes what is left', async () => {
     await withSandbox('ig', async (sb) => {
       const {host} = await proxyTopology(sb)
       const follower = startCli([...interceptArgs(sb, host).filter((a) => a !== '--json'), '--follow'], 60_000)
       await follower.waitFor(/following the links and routes of netns skfp-t/)
+      // deleted and made again at once (a container restarted): another namespace by that name
       await runner.run({tool: 'ip', args: ['netns', 'del', host]})
+      await runner.run({tool: 'ip', args: ['netns', 'add', host]})
       const ended = await follower.child
       expect([ended.exitCode, ended.stderr.trim().split('\n').pop()]).toEqual([3, `skfp: netns ${host} is gone: nothing is left to follow: \`skfp down --instance ${sb.name}\` removes what is left of the instance`])
       expect((await skfp(['down', '--instance', sb.name])).exitCode).toBe(0)
