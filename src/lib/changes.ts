@@ -45,8 +45,17 @@ interface Kind<C extends Change> {
 }
 
 export const hookKey = (dev: string, dir: string) => `${dev} ${dir}`
+/** A mark as `ip rule` prints it, with its mask: '0xca6c' (every bit) or '0x80000/0xff0000'. */
+export function parseMarkText(text: string): {mark: number; mask: number} {
+  const [mark, mask] = text.split('/').map((t) => Number(t) >>> 0)
+  return {mark, mask: mask ?? 0xffffffff}
+}
+
+/** A mark in that form as text, the mask left out when it is every bit. */
+export const markText = (mark: number, mask: number): string => `0x${mark.toString(16)}${mask === 0xffffffff ? '' : `/0x${mask.toString(16)}`}`
+
 /** The mark of an `ip -j rule` entry ("0x5cf0" or "0x5cf0/0xffffffff"). */
-export const markOf = (text?: string) => (text ? Number.parseInt(text.split('/')[0], 16) : undefined)
+export const markOf = (text?: string) => (text ? parseMarkText(text).mark : undefined)
 
 /** The program a tc-filter change attaches (its pin and name): the *_l3 variant on an L3 device. */
 function tcProgram(c: Of<'tc-filter'>, pins: InstancePins): [string, string] {

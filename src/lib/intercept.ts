@@ -3,7 +3,7 @@
  * way), the changes it records, and the bypass map entries it writes. Pure where possible.
  */
 import {existsSync, statSync} from 'node:fs'
-import {observeChange, markOf} from './changes.js'
+import {markOf, markText, observeChange} from './changes.js'
 import {CGROUP_BYPASS, CGROUP_INTERCEPT, VPN_MARKS} from './config.js'
 import {conflictError, usageError} from './errors.js'
 import {onceEach, type Cmd, type Runner} from './exec.js'
@@ -59,14 +59,6 @@ export async function defaultRouteDevs(runner: Runner, netns?: string): Promise<
   return [...devs].sort()
 }
 
-/** A mark and its mask as `ip rule` prints them: '0xca6c', or '0x80000/0xff0000' with a mask. */
-export const markText = (mark: number, mask: number): string => `0x${mark.toString(16)}${mask === 0xffffffff ? '' : `/0x${mask.toString(16)}`}`
-
-export function parseMarkText(text: string): {mark: number; mask: number} {
-  const [mark, mask] = text.split('/').map((t) => Number(t) >>> 0)
-  return {mark, mask: mask ?? 0xffffffff}
-}
-
 /** The marks of a VPN's own packets in the target netns, both families, sorted, at most VPN_MARKS:
  * those of its `not fwmark` policy rules, which send everything but the VPN's own packets into the
  * tunnel (wg-quick: `not fwmark 51820 table 51820`; Tailscale: `not fwmark 0x80000/0xff0000 table
@@ -78,7 +70,7 @@ export async function vpnMarks(runner: Runner, fwmark: number, netns?: string): 
   const marks = new Set<string>()
   for (const r of rules) {
     if (!('not' in r) || r.fwmark === undefined) continue
-    const {mark, mask} = parseMarkText(r.fwmask === undefined ? r.fwmark : `${r.fwmark}/${r.fwmask}`)
+    const [mark, mask] = [Number(r.fwmark) >>> 0, r.fwmask === undefined ? 0xffffffff : Number(r.fwmask) >>> 0]
     if ((mark & mask) === 0 || (mark === fwmark && mask === 0xffffffff)) continue
     marks.add(markText((mark & mask) >>> 0, mask))
   }

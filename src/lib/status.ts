@@ -163,7 +163,8 @@ export async function instanceStatuses(runner: Runner, which: {instance: string;
       const s = o.record?.settings
       // where an interception instance's netns is (gone with it: nothing to warn of)
       const i = s?.intercept
-      const now = i && (!s.netns || existsSync(netnsPath(s.netns))) ? {defaultRoutes: await defaultRouteDevs(runner, s.netns), vpnMarks: await vpnMarks(runner, i.fwmark, s.netns)} : undefined
+      const [defaultRoutes, marks] = i && (!s.netns || existsSync(netnsPath(s.netns))) ? await Promise.all([defaultRouteDevs(runner, s.netns), vpnMarks(runner, i.fwmark, s.netns)]) : []
+      const now = defaultRoutes && marks ? {defaultRoutes, vpnMarks: marks} : undefined
       return statusOf(o, now)
     }),
   )

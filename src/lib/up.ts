@@ -4,8 +4,8 @@
  */
 import {existsSync} from 'node:fs'
 import {CFG_ADAPTIVE, CFG_BYPASS_PRIVATE, CFG_CGROUP_ONLY, CFG_CGROUP_SCOPE, CFG_FASTPATH, CFG_INTERCEPT, CFG_UDP, encodeConfig, encodeRecord, KEY_ZERO, type DatapathConfig} from './config.js'
-import {bypassWrites, interceptChanges, parseMarkText, type InterceptFacts} from './intercept.js'
-import {changeActions, present, stepId} from './changes.js'
+import {bypassWrites, interceptChanges, type InterceptFacts} from './intercept.js'
+import {changeActions, parseMarkText, present, stepId} from './changes.js'
 import {conflictError, SkfpError} from './errors.js'
 import {attachReaders, sharedMaps, type VariantName} from './datapath.js'
 import {BPFFS, PIN_ROOT, type InstancePins} from './pins.js'

@@ -37,6 +37,17 @@ const MATRIX: Record<string, Expectation> = {
 // locked down for integrity: fexit is refused, the tracepoint taken; built without WireGuard
 const RUNNING: Expectation = {fastpath: 'kfunc', guard: 'msg_tot_len', reuseport: true, adaptive: 'tracepoint', wireguard: false}
 
+/** What the focused suite is told to expect (inside.test.ts reads SKFP_EXPECT_*). */
+function expectationEnv(want: Expectation): Record<string, string> {
+  return {
+    SKFP_EXPECT_FASTPATH: want.fastpath,
+    SKFP_EXPECT_GUARD: want.guard,
+    SKFP_EXPECT_REUSEPORT: want.reuseport ? '1' : '0',
+    SKFP_EXPECT_ADAPTIVE: want.adaptive,
+    SKFP_EXPECT_WIREGUARD: want.wireguard ? '1' : '0',
+  }
+}
+
 /** Minutes the focused suite may take in one emulated VM (about 5 measured). */
 const VM_MINUTES = 12
 
@@ -56,7 +67,7 @@ describe('kernel matrix', () => {
 
   it(`the running kernel (${release()})`, async () => {
     requireRoot()
-    const r = await execa(process.execPath, [suite], {cwd: PROJECT_ROOT, reject: false, all: true, env: {SKFP_EXPECT_FASTPATH: RUNNING.fastpath, SKFP_EXPECT_GUARD: RUNNING.guard, SKFP_EXPECT_REUSEPORT: RUNNING.reuseport ? '1' : '0', SKFP_EXPECT_ADAPTIVE: RUNNING.adaptive, SKFP_EXPECT_WIREGUARD: RUNNING.wireguard ? '1' : '0'}, timeout: 600_000})
+    const r = await execa(process.execPath, [suite], {cwd: PROJECT_ROOT, reject: false, all: true, env: expectationEnv(RUNNING), timeout: 600_000})
     summary.push(`${release()}: exit ${r.exitCode}`)
     expect(r.exitCode, String(r.all).slice(-6000)).toBe(0)
   }, 620_000)
@@ -65,7 +76,8 @@ describe('kernel matrix', () => {
     requireRoot()
     const kernel = (await cachedKernels()).find((k) => k.name === name)
     expect(kernel, `kernel ${name} is not cached: scripts/kernels.sh (run by npm test's setup) downloads it`).toBeDefined()
-    const inner = `cd ${PROJECT_ROOT} && SKFP_EXPECT_FASTPATH=${want.fastpath} SKFP_EXPECT_GUARD=${want.guard} SKFP_EXPECT_REUSEPORT=${want.reuseport ? 1 : 0} SKFP_EXPECT_ADAPTIVE=${want.adaptive} SKFP_EXPECT_WIREGUARD=${want.wireguard ? 1 : 0} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${suite}`
+    const env = Object.entries(expectationEnv(want)).map(([k, v]) => `${k}=${v}`)
+    const inner = `cd ${PROJECT_ROOT} && ${env.join(' ')} SKFP_TEST_SLOW_MS=600000 ${process.execPath} ${suite}`
     const vmRun = join(PROJECT_ROOT, 'scripts', 'vm-run.sh')
     const r = await execa('bash', [vmRun, '--overlay', PROJECT_ROOT, '--timeout', String(VM_MINUTES * 60), kernel!.vmlinuz, '--', inner], {reject: false, all: true, timeout: (VM_MINUTES + 1) * 60_000})
     summary.push(`${kernel!.version}: exit ${r.exitCode}`)
